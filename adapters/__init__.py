@@ -1,0 +1,1 @@
+"""Shop adapters (import name ``loyalty_ladder.adapters``), one module per platform."""
