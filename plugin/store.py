@@ -1,0 +1,401 @@
+"""Storage: SQLAlchemy 2 Core tables, engine creation, Alembic upgrade, per-customer locking.
+
+The ``events`` table is the append-only ledger (the source of truth); ``customers`` is derived
+from it and can be rebuilt; ``awards`` + ``award_log`` are the reward ledger and its audit trail;
+``inbox`` holds raw shop webhooks until they are turned into events.
+
+Transactions on SQLite
+----------------------
+pysqlite (Python < 3.12) emits its own ``BEGIN`` lazily, only before DML, which makes SELECTs
+in a "transaction" unrepeatable and DDL non-transactional.  :func:`make_engine` therefore uses
+the recipe from the SQLAlchemy SQLite docs ("Enabling Non-Legacy SQLite Transactional Modes"):
+a ``connect`` listener sets ``isolation_level = None`` so the driver never emits ``BEGIN``, and
+a ``begin`` listener emits it ourselves: ``BEGIN IMMEDIATE`` when the connection carries the
+execution option ``ladder_write=True`` (see :func:`begin_write`), plain deferred ``BEGIN``
+otherwise.  ``BEGIN IMMEDIATE`` takes SQLite's single write lock at the start (waiting up to
+``busy_timeout``), so two read-modify-write transactions on the same file run one after the
+other instead of one failing with ``SQLITE_BUSY`` when it upgrades its read snapshot.  That is
+how per-customer work is serialised on SQLite; on PostgreSQL :func:`lock_customer` takes a row
+lock instead, so different customers proceed in parallel.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Dialect, Engine, RowMapping, make_url
+from sqlalchemy.types import TypeDecorator
+
+from . import migrations as _migrations_package
+
+# Deterministic constraint names, so migrations can refer to them on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+# Serialises concurrent `upgrade()` calls of several processes on PostgreSQL (any constant works).
+_MIGRATION_LOCK_ID = 0x6C61646465  # "ladde"
+SQLITE_BUSY_TIMEOUT_MS = 5000
+# Alembic's `context` and `op` are module-level proxies: two upgrades in one process at once
+# (even on different databases) would step on each other.
+_ALEMBIC_LOCK = threading.Lock()
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+# ---------------------------------------------------------------- column types
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime.  Naive datetimes are refused: their zone would be a guess.
+
+    SQLite stores the UTC wall time as text (sortable); PostgreSQL a ``timestamptz``.  Values
+    always come back aware, in UTC.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"UTCDateTime needs a datetime, got {type(value).__name__}")
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()} refused: give it a time zone")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Money(TypeDecorator[Decimal]):
+    """An exact decimal amount stored as its string (``"120.00"`` stays ``"120.00"``).
+
+    Floats are refused (money is Decimal everywhere), as are NaN and infinities.
+    """
+
+    impl = sa.String(40)
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | int | str | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, (float, bool)):
+            raise TypeError(f"Money needs a Decimal, got {type(value).__name__} {value!r}")
+        try:
+            amount = Decimal(value)
+        except (InvalidOperation, TypeError, ValueError):
+            raise ValueError(f"not a money amount: {value!r}") from None
+        if not amount.is_finite():
+            raise ValueError(f"not a money amount: {value!r}")
+        return str(amount)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# String sizes: shop ids are short and URL-safe; shop-side ids (customers, events, orders)
+# are opaque strings; award keys join several of them.
+SHOP_ID = 64
+EXTERNAL_ID = 255
+NAME = 64
+AWARD_KEY = 512
+VERSION = 12
+
+# ---------------------------------------------------------------- tables
+shops = sa.Table(
+    "shops",
+    metadata,
+    sa.Column("shop_id", sa.String(SHOP_ID), primary_key=True),
+    # Awards implied by the state before this instant are `historical`, never delivered.
+    sa.Column("live_from", UTCDateTime(), nullable=True),
+    sa.Column("active_version", sa.String(VERSION), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False, default=_now),
+)
+
+shop_turns = sa.Table(
+    "shop_turns",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("shop_id", sa.String(SHOP_ID), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False, default=_now),
+    sa.Index(None, "shop_id", "started_at"),
+)
+
+programme_versions = sa.Table(
+    "programme_versions",
+    metadata,
+    sa.Column("version", sa.String(VERSION), primary_key=True),
+    sa.Column("source", sa.String(1024), nullable=False),  # where it was read from
+    sa.Column("canonical", sa.Text, nullable=False),  # the normalised programme the version hashes
+    sa.Column("created_at", UTCDateTime(), nullable=False, default=_now),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("shop_id", sa.String(SHOP_ID), nullable=False),
+    sa.Column("event_id", sa.String(EXTERNAL_ID), nullable=False),
+    sa.Column("customer_id", sa.String(EXTERNAL_ID), nullable=False),
+    sa.Column("type", sa.String(NAME), nullable=False),
+    sa.Column("occurred_at", UTCDateTime(), nullable=False),
+    sa.Column("body", sa.JSON, nullable=False),  # the accepted event, as JSON
+    sa.Column("body_hash", sa.String(64), nullable=False),  # sha256 of the canonical body
+    sa.Column("source", sa.String(32), nullable=False),  # api | import | shopify | woocommerce | replay
+    sa.Column("received_at", UTCDateTime(), nullable=False, default=_now),
+    # Set once the customer's fold has included this event; NULL = pending.
+    sa.Column("applied_at", UTCDateTime(), nullable=True),
+    sa.UniqueConstraint("shop_id", "event_id"),
+    sa.Index(None, "shop_id", "customer_id"),
+)
+# The sweeper looks for events accepted but never applied; a partial index keeps that cheap
+# however long the ledger grows (both SQLite and PostgreSQL support partial indexes).
+sa.Index(
+    "ix_events_pending",
+    events.c.received_at,
+    sqlite_where=events.c.applied_at.is_(None),
+    postgresql_where=events.c.applied_at.is_(None),
+)
+
+customers = sa.Table(
+    "customers",
+    metadata,
+    sa.Column("shop_id", sa.String(SHOP_ID), primary_key=True),
+    sa.Column("customer_id", sa.String(EXTERNAL_ID), primary_key=True),
+    sa.Column("email", sa.String(320), nullable=True),
+    sa.Column("stage", sa.String(NAME), nullable=True),
+    sa.Column("subgroup", sa.String(NAME), nullable=True),
+    sa.Column("lapsed", sa.Boolean, nullable=False, default=False),
+    sa.Column("turn", sa.Integer, nullable=False, default=1),
+    sa.Column("since", UTCDateTime(), nullable=True),
+    sa.Column("state", sa.JSON, nullable=False, default=dict),  # history, facts, next, lapse_at
+    sa.Column("rule_version", sa.String(VERSION), nullable=True),
+    sa.Column("next_wake_at", UTCDateTime(), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False, default=_now, onupdate=_now),
+    sa.Index(None, "next_wake_at"),
+)
+
+AWARD_STATUSES = ("due", "delivered", "needs_manual_action", "failed", "withheld", "reversed", "historical")
+
+awards = sa.Table(
+    "awards",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.String(AWARD_KEY), nullable=False, unique=True),
+    sa.Column("shop_id", sa.String(SHOP_ID), nullable=False),
+    sa.Column("customer_id", sa.String(EXTERNAL_ID), nullable=False),
+    sa.Column("reward_id", sa.String(NAME), nullable=False),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("scope", sa.String(16), nullable=False),  # stage | order | event | period | lapse
+    sa.Column("scope_ref", sa.String(EXTERNAL_ID), nullable=False),
+    sa.Column("stage", sa.String(NAME), nullable=True),
+    sa.Column("turn", sa.Integer, nullable=True),
+    sa.Column("status", sa.String(24), nullable=False),  # one of AWARD_STATUSES
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("params", sa.JSON, nullable=False, default=dict),
+    sa.Column("value", Money(), nullable=True),
+    sa.Column("rule_version", sa.String(VERSION), nullable=False),
+    sa.Column("granted_at", UTCDateTime(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False, default=_now),
+    sa.Column("updated_at", UTCDateTime(), nullable=False, default=_now, onupdate=_now),
+    sa.Column("reversed_at", UTCDateTime(), nullable=True),
+    sa.Index(None, "shop_id", "customer_id"),
+    sa.Index(None, "status"),
+)
+
+award_log = sa.Table(
+    "award_log",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("award_key", sa.String(AWARD_KEY), sa.ForeignKey("awards.key"), nullable=False, index=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("rule_version", sa.String(VERSION), nullable=True),
+)
+
+INBOX_STATUSES = ("received", "processed", "failed", "ignored")
+
+inbox = sa.Table(
+    "inbox",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("platform", sa.String(32), nullable=False),
+    sa.Column("shop_id", sa.String(SHOP_ID), nullable=True),
+    # NULLs are distinct in a unique constraint (SQLite and PostgreSQL alike): rows without a
+    # delivery id are never deduplicated by the database.
+    sa.Column("delivery_id", sa.String(EXTERNAL_ID), nullable=True),
+    sa.Column("topic", sa.String(128), nullable=True),
+    sa.Column("headers", sa.JSON, nullable=False, default=dict),
+    sa.Column("body", sa.Text, nullable=False),  # the raw body, exactly as signed
+    sa.Column("received_at", UTCDateTime(), nullable=False, default=_now),
+    sa.Column("status", sa.String(16), nullable=False, default="received"),  # one of INBOX_STATUSES
+    sa.Column("processed_at", UTCDateTime(), nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.UniqueConstraint("platform", "shop_id", "delivery_id"),
+    sa.Index(None, "status", "received_at"),
+)
+
+
+# ---------------------------------------------------------------- engine
+def _sqlite_file(url: URL) -> Path | None:
+    db = url.database
+    if not db or db == ":memory:" or db.startswith("file:") or url.query.get("uri"):
+        return None
+    return Path(db)
+
+
+def make_engine(url: str | URL, **kwargs: Any) -> Engine:
+    """Create an Engine; on SQLite: WAL, ``synchronous=NORMAL``, busy timeout, foreign keys,
+    and our own ``BEGIN`` handling (see the module docstring).  ``kwargs`` go to ``create_engine``.
+    """
+    url = make_url(url)
+    if url.get_backend_name() != "sqlite":
+        return sa.create_engine(url, **kwargs)
+
+    path = _sqlite_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, **kwargs)
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # The driver must not emit BEGIN itself; the "begin" listener below does.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
+            cursor.execute("PRAGMA synchronous=NORMAL")  # safe with WAL, far fewer fsyncs
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("ladder_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+@contextlib.contextmanager
+def begin_write(engine: Engine) -> Iterator[Connection]:
+    """A transaction meant to write: ``BEGIN IMMEDIATE`` on SQLite (the write lock is taken
+    up front, waiting up to the busy timeout), a plain transaction elsewhere.  Commits on
+    success, rolls back on an exception.
+    """
+    with engine.connect() as conn:
+        conn.execution_options(ladder_write=True)
+        with conn.begin():
+            yield conn
+
+
+def lock_customer(conn: Connection, shop_id: str, customer_id: str) -> RowMapping:
+    """Serialise work on one customer until the end of ``conn``'s transaction; return its row.
+
+    The ``customers`` row is created first when missing (an empty, stage-less row), so there is
+    always something to lock.  PostgreSQL: ``INSERT … ON CONFLICT DO NOTHING`` then
+    ``SELECT … FOR UPDATE`` (a row lock; other customers are not blocked).  SQLite has no row
+    locks: the insert takes the database's write lock, which is held to the end of the
+    transaction — call this inside :func:`begin_write` so that lock is taken at ``BEGIN``.
+    """
+    dialect = conn.dialect.name
+    values = {
+        "shop_id": shop_id,
+        "customer_id": customer_id,
+        "lapsed": False,
+        "turn": 1,
+        "state": {},
+        "updated_at": _now(),
+    }
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        conn.execute(pg_insert(customers).values(**values).on_conflict_do_nothing())
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        conn.execute(sqlite_insert(customers).values(**values).on_conflict_do_nothing())
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise NotImplementedError(f"lock_customer does not support {dialect}")
+    query = sa.select(customers).where(
+        customers.c.shop_id == shop_id, customers.c.customer_id == customer_id
+    )
+    if dialect == "postgresql":
+        query = query.with_for_update()
+    return conn.execute(query).mappings().one()
+
+
+# ---------------------------------------------------------------- migrations
+MIGRATIONS_DIR = Path(_migrations_package.__file__).resolve().parent
+
+
+def alembic_config(connection: Connection | None = None) -> Any:
+    """An Alembic Config for the packaged migrations, independent of the working directory."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest revision shipped with the package."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "the packaged migrations have no head"
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at; None for a database never migrated."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
+    """Run ``alembic upgrade`` with the packaged migrations, in one transaction.
+
+    Several processes may call this at start-up at the same time: SQLite serialises them with
+    ``BEGIN IMMEDIATE``, PostgreSQL with a transaction-scoped advisory lock, and the later ones
+    find the database already at head.
+    """
+    from alembic import command
+
+    engine = engine_or_url if isinstance(engine_or_url, Engine) else make_engine(engine_or_url)
+    try:
+        with _ALEMBIC_LOCK, begin_write(engine) as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+            command.upgrade(alembic_config(conn), revision)
+    finally:
+        if engine is not engine_or_url:
+            engine.dispose()
