@@ -1,0 +1,238 @@
+"""Implied awards, their keys, and reconciliation with what was recorded (pure, no database).
+
+The ladder says which awards a customer's history *implies*; the service compares
+that set with the awards already recorded and acts on the difference
+(``reconcile``).  Award keys are deterministic and never contain the rule version,
+so re-folding the same history — after a duplicate, a late event, a restart or a
+comment-only rule edit — implies the same keys:
+
+``{shop}/{customer}/{reward}/stage/{stage}/{turn}``, ``…/order/{order_id}``,
+``…/event/{event_id}``, ``…/period/{YYYY-MM | YYYY-Qn | YYYY}``,
+``…/lapse/{stage}/{turn}``.
+
+Each component is percent-encoded (``quote(…, safe="")``) so an id containing ``/``
+cannot make two different awards share a key; ordinary ids are unchanged.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import quote
+
+from .programme import Reward
+
+SCOPES = ("stage", "order", "event", "period", "lapse")
+CENT = Decimal("0.01")
+#: what ``quote(…, safe="")`` leaves alone; such components skip the (slow) quoting
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def _component(part: object) -> str:
+    text = str(part)
+    return text if _UNRESERVED.fullmatch(text) else quote(text, safe="")
+
+
+def award_key(shop: str, customer: str, reward_id: str, scope: str, ref: str | Sequence[Any]) -> str:
+    """The award key; ``ref`` is the scope's reference: ``(stage, turn)`` for stage/lapse, else an id."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown award scope {scope!r}")
+    parts = [ref] if isinstance(ref, str) else list(ref)
+    return "/".join(_component(p) for p in (shop, customer, reward_id, scope, *parts))
+
+
+def discount_code(prefix: str, key: str) -> str:
+    """A code that is the same for the same award on every fold and differs between awards."""
+    return f"{prefix}-{hashlib.sha256(key.encode()).hexdigest()[:8].upper()}"
+
+
+@dataclass(frozen=True)
+class ImpliedAward:
+    key: str
+    shop: str
+    customer_id: str
+    reward_id: str
+    type: str
+    scope: str  # stage | order | event | period | lapse
+    scope_ref: str  # "stage/turn", order id, event id, period id
+    stage: str | None
+    turn: int
+    granted_at: datetime
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    value: Decimal | None = None
+    historical: bool = False
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        out = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return out if out.is_finite() else None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return _iso(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def resolve_params(reward: Reward, key: str, granted_at: datetime,
+                   order_net: Decimal | None = None) -> tuple[dict[str, Any], Decimal | None]:
+    """The concrete, JSON-friendly parameters of one award and its money value (when known).
+
+    * discount: ``code`` (deterministic from the key and ``code_prefix``), ``percent`` or
+      ``amount``, ``currency``, ``usage_limit`` (default 1), ``minimum_order``, ``expires_at``;
+      value = the fixed amount (a percentage has no value until used);
+    * tag: ``tag``;
+    * points: ``points`` = floor(order net × ``points_per_unit``) for order rewards, else the
+      fixed ``points``; ``expires_at``; value = points × ``point_value`` when the rule gives one;
+    * everything else: its parameters as written; value = ``value``/``amount``/``cost``/``max_amount``.
+    """
+    params = dict(reward.params)
+    expires_days = params.pop("expires_days", None)
+    out: dict[str, Any]
+    value: Decimal | None = None
+    if reward.type == "discount":
+        prefix = str(params.pop("code_prefix", None) or reward.id.upper())
+        out = {"code": discount_code(prefix, key), "usage_limit": int(params.pop("usage_limit", 1))}
+        if "percent" in params:
+            out["percent"] = str(params.pop("percent"))
+        if "amount" in params:
+            amount = _decimal(params.pop("amount"))
+            if amount is not None:
+                out["amount"] = str(amount.quantize(CENT))
+                value = amount.quantize(CENT)
+        if "minimum_order" in params:
+            minimum = _decimal(params.pop("minimum_order"))
+            if minimum is not None:
+                out["minimum_order"] = str(minimum.quantize(CENT))
+        out.update(params)
+    elif reward.type == "points":
+        per_unit = _decimal(params.pop("points_per_unit", None))
+        fixed = params.pop("points", None)
+        point_value = _decimal(params.get("point_value"))
+        if per_unit is not None and order_net is not None:
+            points = math.floor(order_net * per_unit)
+        else:
+            points = int(fixed or 0)
+        out = {"points": points, **params}
+        if point_value is not None:
+            value = (point_value * points).quantize(CENT)
+    else:
+        out = dict(params)
+        for name in ("value", "amount", "cost", "max_amount"):
+            found = _decimal(params.get(name))
+            if found is not None:
+                value = found.quantize(CENT)
+                break
+    if expires_days is not None:
+        out["expires_at"] = _iso(granted_at + timedelta(days=int(expires_days)))
+    return _jsonable(out), value
+
+
+def imply(reward: Reward, *, shop: str, customer_id: str, scope: str, ref: str | Sequence[Any],
+          stage: str | None, turn: int, granted_at: datetime, live_from: datetime | None = None,
+          order_net: Decimal | None = None, currency: str | None = None) -> ImpliedAward:
+    """One implied award of ``reward`` (params resolved, historical when before ``live_from``)."""
+    key = award_key(shop, customer_id, reward.id, scope, ref)
+    params, value = resolve_params(reward, key, granted_at, order_net)
+    if reward.type == "discount" and currency and "amount" in params and "currency" not in params:
+        params["currency"] = currency
+    scope_ref = ref if isinstance(ref, str) else "/".join(str(p) for p in ref)
+    return ImpliedAward(
+        key=key, shop=shop, customer_id=customer_id, reward_id=reward.id, type=reward.type,
+        scope=scope, scope_ref=scope_ref, stage=stage, turn=turn, granted_at=granted_at,
+        params=params, value=value, historical=live_from is not None and granted_at < live_from,
+    )
+
+
+# ------------------------------------------------------------------ reconcile
+@dataclass(frozen=True)
+class ReconcilePlan:
+    """What to do so the recorded awards match the implied ones; every list sorted by key.
+
+    * ``grant``: implied awards not recorded yet, or recorded as ``reversed`` and implied
+      again (a re-grant: e.g. a refund was itself undone).  The service updates the old row;
+    * ``reverse``: recorded awards (as given) no longer implied and not already reversed;
+    * ``update``: implied awards whose recorded params or value differ (points recomputed
+      after a partial refund); the recorded status is kept;
+    * ``keep``: implied awards recorded with the same params and value.
+    """
+
+    grant: tuple[ImpliedAward, ...] = ()
+    reverse: tuple[Any, ...] = ()
+    update: tuple[ImpliedAward, ...] = ()
+    keep: tuple[ImpliedAward, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.grant or self.reverse or self.update)
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def _has(obj: Any, name: str) -> bool:
+    return name in obj if isinstance(obj, Mapping) else hasattr(obj, name)
+
+
+def _canon(params: Any) -> str:
+    if isinstance(params, str):  # stored as JSON text by some drivers
+        try:
+            params = json.loads(params)
+        except ValueError:
+            return params
+    return json.dumps(_jsonable(params or {}), sort_keys=True, separators=(",", ":"))
+
+
+def _same(award: ImpliedAward, recorded: Any) -> bool:
+    if _canon(award.params) != _canon(_get(recorded, "params")):
+        return False
+    if _has(recorded, "value"):
+        return _decimal(_get(recorded, "value")) == award.value
+    return True
+
+
+def reconcile(implied: Iterable[ImpliedAward], recorded: Iterable[Any]) -> ReconcilePlan:
+    """Compare implied awards with recorded ones (objects or dicts with ``key``, ``status``, ``params``)."""
+    by_key: dict[str, ImpliedAward] = {}
+    for award in implied:
+        by_key[award.key] = award
+    rec_by_key = {str(_get(r, "key")): r for r in recorded}
+    grant: list[ImpliedAward] = []
+    update: list[ImpliedAward] = []
+    keep: list[ImpliedAward] = []
+    for key in sorted(by_key):
+        award = by_key[key]
+        rec = rec_by_key.get(key)
+        if rec is None or _get(rec, "status") == "reversed":
+            grant.append(award)
+        elif _same(award, rec):
+            keep.append(award)
+        else:
+            update.append(award)
+    reverse = [rec_by_key[k] for k in sorted(rec_by_key)
+               if k not in by_key and _get(rec_by_key[k], "status") != "reversed"]
+    return ReconcilePlan(grant=tuple(grant), reverse=tuple(reverse), update=tuple(update), keep=tuple(keep))

@@ -1,0 +1,379 @@
+"""The generic event schema (public contract) and the immutable ``Event`` it yields.
+
+Generic events are our own format, so unknown fields are errors (``unknown=RAISE``):
+a typo in an integration must fail loudly, not be dropped.  Vendor adapters map
+their payloads to this shape first.
+
+Every accepted event keeps ``raw``: the canonical JSON form of what was accepted
+(money as normalised decimal strings, times as UTC ``…Z``, absent fields left
+out, ``schema`` dropped because version 1 is the only one).  Two submissions
+with the same meaning therefore have the same ``raw`` — that is what the events
+endpoint compares for its 409 — and ``Event.from_raw(raw)`` rebuilds the event
+from storage.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any, ClassVar
+
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates_schema,
+)
+
+EVENT_TYPES = (
+    "customer_created",
+    "customer_updated",
+    "customer_deleted",
+    "checkout_started",
+    "order_placed",
+    "order_paid",
+    "payment_received",
+    "order_refunded",
+    "order_cancelled",
+    "referral",
+    "complaint",
+    "review",
+)
+#: events that are about one order and must name it
+ORDER_EVENTS = ("order_placed", "order_paid", "payment_received", "order_refunded", "order_cancelled")
+#: events that create an order (and so must carry its total and currency)
+ORDER_CREATING_EVENTS = ("order_placed", "order_paid")
+PAYMENT_METHODS = ("card", "gift_card", "points", "terms", "other")
+
+MAX_ID = 200
+CENT = Decimal("0.01")
+#: far above any real order; keeps absurd inputs (1e400) out of our arithmetic
+MAX_MONEY = Decimal(1000000000000)
+
+
+# ------------------------------------------------------------------ fields
+class Money(fields.Field):
+    """A non-negative amount: a decimal string (``"12.50"``) or a JSON number, at most 2 decimals.
+
+    JSON numbers go through ``str`` so ``19.99`` stays 19.99 and never becomes a binary
+    float approximation.  Serialises as a string with exactly two decimals.
+    """
+
+    default_error_messages: ClassVar[dict[str, str]] = {
+        "invalid": "Not a valid amount: use a decimal string such as \"12.50\".",
+        "negative": "Must not be negative.",
+        "precision": "At most 2 decimal places.",
+        "too_large": "Amount too large.",
+    }
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> Decimal:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
+            raise self.make_error("invalid")
+        try:
+            amount = Decimal(str(value).strip())
+        except InvalidOperation:
+            raise self.make_error("invalid") from None
+        if not amount.is_finite():
+            raise self.make_error("invalid")
+        if amount < 0:
+            raise self.make_error("negative")
+        if amount > MAX_MONEY:
+            raise self.make_error("too_large")
+        quantised = amount.quantize(CENT)
+        if quantised != amount:
+            raise self.make_error("precision")
+        return quantised
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        if value is None:
+            return None
+        return str(Decimal(value).quantize(CENT))
+
+
+class AwareTime(fields.Field):
+    """ISO 8601 with a zone → aware UTC datetime; a time without a zone is rejected."""
+
+    default_error_messages: ClassVar[dict[str, str]] = {
+        "invalid": "Not a valid ISO 8601 date-time.",
+        "naive": "timezone required (e.g. 2026-03-02T10:00:00Z)",
+    }
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> datetime:
+        if isinstance(value, datetime):
+            parsed = value
+        elif isinstance(value, str):
+            text = value.strip()
+            try:
+                parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "Zz" and text else text)
+            except ValueError:
+                raise self.make_error("invalid") from None
+        else:
+            raise self.make_error("invalid")
+        if parsed.tzinfo is None or parsed.utcoffset() is None:
+            raise self.make_error("naive")
+        return parsed.astimezone(timezone.utc)
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        if value is None:
+            return None
+        return format_time(value)
+
+
+def format_time(value: datetime) -> str:
+    """UTC ISO 8601 with ``Z``; the one spelling used in ``raw``."""
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _id_field(required: bool = True) -> fields.String:
+    return fields.String(required=required, validate=validate.Length(min=1, max=MAX_ID))
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class PaymentSchema(_Strict):
+    method = fields.String(required=True, validate=validate.OneOf(PAYMENT_METHODS))
+    due_at = AwareTime()
+
+
+class LineSchema(_Strict):
+    sku = fields.String(validate=validate.Length(max=MAX_ID))
+    quantity = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=1_000_000))
+    price = Money()
+    cost = Money()
+    gift_card = fields.Boolean()
+
+
+class OrderSchema(_Strict):
+    id = _id_field()
+    total = Money()
+    currency = fields.String(validate=validate.Regexp(r"^[A-Z]{3}$", error="A 3-letter ISO 4217 code such as EUR."))
+    discount_total = Money()
+    cost = Money()
+    shipping = Money()
+    shipping_cost = Money()
+    discount_codes = fields.List(fields.String(validate=validate.Length(min=1, max=MAX_ID)),
+                                 validate=validate.Length(max=100))
+    payment = fields.Nested(PaymentSchema)
+    lines = fields.List(fields.Nested(LineSchema), validate=validate.Length(max=1000))
+
+
+class RefundSchema(_Strict):
+    id = _id_field()
+    amount = Money(required=True)
+    reason = fields.String(validate=validate.Length(max=1000))
+
+
+class CustomerSchema(_Strict):
+    email = fields.Email(validate=validate.Length(max=320))
+    birthday = fields.Date()
+    locale = fields.String(validate=validate.Length(min=2, max=35))
+    tags = fields.List(fields.String(validate=validate.Length(min=1, max=MAX_ID)), validate=validate.Length(max=250))
+    accepts_marketing = fields.Boolean()
+    image_client = fields.Boolean()
+
+
+class EventSchema(_Strict):
+    schema = fields.Integer(strict=True, validate=validate.Equal(1, error="Only schema version 1 exists."))
+    id = _id_field()
+    type = fields.String(required=True, validate=validate.OneOf(EVENT_TYPES))
+    customer_id = _id_field()
+    occurred_at = AwareTime(required=True)
+    order = fields.Nested(OrderSchema)
+    refund = fields.Nested(RefundSchema)
+    customer = fields.Nested(CustomerSchema)
+    referred_customer_id = _id_field(required=False)
+    reason = fields.String(validate=validate.Length(max=1000))
+    rating = fields.Integer(strict=True, validate=validate.Range(min=1, max=5))
+    amount = Money()
+
+    @validates_schema
+    def _per_type(self, data: dict[str, Any], **kwargs: Any) -> None:
+        kind = data.get("type")
+        errors: dict[str, Any] = {}
+        order = data.get("order")
+        if kind in ORDER_EVENTS:
+            if order is None:
+                errors["order"] = [f"Required for {kind} (at least order.id)."]
+            elif kind in ORDER_CREATING_EVENTS:
+                missing = {name: ["Missing data for required field."]
+                           for name in ("total", "currency") if order.get(name) is None}
+                if missing:
+                    errors["order"] = missing
+        if kind == "order_refunded" and data.get("refund") is None:
+            errors["refund"] = ["Required for order_refunded: {id, amount}."]
+        if kind == "payment_received" and data.get("amount") is None:
+            errors["amount"] = ["Required for payment_received."]
+        if kind == "referral" and data.get("referred_customer_id") is None:
+            errors["referred_customer_id"] = ["Required for referral."]
+        if kind == "review" and data.get("rating") is None:
+            errors["rating"] = ["Required for review."]
+        if errors:
+            raise ValidationError(errors)
+
+    @post_load
+    def _build(self, data: dict[str, Any], **kwargs: Any) -> Event:
+        return _event_from_loaded(data)
+
+
+# ------------------------------------------------------------------ dataclasses
+@dataclass(frozen=True)
+class Line:
+    quantity: int
+    sku: str | None = None
+    price: Decimal | None = None
+    cost: Decimal | None = None  # unit cost of goods
+    gift_card: bool = False
+
+
+@dataclass(frozen=True)
+class Payment:
+    method: str
+    due_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Order:
+    id: str
+    total: Decimal | None = None  # what the customer pays, after discounts, including shipping
+    currency: str | None = None
+    discount_total: Decimal | None = None
+    cost: Decimal | None = None  # cost of goods of the whole order, when lines carry none
+    shipping: Decimal | None = None  # shipping charged to the customer (part of total)
+    shipping_cost: Decimal | None = None  # what shipping cost the shop
+    discount_codes: tuple[str, ...] = ()
+    payment: Payment | None = None
+    lines: tuple[Line, ...] = ()
+
+
+@dataclass(frozen=True)
+class Refund:
+    id: str
+    amount: Decimal
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class CustomerInfo:
+    email: str | None = None
+    birthday: date | None = None
+    locale: str | None = None
+    tags: tuple[str, ...] | None = None  # None: not sent (keep what we knew); () : no tags
+    accepts_marketing: bool | None = None
+    image_client: bool | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    type: str
+    customer_id: str
+    occurred_at: datetime
+    order: Order | None = None
+    refund: Refund | None = None
+    customer: CustomerInfo | None = None
+    referred_customer_id: str | None = None
+    reason: str | None = None
+    rating: int | None = None
+    amount: Decimal | None = None
+    #: canonical JSON form of what was accepted (storage, 409 comparison)
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    @property
+    def sort_key(self) -> tuple[datetime, str]:
+        """The fold order: the shop's own time, then the id to break ties."""
+        return (self.occurred_at, self.id)
+
+    @property
+    def order_id(self) -> str | None:
+        return self.order.id if self.order is not None else None
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> Event:
+        """Rebuild an event from its stored canonical form (validated again: storage is input too)."""
+        return parse_event(raw)
+
+
+def _event_from_loaded(data: dict[str, Any]) -> Event:
+    order = data.get("order")
+    customer = data.get("customer")
+    refund = data.get("refund")
+    ev = Event(
+        id=data["id"],
+        type=data["type"],
+        customer_id=data["customer_id"],
+        occurred_at=data["occurred_at"],
+        order=None if order is None else Order(
+            id=order["id"],
+            total=order.get("total"),
+            currency=order.get("currency"),
+            discount_total=order.get("discount_total"),
+            cost=order.get("cost"),
+            shipping=order.get("shipping"),
+            shipping_cost=order.get("shipping_cost"),
+            discount_codes=tuple(order.get("discount_codes") or ()),
+            payment=None if order.get("payment") is None else Payment(**order["payment"]),
+            lines=tuple(Line(**line) for line in order.get("lines") or ()),
+        ),
+        refund=None if refund is None else Refund(**refund),
+        customer=None if customer is None else CustomerInfo(
+            **{k: (tuple(v) if k == "tags" else v) for k, v in customer.items()}),
+        referred_customer_id=data.get("referred_customer_id"),
+        reason=data.get("reason"),
+        rating=data.get("rating"),
+        amount=data.get("amount"),
+    )
+    object.__setattr__(ev, "raw", _canonical(data))
+    return ev
+
+
+def _canonical(data: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON-ready canonical form of loaded data: absent stays absent, ``schema`` dropped."""
+
+    def conv(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return str(value.quantize(CENT))
+        if isinstance(value, datetime):
+            return format_time(value)
+        if isinstance(value, date):
+            return value.isoformat()
+        if isinstance(value, Mapping):
+            return {k: conv(v) for k, v in value.items() if v is not None}
+        if isinstance(value, (list, tuple)):
+            return [conv(v) for v in value]
+        return value
+
+    return {k: conv(v) for k, v in data.items() if v is not None and k != "schema"}
+
+
+# ------------------------------------------------------------------ parsing
+_SCHEMA = EventSchema()
+
+
+def parse_event(data: Any) -> Event:
+    """Validate one generic event; raises marshmallow ``ValidationError`` with per-field messages."""
+    if not isinstance(data, Mapping):
+        raise ValidationError({"_schema": ["An event must be a JSON object."]})
+    return _SCHEMA.load(dict(data))
+
+
+def parse_events(items: Sequence[Any]) -> list[Event]:
+    """Validate a batch all-or-nothing; errors are keyed by the item's index (as a string)."""
+    if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Sequence):
+        raise ValidationError({"_schema": ["Expected a list of events."]})
+    parsed: list[Event] = []
+    errors: dict[str, Any] = {}
+    for i, item in enumerate(items):
+        try:
+            parsed.append(parse_event(item))
+        except ValidationError as exc:
+            errors[str(i)] = exc.normalized_messages()
+    if errors:
+        raise ValidationError(errors)
+    return parsed

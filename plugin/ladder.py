@@ -1,0 +1,461 @@
+"""The ladder state machine: one customer's events, folded in time order, with due-time wake-ups.
+
+A customer's state is a pure function of their events (deduplicated by id, sorted by
+``(occurred_at, id)``, those after ``as_of`` ignored) and ``as_of``.  Live processing,
+replay and backtest all call ``fold``; the engine only says which conditions hold,
+this module decides movement.
+
+**Wake-ups.**  The machine looks at the customer at every distinct event time and at
+its own due times: the end of the current stage's minimum stay, the lapse deadline,
+the first instant of every calendar month (UTC) while on the ladder, and each admin
+turn of the shop.  ``as_of`` itself is never a wake-up, so ``fold(events, T2)`` agrees
+with ``fold(events, T1)`` up to ``T1`` when nothing happened in between.
+
+**At a wake-up**, in this order:
+
+1. apply the events of that instant;
+2. an admin turn at this instant: ``turn += 1`` (stage kept, lapse cleared: the turn
+   restarts the lapse clock);
+3. snapshot the facts, evaluate once;
+4. lapsed and a new counting order: no longer lapsed, ``turn += 1`` (a transition to
+   the same stage with the new turn);
+5. lapse: the deadline (anchor + the stage's ``lapse_after_days``, anchor = the latest
+   counting order — or, without orders, the latest event — but not before the
+   current turn's start) has come: lapsed, keeping the stage;
+6. enter stage 0 when it holds; climb while the next stage holds and the current
+   stage's minimum stay (from ``since``) has passed, one stage per step, further in the
+   same instant only while the entered stage has no minimum stay; never while lapsed;
+   no demotion ever (a lapse check follows, for a stage with a shorter lapse);
+7. subgroup: the first whose condition holds;
+8. grants — reward condition and subgroup filter must hold in this evaluation, the
+   customer must be in one of the trigger's stages (none listed: any): ``stage``
+   rewards of the stage the customer is in now (once per stage and turn, so a stage
+   only passed through gets none), ``order`` rewards for each counting order first
+   seen now, ``event`` rewards for each event of the trigger's type now, ``period``
+   rewards at the month wake-up that starts their period (every month start; Jan/Apr/
+   Jul/Oct 1 for quarters; Jan 1 for years), for customers on the ladder before that
+   instant — so a new-year greeting comes on January 1st, never in March to someone
+   who joined in February — and ``lapse`` rewards when the customer lapsed now.
+
+**Refund window.**  An order fully refunded (Σ refunds ≥ total) or cancelled within
+``refund_window_days`` of its first event (and by ``as_of``) never counted: its
+placed/paid/payment events are left out of the fold, so whatever depended on it —
+a step, its rewards — is simply not implied any more (the service reverses the
+recorded awards).  Its refund/cancel events stay (they count in ``refunds_count``).
+Later or partial refunds only reduce the facts from their time on; per-order award
+values use the order's net at ``as_of``.
+"""
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Protocol
+
+from .awards import ImpliedAward, imply
+from .events import Event
+from .facts import FactsAccumulator
+from .programme import Programme, Reward, Settings, Stage
+
+
+# ------------------------------------------------------------------ protocol
+class EvaluationLike(Protocol):
+    holds: frozenset[str]
+    trace: Sequence[Any]
+
+
+class Evaluator(Protocol):
+    """What the ladder needs from the engine (a ``CompiledProgramme`` satisfies it)."""
+
+    def evaluate(self, facts: Mapping[str, Any], trace: bool = False) -> EvaluationLike: ...
+
+
+# ------------------------------------------------------------------ state
+@dataclass(frozen=True)
+class Transition:
+    """Entering ``stage`` (or starting ``turn`` at the same stage) at ``at``."""
+
+    stage: str
+    at: datetime
+    turn: int
+
+
+@dataclass(frozen=True)
+class NextStep:
+    stage: str
+    missing: tuple[Mapping[str, Any], ...]  # {fact, op, value, current} of each failing comparison
+    earliest_at: datetime | None  # when the current stage's minimum stay ends (None: not on the ladder)
+
+
+@dataclass(frozen=True)
+class LadderState:
+    stage: str | None
+    subgroup: str | None
+    lapsed: bool
+    turn: int
+    since: datetime | None  # entered the current stage or turn
+    history: tuple[Transition, ...]
+    facts: Mapping[str, Any]
+    awards: tuple[ImpliedAward, ...]
+    next: NextStep | None
+    next_wake_at: datetime | None
+    rule_version: str
+    lapse_at: datetime | None = None
+
+
+# ------------------------------------------------------------------ helpers
+ORDER_CREATING = ("order_placed", "order_paid")
+#: events of an order excluded by the refund window that vanish from the fold
+VANISHING = ("order_placed", "order_paid", "payment_received")
+
+
+def prepare_events(events: Iterable[Event], as_of: datetime) -> list[Event]:
+    """Deduplicate by id, drop events after ``as_of``, sort by ``(occurred_at, id)``.
+
+    Duplicates of an id should carry the same content (the service enforces it); if not,
+    the one first in ``(occurred_at, id)`` order wins, so the choice is still deterministic.
+    """
+    chosen: dict[str, Event] = {}
+    for event in events:
+        if event.occurred_at > as_of:
+            continue
+        known = chosen.get(event.id)
+        if known is None or event.occurred_at < known.occurred_at:
+            chosen[event.id] = event
+    return sorted(chosen.values(), key=lambda e: e.sort_key)
+
+
+def excluded_orders(events: Sequence[Event], settings: Settings) -> frozenset[str]:
+    """Orders fully refunded or cancelled within the refund window of their first event.
+
+    ``events`` are already sorted and cut at ``as_of``.
+    """
+    window = timedelta(days=settings.refund_window_days)
+    first_at: dict[str, datetime] = {}
+    totals: dict[str, Decimal] = {}
+    refunds: dict[str, dict[str, Decimal]] = {}
+    out: set[str] = set()
+    for event in events:
+        order = event.order
+        if order is None:
+            continue
+        oid = order.id
+        start = first_at.setdefault(oid, event.occurred_at)
+        if event.type in ORDER_CREATING and order.total is not None:
+            totals[oid] = order.total
+        if event.occurred_at - start > window:
+            continue
+        if event.type == "order_cancelled":
+            out.add(oid)
+        elif event.type == "order_refunded" and event.refund is not None:
+            paid_back = refunds.setdefault(oid, {})
+            paid_back[event.refund.id] = event.refund.amount
+            if oid in totals and sum(paid_back.values()) >= totals[oid]:
+                out.add(oid)
+    return frozenset(out)
+
+
+def month_start(t: datetime) -> datetime:
+    return datetime(t.year, t.month, 1, tzinfo=timezone.utc)
+
+
+def next_month_start(t: datetime) -> datetime:
+    """The first instant of the calendar month after the one ``t`` is in (UTC)."""
+    u = t.astimezone(timezone.utc)
+    if u.month == 12:
+        return datetime(u.year + 1, 1, 1, tzinfo=timezone.utc)
+    return datetime(u.year, u.month + 1, 1, tzinfo=timezone.utc)
+
+
+def period_id(t: datetime, every: str | None) -> str:
+    """``2026-03`` (month), ``2026-Q1`` (quarter), ``2026`` (year)."""
+    if every == "year":
+        return f"{t.year:04d}"
+    if every == "quarter":
+        return f"{t.year:04d}-Q{(t.month - 1) // 3 + 1}"
+    return f"{t.year:04d}-{t.month:02d}"
+
+
+def starts_period(t: datetime, every: str | None) -> bool:
+    """Is the month start ``t`` also the start of a quarter / year?"""
+    if every == "year":
+        return t.month == 1
+    if every == "quarter":
+        return t.month % 3 == 1
+    return True
+
+
+def _aware(t: datetime) -> datetime:
+    """Times read back from SQLite come without a zone; ours are always UTC."""
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+
+def _holds(holds: frozenset[str], kind: str, item_id: str, when: Any) -> bool:
+    # a missing condition always holds; the engine says so too, this is belt and braces
+    return when is None or f"{kind}:{item_id}" in holds
+
+
+@dataclass
+class _Grant:
+    """A grant decided during the fold; params are resolved at the end (values need the net at as_of)."""
+
+    reward: Reward
+    scope: str
+    ref: str | tuple[str, int]
+    stage: str
+    turn: int
+    at: datetime
+    order_id: str | None = None
+
+
+class _Fold:
+    """The mutable machine behind ``fold`` (one use)."""
+
+    def __init__(self, programme: Programme, evaluator: Evaluator, shop_turns: Iterable[datetime]):
+        self.programme = programme
+        self.evaluator = evaluator
+        self.stages: tuple[Stage, ...] = programme.stages
+        self.used = tuple(sorted(programme.facts_used()))
+        self.memo: dict[tuple[Any, ...], frozenset[str]] = {}
+        self.turn_times = sorted({_aware(t) for t in shop_turns})
+        self.turn_ptr = 0
+        self.acc: FactsAccumulator | None = None
+        self.idx: int | None = None  # index of the current stage
+        self.lapsed = False
+        self.turn = 1
+        self.since: datetime | None = None
+        self.turn_start: datetime | None = None
+        self.subgroup: str | None = None
+        self.history: list[Transition] = []
+        self.grants: list[_Grant] = []
+        self.granted: set[tuple[str, str, Any]] = set()
+
+    # -------------------------------------------------------------- evaluation
+    def evaluate(self, facts: Mapping[str, Any]) -> frozenset[str]:
+        # identical used facts give the identical answer: month wake-ups often change nothing
+        key = tuple(facts[name] for name in self.used)
+        holds = self.memo.get(key)
+        if holds is None:
+            holds = frozenset(self.evaluator.evaluate(facts).holds)
+            self.memo[key] = holds
+        return holds
+
+    # -------------------------------------------------------------- due times
+    @property
+    def stage(self) -> Stage | None:
+        return None if self.idx is None else self.stages[self.idx]
+
+    def stay_end(self) -> datetime | None:
+        stage = self.stage
+        if stage is None or self.lapsed or self.idx == len(self.stages) - 1 or not stage.min_stay_days:
+            return None
+        assert self.since is not None
+        return self.since + timedelta(days=stage.min_stay_days)
+
+    def lapse_deadline(self) -> datetime | None:
+        stage = self.stage
+        if stage is None or self.lapsed or stage.lapse_after_days is None or self.acc is None:
+            return None
+        anchor = self.acc.last_order_at() or self.acc.last_event_at
+        assert anchor is not None and self.turn_start is not None
+        return max(anchor, self.turn_start) + timedelta(days=stage.lapse_after_days)
+
+    def next_due(self, after: datetime) -> datetime | None:
+        """The earliest due time strictly after ``after`` (events are not due times)."""
+        candidates = [t for t in (self.stay_end(), self.lapse_deadline()) if t is not None and t > after]
+        if self.idx is not None:
+            candidates.append(next_month_start(after))
+            ptr = bisect.bisect_right(self.turn_times, after)
+            if ptr < len(self.turn_times):
+                candidates.append(self.turn_times[ptr])
+        return min(candidates, default=None)
+
+    # -------------------------------------------------------------- movement
+    def _transition(self, at: datetime) -> None:
+        stage = self.stage
+        assert stage is not None
+        self.since = at
+        self.history.append(Transition(stage.id, at, self.turn))
+
+    def _new_turn(self, at: datetime) -> None:
+        self.turn += 1
+        self.lapsed = False
+        self.turn_start = at
+        self._transition(at)
+
+    def _check_lapse(self, at: datetime) -> bool:
+        deadline = self.lapse_deadline()
+        if deadline is not None and deadline <= at:
+            self.lapsed = True
+            return True
+        return False
+
+    def wake(self, at: datetime, batch: Sequence[Event], on_ladder_before: bool) -> None:
+        acc = self.acc
+        assert acc is not None
+        acc.new_orders.clear()
+        for event in batch:
+            acc.apply(event)
+        new_orders = [oid for oid in acc.new_orders if acc.orders[oid].counts]
+
+        admin_turn = False
+        while self.turn_ptr < len(self.turn_times) and self.turn_times[self.turn_ptr] <= at:
+            # turns while on the ladder are wake-ups of their own, so only this instant's reach here;
+            # a turn before the customer entered the ladder means nothing to them
+            admin_turn = admin_turn or (self.idx is not None and self.turn_times[self.turn_ptr] == at)
+            self.turn_ptr += 1
+        if admin_turn:
+            self._new_turn(at)
+
+        facts = acc.snapshot(at)
+        holds = self.evaluate(facts)
+
+        if self.lapsed and new_orders:
+            self._new_turn(at)
+        lapsed_now = self._check_lapse(at)
+
+        stages = self.stages
+        if self.idx is None and _holds(holds, "stage", stages[0].id, stages[0].when):
+            self.idx = 0
+            self.turn_start = at
+            self._transition(at)
+        while (self.idx is not None and not self.lapsed and self.idx + 1 < len(stages)
+               and _holds(holds, "stage", stages[self.idx + 1].id, stages[self.idx + 1].when)):
+            assert self.since is not None
+            if at < self.since + timedelta(days=stages[self.idx].min_stay_days):
+                break
+            self.idx += 1
+            self._transition(at)
+        lapsed_now = self._check_lapse(at) or lapsed_now
+
+        self.subgroup = next((g.id for g in self.programme.subgroups
+                              if _holds(holds, "subgroup", g.id, g.when)), None)
+        if self.idx is not None:
+            period_start = on_ladder_before and at == month_start(at)
+            self._grant(at, holds, batch, new_orders, period_start, lapsed_now)
+
+    def _grant(self, at: datetime, holds: frozenset[str], batch: Sequence[Event], new_orders: Sequence[str],
+               month_start_wake: bool, lapsed_now: bool) -> None:
+        stage = self.stage
+        assert stage is not None
+        for reward in self.programme.rewards:
+            trigger = reward.trigger
+            if trigger.stages and stage.id not in trigger.stages:
+                continue
+            if not _holds(holds, "reward", reward.id, reward.when):
+                continue
+            if reward.subgroups and self.subgroup not in reward.subgroups:
+                continue
+            kind = trigger.kind
+            if kind == "stage":
+                self._add(reward, "stage", (stage.id, self.turn), at)
+            elif kind == "order":
+                for oid in new_orders:
+                    self._add(reward, "order", oid, at, order_id=oid)
+            elif kind == "event":
+                for event in batch:
+                    if event.type == trigger.event:
+                        self._add(reward, "event", event.id, at)
+            elif kind == "period" and month_start_wake and starts_period(at, trigger.every):
+                self._add(reward, "period", period_id(at, trigger.every), at)
+            elif kind == "lapse" and lapsed_now:
+                self._add(reward, "lapse", (stage.id, self.turn), at)
+
+    def _add(self, reward: Reward, scope: str, ref: str | tuple[str, int], at: datetime,
+             order_id: str | None = None) -> None:
+        mark = (reward.id, scope, ref)
+        if mark in self.granted:
+            return
+        self.granted.add(mark)
+        stage = self.stage
+        assert stage is not None
+        self.grants.append(_Grant(reward, scope, ref, stage.id, self.turn, at, order_id))
+
+
+# ------------------------------------------------------------------ fold
+def fold(programme: Programme, evaluator: Evaluator, events: Iterable[Event], as_of: datetime,
+         shop: str = "default", customer_id: str = "", live_from: datetime | None = None,
+         shop_turns: Iterable[datetime] = ()) -> LadderState:
+    """The customer's ladder state at ``as_of`` (see the module docstring for the rules)."""
+    if as_of.tzinfo is None:
+        raise ValueError("as_of must be timezone-aware")
+    settings = programme.settings
+    live_from = _aware(live_from) if live_from is not None else None
+    evs = prepare_events(events, as_of)
+    excluded = excluded_orders(evs, settings)
+    if excluded:
+        evs = [e for e in evs if not (e.type in VANISHING and e.order is not None and e.order.id in excluded)]
+
+    machine = _Fold(programme, evaluator, shop_turns)
+    acc = FactsAccumulator(settings, excluded)
+    machine.acc = acc
+    i = 0
+    last: datetime | None = None
+    while True:
+        next_event = evs[i].occurred_at if i < len(evs) else None
+        due = machine.next_due(last) if last is not None else None
+        candidates = [t for t in (next_event, due) if t is not None]
+        if not candidates:
+            break
+        at = min(candidates)
+        if at > as_of:
+            break
+        j = i
+        while j < len(evs) and evs[j].occurred_at == at:
+            j += 1
+        machine.wake(at, evs[i:j], on_ladder_before=machine.idx is not None)
+        i = j
+        last = at
+
+    facts = acc.snapshot(as_of)
+    awards = tuple(_resolve(g, shop, customer_id, live_from, acc, settings) for g in machine.grants)
+    stage = machine.stage
+    lapse_at = machine.lapse_deadline()
+    return LadderState(
+        stage=stage.id if stage is not None else None,
+        subgroup=machine.subgroup if stage is not None else None,
+        lapsed=machine.lapsed,
+        turn=machine.turn,
+        since=machine.since,
+        history=tuple(machine.history),
+        facts=facts,
+        awards=awards,
+        next=_next_step(programme, evaluator, machine, facts),
+        next_wake_at=machine.next_due(as_of),
+        rule_version=programme.version,
+        lapse_at=lapse_at,
+    )
+
+
+def _resolve(grant: _Grant, shop: str, customer_id: str, live_from: datetime | None,
+             acc: FactsAccumulator, settings: Settings) -> ImpliedAward:
+    order_net = acc.order_net(grant.order_id) if grant.order_id is not None else None
+    return imply(grant.reward, shop=shop, customer_id=customer_id, scope=grant.scope, ref=grant.ref,
+                 stage=grant.stage, turn=grant.turn, granted_at=grant.at, live_from=live_from,
+                 order_net=order_net, currency=settings.currency)
+
+
+def _next_step(programme: Programme, evaluator: Evaluator, machine: _Fold,
+               facts: Mapping[str, Any]) -> NextStep | None:
+    stages = programme.stages
+    target = 0 if machine.idx is None else machine.idx + 1
+    if target >= len(stages):
+        return None
+    nxt = stages[target]
+    missing: list[dict[str, Any]] = []
+    if nxt.when is not None:
+        condition = f"stage:{nxt.id}"
+        evaluation = evaluator.evaluate(facts, trace=True)
+        if condition not in evaluation.holds:
+            # the failing comparisons are what is missing (for `any`, each alternative)
+            for entry in evaluation.trace:
+                if entry.condition == condition and not entry.result:
+                    missing.append({"fact": entry.fact, "op": entry.op, "value": entry.value,
+                                    "current": entry.current})
+    earliest = None
+    current = machine.stage
+    if current is not None and machine.since is not None:
+        earliest = machine.since + timedelta(days=current.min_stay_days)
+    return NextStep(stage=nxt.id, missing=tuple(missing), earliest_at=earliest)
