@@ -152,3 +152,55 @@ def test_doc_example(example: Example, tmp_path: Path, monkeypatch: pytest.Monke
         rulefile.load_programme(target)
     else:
         assert problems == example.errors
+
+
+# ---------------------------------------------------------------- simulation claims
+SIMULATE = re.compile(r"^<!--\s*simulate:\s*(.*?)\s*-->\s*$")
+JSONL_FENCE = re.compile(r'^```jsonl(?:\s+title="([^"]+)")?\s*$')
+
+
+def parse_simulations(text: str) -> list[tuple[int, dict[str, str], str, Example]]:
+    """Each ``<!-- simulate: k=v … -->`` claim, its events block, and the programme before it."""
+    lines = text.splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        match = SIMULATE.match(line)
+        if not match:
+            continue
+        claim = dict(part.split("=", 1) for part in match.group(1).split())
+        assert JSONL_FENCE.match(lines[i + 1]), f"docs/rules.md:{i + 1}: a simulate claim needs a jsonl block next"
+        end = next(j for j in range(i + 2, len(lines)) if lines[j].startswith("```"))
+        events = "\n".join(lines[i + 2:end]) + "\n"
+        programme = [e for e in EXAMPLES if e.line < i + 1 and e.kind == "valid"][-1]
+        out.append((i + 1, claim, events, programme))
+    return out
+
+
+SIMULATIONS = parse_simulations(DOC.read_text(encoding="utf-8"))
+
+
+def test_the_docs_have_a_simulation_claim() -> None:
+    assert SIMULATIONS
+
+
+@pytest.mark.parametrize("line,claim,events,example", SIMULATIONS, ids=[f"line{s[0]}" for s in SIMULATIONS])
+def test_simulation_claim_holds(tmp_path: Path, line, claim, events, example) -> None:
+    """The documented story, run through the real `ladder simulate`, gives what the text claims."""
+    import json
+    import subprocess
+    import sys
+
+    rules = tmp_path / _write(example, tmp_path)
+    (tmp_path / "events.jsonl").write_text(events, encoding="utf-8")
+    result = subprocess.run([str(Path(sys.executable).parent / "ladder"), "simulate", "--rules", str(rules),
+                             "--as-of", claim["as_of"], "events.jsonl"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)["customers"][claim["customer"]]
+    assert doc["stage"] == claim["stage"]
+    assert doc["lapsed"] is (claim["lapsed"] == "true")
+    assert doc["turn"] == int(claim["turn"])
+    history = [f"{h['stage']}@{h['at'][:10]}" for h in doc["history"]]
+    assert history == claim["history"].split(",")
+    got = sorted(f"{r['reward']}:{r['scope_ref']}" if r["scope"] == "order" else r["reward"] for r in doc["rewards"])
+    assert got == sorted(claim["rewards"].split(","))

@@ -1,0 +1,1 @@
+"""HTTP blueprints, one per audience: health (anyone), events and customers (admin token)."""

@@ -1,0 +1,51 @@
+"""Generic events: ``POST /api/v1/shops/<shop>/events`` (admin token), all-or-nothing."""
+from __future__ import annotations
+
+from flask import request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from ..errors import BadRequest
+from .auth import require_admin
+
+URL_PREFIX = "/api/v1/shops"
+blp = Blueprint("events", __name__, description="Customer events from any shop (the generic JSON API)")
+
+EVENT_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": {"oneOf": [
+        {"$ref": "#/components/schemas/Event"},
+        {"type": "array", "minItems": 1, "maxItems": 1000, "items": {"$ref": "#/components/schemas/Event"}},
+    ]}}},
+}
+
+
+@blp.route("/<string:shop>/events")
+class Events(MethodView):
+    @blp.doc(requestBody=EVENT_BODY, security=[{"bearer": []}], responses={
+        "400": {"description": "invalid JSON or an invalid item (per-item errors); nothing stored"},
+        "401": {"description": "missing or wrong admin token"},
+        "404": {"description": "unknown shop"},
+        "409": {"description": "an id reused with other content; nothing stored"},
+    })
+    @blp.response(202, description="every event persisted (or already known with the same content)")
+    def post(self, shop: str):
+        """Accept one event or a list of events for a shop.
+
+        An id already seen with the same content is a no-op; if any item is invalid (400)
+        or reuses an id with other content (409), nothing of the request is stored.
+        """
+        from ..app import ladder
+
+        require_admin()
+        if not request.is_json:
+            raise BadRequest("the body must be JSON (Content-Type: application/json)",
+                             {"_schema": ["expected an event object or a list of events"]})
+        payload = request.get_json(silent=True)
+        if payload is None:
+            raise BadRequest("the body is not valid JSON", {"_schema": ["malformed JSON"]})
+        if not isinstance(payload, (dict, list)):
+            raise BadRequest("expected an event object or a list of events",
+                             {"_schema": ["expected an object or a list"]})
+        result = ladder().service.accept_events(shop, payload, source="api")
+        return result.to_dict()

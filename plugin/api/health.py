@@ -1,0 +1,26 @@
+"""Liveness: answers without touching the rule engine; checks the database."""
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask_smorest import Blueprint
+
+from .. import __version__
+
+URL_PREFIX = ""
+blp = Blueprint("health", __name__, description="Liveness")
+
+
+@blp.route("/healthz")
+@blp.doc(security=[])
+def healthz():
+    """Liveness and database reachability."""
+    from ..app import ladder
+
+    state = ladder()
+    try:
+        with state.service.db.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        database = "ok"
+    except sa.exc.SQLAlchemyError as exc:  # report, don't crash: this endpoint exists to tell
+        return {"status": "degraded", "database": f"error: {exc.__class__.__name__}", "version": __version__}, 503
+    return {"status": "ok", "database": database, "version": __version__}

@@ -1,0 +1,142 @@
+"""The Flask side: ``create_app()`` for the standalone server and the
+``LoyaltyLadder`` extension for embedding the engine in a shop's own Flask app.
+
+Nothing happens at import time; the extension keeps its state in
+``app.extensions["loyalty_ladder"]``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from flask import Flask, current_app, jsonify
+from flask_smorest import Api
+from werkzeug.exceptions import HTTPException
+
+from . import __version__
+from .config import Settings, load_settings
+from .errors import ConfigError, LadderError
+from .queue import make_huey
+from .service import LadderService
+from .tasks import Tasks, register_tasks
+
+log = logging.getLogger(__name__)
+
+EXTENSION = "loyalty_ladder"
+
+
+class LadderApi(Api):
+    """flask-smorest's Api with our one JSON error shape ``{code, message, errors}``."""
+
+    def handle_http_exception(self, error: HTTPException):  # type: ignore[override]
+        data = getattr(error, "data", None) or {}
+        errors = data.get("messages") or data.get("errors") or {}
+        if isinstance(errors, Mapping) and set(errors) <= {"json", "query", "view_args", "headers", "form", "files"}:
+            # webargs nests errors by location; a caller wants the fields
+            flat: dict[str, Any] = {}
+            for part in errors.values():
+                if isinstance(part, Mapping):
+                    flat.update(part)
+            errors = flat
+        code = (error.name or "error").lower().replace(" ", "_")
+        message = data.get("message") or error.description or error.name
+        response = jsonify({"code": code, "message": message, "errors": errors})
+        response.status_code = error.code or 500
+        for name, value in (data.get("headers") or {}).items():
+            response.headers[name] = value
+        return response
+
+
+def _handle_ladder_error(error: LadderError):
+    response = jsonify(error.to_dict())
+    response.status_code = error.http_status
+    return response
+
+
+def _handle_unexpected(error: Exception):
+    # A bug, not bad input: log it with its traceback, answer without one.
+    log.exception("unhandled error")
+    response = jsonify({"code": "internal_error", "message": "internal error; the details are in the server log",
+                        "errors": {}})
+    response.status_code = 500
+    return response
+
+
+class LoyaltyLadder:
+    """Flask extension: ``LoyaltyLadder(app)`` or ``ext = LoyaltyLadder(); ext.init_app(app)``.
+
+    Options: ``settings`` (a Settings; default: ``load_settings()``), ``service`` (an existing
+    LadderService), ``url_prefix`` for every route (e.g. ``"/loyalty"`` when embedded),
+    ``immediate_queue`` (process events synchronously instead of through the queue; for tests),
+    ``require_token`` (refuse to start without an admin token; default True).
+    """
+
+    def __init__(self, app: Flask | None = None, **options: Any):
+        self.options = options
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask, **options: Any) -> None:
+        opts = {**self.options, **options}
+        settings: Settings = opts.get("settings") or load_settings()
+        if not settings.admin_token and opts.get("require_token", True):
+            raise ConfigError(
+                "LADDER_ADMIN_TOKEN is not set: the admin API needs a bearer token "
+                "(`ladder serve` generates one; other processes must be given one)")
+        service: LadderService = opts.get("service") or LadderService(settings)
+        huey = make_huey(settings, immediate=bool(opts.get("immediate_queue", False)))
+        tasks = register_tasks(huey, service)
+        state = LadderState(settings=settings, service=service, huey=huey, tasks=tasks)
+        app.extensions[EXTENSION] = state
+
+        app.config.setdefault("API_TITLE", "loyalty-ladder")
+        app.config.setdefault("API_VERSION", __version__)
+        app.config.setdefault("OPENAPI_VERSION", "3.0.3")
+        app.config.setdefault("OPENAPI_URL_PREFIX", opts.get("url_prefix") or "/")
+        app.config.setdefault("OPENAPI_JSON_PATH", "openapi.json")
+        app.config.setdefault("MAX_CONTENT_LENGTH", 8 * 1024 * 1024)
+        api = LadderApi(app, spec_kwargs={"components": {"securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"}}}})
+        from . import events as events_mod
+        from .api import customers, events, health
+
+        api.spec.components.schema("Event", schema=events_mod.EventSchema)
+
+        prefix = (opts.get("url_prefix") or "").rstrip("/")
+        for module in (health, events, customers):
+            api.register_blueprint(module.blp, url_prefix=prefix + module.URL_PREFIX)
+        app.register_error_handler(LadderError, _handle_ladder_error)
+        if not app.debug and not app.testing:
+            app.register_error_handler(Exception, _handle_unexpected)
+        state.api = api
+
+
+class LadderState:
+    """What the extension keeps per app."""
+
+    def __init__(self, settings: Settings, service: LadderService, huey: Any, tasks: Tasks):
+        self.settings = settings
+        self.service = service
+        self.huey = huey
+        self.tasks = tasks
+        self.api: Api | None = None
+
+
+def ladder() -> LadderState:
+    """The extension state of the current app."""
+    return current_app.extensions[EXTENSION]
+
+
+def create_app(settings: Settings | Mapping[str, Any] | None = None, **options: Any) -> Flask:
+    """The standalone server's app (``gunicorn 'loyalty_ladder.app:create_app()'``).
+
+    ``settings`` may be a Settings or a mapping of overrides on top of ``load_settings()``.
+    """
+    if settings is None or isinstance(settings, Mapping):
+        settings = load_settings(overrides=dict(settings or {}))
+    logging.basicConfig(level=getattr(logging, str(settings.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = Flask("loyalty_ladder")
+    app.json.sort_keys = False  # keep documents in their documented order
+    LoyaltyLadder(app, settings=settings, **options)
+    return app

@@ -1,0 +1,52 @@
+"""Queue jobs: the link between the service and Huey.
+
+Jobs carry only ``(shop, customer)``; the ledger is the source of truth, so a job
+that runs twice or never (the sweeper re-enqueues) changes nothing.
+Tasks are registered on the Huey instance a process builds from its settings —
+no module-level queue — so the web process, `ladder worker` and tests each wire
+their own.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from huey import crontab
+
+from .errors import NotFound
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Tasks:
+    huey: Any
+    process: Any
+    sweep: Any
+
+    def enqueue(self, shop_id: str, customer_id: str) -> None:
+        self.process(shop_id, customer_id)
+
+
+def register_tasks(huey: Any, service: Any) -> Tasks:
+    """Register the processing and sweeping jobs on ``huey`` and bind ``service`` to them."""
+
+    @huey.task(retries=5, retry_delay=2, name="ladder.process_customer")
+    def process_customer(shop_id: str, customer_id: str) -> None:
+        try:
+            service.process_customer(shop_id, customer_id)
+        except NotFound:
+            log.warning("nothing to process for %s/%s", shop_id, customer_id)
+
+    # Every minute: unapplied events (a lost enqueue, a crash) and due wake-ups
+    # (minimum stays ending, lapse deadlines, month starts).
+    @huey.periodic_task(crontab(minute="*"), name="ladder.sweep")
+    def sweep() -> None:
+        counts = service.sweep()
+        if counts["stale"] or counts["due"]:
+            log.info("sweep: %(stale)d customers with unapplied events, %(due)d due wake-ups", counts)
+
+    tasks = Tasks(huey=huey, process=process_customer, sweep=sweep)
+    service.bind_queue(tasks.enqueue)
+    return tasks

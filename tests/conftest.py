@@ -1,0 +1,86 @@
+"""Shared fixtures: settings, app, client, service; hypothesis profiles; service gating.
+
+PostgreSQL and Redis tests run when ``LADDER_TEST_POSTGRES_URL`` / ``LADDER_TEST_REDIS_URL``
+are set. With ``LADDER_REQUIRE_SERVICES=1`` (set by .ci/run) a missing variable or an
+unreachable server fails those tests instead of skipping them.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_TOKEN = "test-admin-token"
+
+settings.register_profile("dev", max_examples=60, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+# CI: fixed example counts and derandomised, so a CI run takes the same time every time.
+settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def _require(var: str) -> str:
+    url = os.environ.get(var)
+    if not url:
+        if os.environ.get("LADDER_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{var} is not set but LADDER_REQUIRE_SERVICES=1")
+        pytest.skip(f"{var} not set")
+    return url
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    return _require("LADDER_TEST_POSTGRES_URL")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return _require("LADDER_TEST_REDIS_URL")
+
+
+@pytest.fixture
+def ladder_settings(tmp_path, monkeypatch):
+    """Settings on a fresh SQLite file, the default programme, one generic shop."""
+    from loyalty_ladder.config import load_settings
+
+    monkeypatch.chdir(tmp_path)  # no ./rules or ./config here: package defaults apply
+    for name in list(os.environ):
+        if name.startswith("LADDER_") and not name.startswith("LADDER_TEST_") and name != "LADDER_REQUIRE_SERVICES":
+            monkeypatch.delenv(name)
+    return load_settings(overrides={
+        "database_url": f"sqlite:///{tmp_path / 'ladder.db'}",
+        "rules": str(ROOT / "rules"),
+        "admin_token": ADMIN_TOKEN,
+        "queue_url": f"sqlite:///{tmp_path / 'queue.db'}",
+    })
+
+
+@pytest.fixture
+def app(ladder_settings):
+    """The real app; events are processed synchronously (Huey immediate mode)."""
+    from loyalty_ladder.app import create_app
+
+    application = create_app(ladder_settings, immediate_queue=True)
+    application.testing = True
+    return application
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def auth():
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture
+def service(app):
+    from loyalty_ladder.app import EXTENSION
+
+    return app.extensions[EXTENSION].service

@@ -1,0 +1,191 @@
+"""The HTTP API through the real app: generic events in, customer documents out."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+T0 = NOW - timedelta(days=200)
+
+
+def at(days: float) -> str:
+    return (T0 + timedelta(days=days)).isoformat().replace("+00:00", "Z")
+
+
+def order(event_id: str, order_id: str, days: float, total: str, codes=(), customer="c-1", **extra):
+    body = {"id": event_id, "type": "order_paid", "customer_id": customer, "occurred_at": at(days),
+            "order": {"id": order_id, "total": total, "currency": "EUR", "discount_codes": list(codes),
+                      "discount_total": "10.00" if codes else "0.00"}}
+    body.update(extra)
+    return body
+
+
+def journey(customer: str = "c-1") -> list[dict]:
+    """A customer who climbs the whole default ladder, one step at a time."""
+    return [
+        {"id": f"{customer}-e1", "type": "customer_created", "customer_id": customer, "occurred_at": at(0),
+         "customer": {"email": f"{customer}@example.com", "accepts_marketing": True}},
+        {"id": f"{customer}-e2", "type": "checkout_started", "customer_id": customer, "occurred_at": at(1)},
+        order(f"{customer}-e3", f"{customer}-o1", 2, "80.00", codes=["FIRST10"], customer=customer),
+        order(f"{customer}-e4", f"{customer}-o2", 40, "100.00", customer=customer),
+        order(f"{customer}-e5", f"{customer}-o3", 45, "120.00", customer=customer),
+        {"id": f"{customer}-e6", "type": "referral", "customer_id": customer, "occurred_at": at(80),
+         "referred_customer_id": f"{customer}-friend"},
+        order(f"{customer}-e7", f"{customer}-o4", 90, "150.00", customer=customer),
+        order(f"{customer}-e8", f"{customer}-o5", 100, "200.00", customer=customer),
+    ]
+
+
+def post(client, auth, body, shop="default"):
+    return client.post(f"/api/v1/shops/{shop}/events", json=body, headers=auth)
+
+
+def get_customer(client, auth, customer="c-1", shop="default"):
+    return client.get(f"/api/v1/shops/{shop}/customers/{customer}", headers=auth)
+
+
+def test_customer_climbs_the_whole_ladder_one_step_at_a_time(client, auth):
+    seen_stages = []
+    for event in journey():
+        assert post(client, auth, event).status_code == 202
+        doc = get_customer(client, auth).get_json()
+        if not seen_stages or seen_stages[-1] != doc["stage"]:
+            seen_stages.append(doc["stage"])
+    assert seen_stages == ["potential", "visitor", "first_purchase", "regular", "advocate"]
+    doc = get_customer(client, auth).get_json()
+    assert [h["stage"] for h in doc["history"]] == seen_stages
+    assert [h["at"] for h in doc["history"]] == [at(0), at(1), at(2), at(45), at(100)]
+    assert doc["lapsed"] is False and doc["turn"] == 1 and doc["pending_events"] == 0
+    assert doc["next"] is None  # the top of the ladder
+    assert doc["rule_version"] and doc["facts"]["orders_count"] == 5
+    due = {r["reward"] for r in doc["rewards"] if r["status"] == "due"}
+    assert {"welcome", "first-order", "second-order", "tag-advocate", "order-points"} <= due
+    points = {r["scope_ref"]: r["params"]["points"] for r in doc["rewards"] if r["reward"] == "order-points"}
+    # points only for orders made while regular or advocate (o3 made them regular)
+    assert points == {"c-1-o3": 120, "c-1-o4": 150, "c-1-o5": 200}
+    for reward in doc["rewards"]:
+        assert reward["key"].startswith("default/c-1/") and reward["rule_version"] == doc["rule_version"]
+
+
+def test_replaying_every_event_changes_nothing(client, auth):
+    events = journey()
+    assert post(client, auth, events).status_code == 202
+    before = get_customer(client, auth).get_json()
+    replay = post(client, auth, list(reversed(events)))
+    assert replay.status_code == 202
+    assert replay.get_json() == {"accepted": 0, "duplicates": len(events), "customers": []}
+    assert get_customer(client, auth).get_json() == before
+
+
+def test_refund_inside_the_window_reverses_what_the_order_earned(client, auth):
+    assert post(client, auth, journey()).status_code == 202
+    late = order("c-1-e9", "c-1-o6", 190, "90.00")
+    assert post(client, auth, late).status_code == 202
+    rewards = {r["key"]: r for r in get_customer(client, auth).get_json()["rewards"]}
+    key = "default/c-1/order-points/order/c-1-o6"
+    assert rewards[key]["status"] == "due" and rewards[key]["params"]["points"] == 90
+    refund = {"id": "c-1-e10", "type": "order_refunded", "customer_id": "c-1", "occurred_at": at(195),
+              "order": {"id": "c-1-o6"}, "refund": {"id": "r-1", "amount": "90.00", "reason": "damaged"}}
+    assert post(client, auth, refund).status_code == 202
+    doc = get_customer(client, auth).get_json()
+    rewards = {r["key"]: r for r in doc["rewards"]}
+    assert rewards[key]["status"] == "reversed" and rewards[key]["reason"]
+    assert doc["facts"]["orders_count"] == 5 and doc["stage"] == "advocate"
+
+
+def test_invalid_item_rejects_the_whole_batch(client, auth):
+    events = journey()
+    bad = dict(events[2], occurred_at="2026-01-01T10:00:00")  # no time zone
+    response = post(client, auth, [events[0], bad])
+    assert response.status_code == 400
+    body = response.get_json()
+    assert body["code"] == "bad_request" and "1" in body["errors"]
+    assert get_customer(client, auth).status_code == 404  # nothing half-written
+
+
+def test_reused_id_with_other_content_is_409_and_stores_nothing(client, auth):
+    first = journey()[0]
+    assert post(client, auth, first).status_code == 202
+    changed = dict(first, occurred_at=at(3))
+    other = journey("c-2")[0]
+    response = post(client, auth, [other, changed])
+    assert response.status_code == 409
+    assert response.get_json()["code"] == "conflict"
+    assert get_customer(client, auth, "c-2").status_code == 404
+
+
+def test_same_id_same_content_is_a_noop_202(client, auth):
+    first = journey()[0]
+    assert post(client, auth, first).get_json()["accepted"] == 1
+    again = post(client, auth, first)
+    assert again.status_code == 202 and again.get_json()["duplicates"] == 1
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}])
+def test_admin_token_required(client, headers):
+    response = client.post("/api/v1/shops/default/events", json=journey()[0], headers=headers)
+    assert response.status_code == 401
+    assert set(response.get_json()) == {"code", "message", "errors"}
+
+
+def test_malformed_json_is_400_not_500(client, auth):
+    response = client.post("/api/v1/shops/default/events", data="{not json",
+                           headers={**auth, "Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.get_json()["code"] == "bad_request"
+
+
+def test_non_json_body_is_400(client, auth):
+    response = client.post("/api/v1/shops/default/events", data="id=1", headers=auth)
+    assert response.status_code == 400
+
+
+def test_unknown_shop_is_404(client, auth):
+    assert post(client, auth, journey()[0], shop="nope").status_code == 404
+
+
+def test_unknown_customer_is_404(client, auth):
+    response = get_customer(client, auth, "ghost")
+    assert response.status_code == 404 and response.get_json()["code"] == "not_found"
+
+
+def test_wrong_currency_is_400(client, auth):
+    event = order("x-1", "o-x", 1, "10.00")
+    event["order"]["currency"] = "USD"
+    response = post(client, auth, event)
+    assert response.status_code == 400
+    assert "currency" in str(response.get_json()["errors"])
+
+
+def test_unknown_route_and_method_answer_json(client, auth):
+    response = client.get("/nowhere")
+    assert response.status_code == 404 and response.get_json()["code"] == "not_found"
+    response = client.delete("/api/v1/shops/default/events", headers=auth)
+    assert response.status_code == 405 and set(response.get_json()) == {"code", "message", "errors"}
+
+
+def test_explain_says_why_and_what_next(client, auth):
+    assert post(client, auth, journey()[:3]).status_code == 202
+    response = client.get("/api/v1/shops/default/customers/c-1/explain", headers=auth)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["stage"] == "first_purchase"
+    assert body["next"]["stage"] == "regular"
+    missing = {m["fact"] for m in body["next"]["missing"]}
+    assert "orders_count" in missing
+    rewards = {r["reward"]: r for r in body["rewards"]}
+    assert rewards["second-order"]["awards"][0]["status"] == "due"
+    assert rewards["vip"]["awards"] == []
+    assert "advocate" in rewards["vip"]["withheld_because"]
+    stage = {s["stage"]: s for s in body["stages"]}
+    assert stage["first_purchase"]["holds"] is True
+    assert any(c["fact"] == "orders_count" and c["result"] is False for c in stage["regular"]["condition"])
+
+
+def test_healthz_and_openapi(client):
+    assert client.get("/healthz").get_json()["status"] == "ok"
+    spec = client.get("/openapi.json").get_json()
+    assert "/api/v1/shops/{shop}/events" in spec["paths"]
+    assert "/api/v1/shops/{shop}/customers/{customer_id}" in spec["paths"]
+    assert "Event" in spec["components"]["schemas"]
