@@ -43,8 +43,42 @@ def redis_url() -> str:
 
 
 @pytest.fixture
-def ladder_settings(tmp_path, monkeypatch):
-    """Settings on a fresh SQLite file, the default programme, one generic shop."""
+def backend(request):
+    """The database the app runs on: "sqlite" unless a test module parametrizes it."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def database_url(backend, tmp_path, request):
+    """A fresh, empty database of the requested backend (PostgreSQL: a throwaway database)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ladder.db'}"
+        return
+    import uuid
+
+    import sqlalchemy as sa
+
+    base = request.getfixturevalue("postgres_url")
+    name = f"ladder_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        if os.environ.get("LADDER_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"PostgreSQL at {base} is not reachable: {exc}")
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    url = sa.engine.make_url(base).set(database=name)
+    yield url.render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def ladder_settings(tmp_path, monkeypatch, database_url):
+    """Settings on a fresh database, the default programme, one generic shop."""
     from loyalty_ladder.config import load_settings
 
     monkeypatch.chdir(tmp_path)  # no ./rules or ./config here: package defaults apply
@@ -52,7 +86,7 @@ def ladder_settings(tmp_path, monkeypatch):
         if name.startswith("LADDER_") and not name.startswith("LADDER_TEST_") and name != "LADDER_REQUIRE_SERVICES":
             monkeypatch.delenv(name)
     return load_settings(overrides={
-        "database_url": f"sqlite:///{tmp_path / 'ladder.db'}",
+        "database_url": database_url,
         "rules": str(ROOT / "rules"),
         "admin_token": ADMIN_TOKEN,
         "queue_url": f"sqlite:///{tmp_path / 'queue.db'}",
@@ -66,7 +100,8 @@ def app(ladder_settings):
 
     application = create_app(ladder_settings, immediate_queue=True)
     application.testing = True
-    return application
+    yield application
+    application.extensions["loyalty_ladder"].service.db.dispose()
 
 
 @pytest.fixture

@@ -5,6 +5,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+# Every API test runs on SQLite and, when it answers, on PostgreSQL: the same code, both stores.
+pytestmark = pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 T0 = NOW - timedelta(days=200)
 
@@ -189,3 +193,7 @@ def test_healthz_and_openapi(client):
     assert "/api/v1/shops/{shop}/events" in spec["paths"]
     assert "/api/v1/shops/{shop}/customers/{customer_id}" in spec["paths"]
     assert "Event" in spec["components"]["schemas"]
+
+
+def test_the_app_runs_on_the_backend_it_claims(service, backend):
+    assert service.db.dialect.name == {"sqlite": "sqlite", "postgres": "postgresql"}[backend]
