@@ -136,6 +136,9 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, **options: 
         settings = load_settings(overrides=dict(settings or {}))
     logging.basicConfig(level=getattr(logging, str(settings.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Migrations and the per-task queue chatter are noise at INFO; their warnings still show.
+    for noisy in ("alembic", "huey"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     app = Flask("loyalty_ladder")
     app.json.sort_keys = False  # keep documents in their documented order
     LoyaltyLadder(app, settings=settings, **options)
