@@ -554,6 +554,13 @@ class CompiledProgramme:
         return Evaluation(holds, tuple(entries))
 
 
+def _same_meaning(a: Programme, b: Programme) -> bool:
+    def by_id(p: Programme) -> list:
+        return sorted(p.rewards, key=lambda r: r.id)
+
+    return (a.settings, a.stages, a.subgroups) == (b.settings, b.stages, b.subgroups) and by_id(a) == by_id(b)
+
+
 class Engine:
     """One quiet durable ``Host`` and one lock; programmes compiled once per version."""
 
@@ -568,9 +575,9 @@ class Engine:
         with self._lock:
             cached = self._compiled.get(programme.version)
             if cached is not None:
-                # The same meaning read from another place (or with rewards in another order)
-                # has the same canonical text: it is the same programme.
-                if cached.programme.canonical != programme.canonical:
+                # The same meaning read from another place (another `source`, rewards in
+                # another order) is the same programme; anything else is a version clash.
+                if not _same_meaning(cached.programme, programme):
                     raise EngineError(f"another programme with version {programme.version} is already "
                                       "compiled (is its canonical text set?)")
                 return cached
