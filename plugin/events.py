@@ -39,12 +39,14 @@ EVENT_TYPES = (
     "payment_received",
     "order_refunded",
     "order_cancelled",
+    "order_restored",
     "referral",
     "complaint",
     "review",
 )
 #: events that are about one order and must name it
-ORDER_EVENTS = ("order_placed", "order_paid", "payment_received", "order_refunded", "order_cancelled")
+ORDER_EVENTS = ("order_placed", "order_paid", "payment_received", "order_refunded", "order_cancelled",
+                "order_restored")
 #: events that create an order (and so must carry its total and currency)
 ORDER_CREATING_EVENTS = ("order_placed", "order_paid")
 PAYMENT_METHODS = ("card", "gift_card", "points", "terms", "other")

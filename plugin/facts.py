@@ -187,6 +187,8 @@ class FactsAccumulator:
             self.refund_ids.add(event.refund.id)
         elif kind == "order_cancelled" and event.order is not None:
             self.cancelled_orders.add(event.order.id)
+        elif kind == "order_restored" and event.order is not None:
+            self.cancelled_orders.discard(event.order.id)
         if event.order is not None and event.order.id not in self.excluded_orders:
             self._apply_order(event, event.order)
 
@@ -228,6 +230,8 @@ class FactsAccumulator:
             state.refunds[event.refund.id] = event.refund.amount
         elif kind == "order_cancelled":
             state.cancelled = True
+        elif kind == "order_restored":
+            state.cancelled = False  # the shop un-cancelled it: it counts again
         self._update(state, was_counting)
 
     def _update(self, state: OrderState, was_counting: bool) -> None:

@@ -145,6 +145,9 @@ def excluded_orders(events: Sequence[Event], settings: Settings) -> frozenset[st
         start = first_at.setdefault(oid, event.occurred_at)
         if event.type in ORDER_CREATING and order.total is not None:
             totals[oid] = order.total
+        if event.type == "order_restored":
+            out.discard(oid)  # restored by the shop: the order counts after all
+            continue
         if event.occurred_at - start > window:
             continue
         if event.type == "order_cancelled":

@@ -200,6 +200,7 @@ def test_every_type_has_a_minimal_valid_form():
         "payment_received": {"order": {"id": "o"}, "amount": "1.00"},
         "order_refunded": {"order": {"id": "o"}, "refund": {"id": "r", "amount": "1.00"}},
         "order_cancelled": {"order": {"id": "o"}},
+        "order_restored": {"order": {"id": "o"}},
         "referral": {"referred_customer_id": "c-9"},
         "review": {"rating": 5},
     }

@@ -432,3 +432,17 @@ def test_permutations_and_duplicates_give_the_same_state(default, picks, rnd):
         reference.stage, reference.lapsed, reference.turn, reference.history)
     assert keys(state) == keys(reference)
     assert state.facts == reference.facts
+
+
+def test_a_cancelled_order_restored_by_the_shop_counts_again(default):
+    """WooCommerce order.restored: the cancellation is undone, the step it made comes back."""
+    first = order("o1", T0)
+    cancelled = event("order_cancelled", T0 + DAY, eid="cancel-o1", order={"id": "o1"})
+    restored = event("order_restored", T0 + 3 * DAY, eid="restore-o1", order={"id": "o1"})
+    as_of = T0 + 5 * DAY
+    without = run(default, [first, cancelled], as_of)
+    assert without.stage != "first_purchase" and without.facts["orders_count"] == 0
+    assert not any(a.scope == "stage" and a.stage == "first_purchase" for a in without.awards)
+    again = run(default, [first, cancelled, restored], as_of)
+    assert again.stage == "first_purchase" and again.facts["orders_count"] == 1
+    assert again.facts["net_spent"] == Decimal("50.00")
