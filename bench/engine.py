@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import os
-import platform
 import random
 import statistics
 import sys
@@ -31,12 +29,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from report import machine, write_section  # bench/report.py (the script's own folder)
+
 from loyalty_ladder import factspec, rulefile
 from loyalty_ladder.engine import CompiledProgramme, get_engine, tag_field
 from loyalty_ladder.programme import AllOf, Comparison, Condition, Not, Programme, canonical_json
 
 ROOT = Path(__file__).resolve().parent.parent
-MARK_START, MARK_END = "<!-- engine:start -->", "<!-- engine:end -->"
 NOW = datetime(2026, 3, 1, tzinfo=timezone.utc)
 TARGET_RAW, TARGET_BUSINESS_RULES = 0.8, 1.3
 
@@ -311,33 +310,6 @@ def timed(evaluate: Evaluator, customers: list[dict[str, Any]]) -> tuple[float, 
     return len(customers) / (time.perf_counter() - started), out
 
 
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}")
-
-
-def write_section(text: str, path: Path) -> None:
-    block = f"{MARK_START}\n{text.rstrip()}\n{MARK_END}"
-    if path.exists():
-        current = path.read_text()
-        if MARK_START in current and MARK_END in current:
-            head, rest = current.split(MARK_START, 1)
-            _, tail = rest.split(MARK_END, 1)
-            path.write_text(f"{head}{block}{tail}")
-            return
-        path.write_text(current.rstrip() + "\n\n" + block + "\n")
-        return
-    path.write_text("# Benchmarks\n\n" + block + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--customers", type=int, default=100_000)
@@ -418,7 +390,7 @@ Targets: our engine ≥ {TARGET_RAW}× raw durable_rules: **{vs_raw:.2f}×**
 """
     print(text)
     if not args.no_write:
-        write_section(text, ROOT / "BENCHMARKS.md")
+        write_section("engine", text, ROOT / "BENCHMARKS.md")
     return 0 if vs_raw >= TARGET_RAW and vs_br >= TARGET_BUSINESS_RULES else 2
 
 

@@ -16,7 +16,6 @@ sections are left alone).
 from __future__ import annotations
 
 import argparse
-import platform
 import random
 import statistics
 import sys
@@ -26,6 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+
+from report import machine, write_section  # bench/report.py (the script's own folder)
 
 from loyalty_ladder import rulefile
 from loyalty_ladder.awards import reconcile
@@ -37,7 +38,6 @@ from loyalty_ladder.programme import AllOf, AnyOf, Comparison, Condition, Not, P
 ROOT = Path(__file__).resolve().parent.parent
 START = datetime(2025, 1, 1, tzinfo=timezone.utc)
 AS_OF = datetime(2026, 1, 1, tzinfo=timezone.utc)
-MARK_START, MARK_END = "<!-- ladder:start -->", "<!-- ladder:end -->"
 
 
 # ------------------------------------------------------------------ histories
@@ -133,20 +133,6 @@ def one_run(programme: Programme, evaluator: Any, customers: list[tuple[str, lis
     return len(customers) / elapsed, awards
 
 
-def write_section(text: str, path: Path) -> None:
-    block = f"{MARK_START}\n{text.rstrip()}\n{MARK_END}"
-    if path.exists():
-        current = path.read_text()
-        if MARK_START in current and MARK_END in current:
-            head, rest = current.split(MARK_START, 1)
-            _, tail = rest.split(MARK_END, 1)
-            path.write_text(f"{head}{block}{tail}")
-            return
-        path.write_text(current.rstrip() + "\n\n" + block + "\n")
-        return
-    path.write_text("# Benchmarks\n\n" + block + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--customers", type=int, default=2000)
@@ -187,12 +173,11 @@ year and reconciled against previously recorded awards; median of {args.runs} in
 | pure-Python conditions (baseline, same run) | {python_rate:,.0f} |
 | ratio engine / baseline | {ratio:.2f} |
 
-{awards / len(customers):.1f} implied awards per customer. Python {platform.python_version()},
-{platform.machine()}, {platform.system()}.
+{awards / len(customers):.1f} implied awards per customer. {machine()}.
 """
     print(text)
     if not args.no_write:
-        write_section(text, ROOT / "BENCHMARKS.md")
+        write_section("ladder", text, ROOT / "BENCHMARKS.md")
     return 0
 
 
