@@ -98,12 +98,12 @@ class LoyaltyLadder:
         api = LadderApi(app, spec_kwargs={"components": {"securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer"}}}})
         from . import events as events_mod
-        from .api import customers, events, health
+        from .api import customers, events, health, webhooks
 
         api.spec.components.schema("Event", schema=events_mod.EventSchema)
 
         prefix = (opts.get("url_prefix") or "").rstrip("/")
-        for module in (health, events, customers):
+        for module in (health, events, customers, webhooks):
             api.register_blueprint(module.blp, url_prefix=prefix + module.URL_PREFIX)
         app.register_error_handler(LadderError, _handle_ladder_error)
         if not app.debug and not app.testing:

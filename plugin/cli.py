@@ -237,3 +237,59 @@ def import_(events: TextIO, shop: str, live_from: str | None) -> None:
                                    progress=lambda msg: click.echo(msg, err=True))
     click.echo(f"imported {totals['accepted']} events ({totals['duplicates']} already known) "
                f"for {totals['customers']} customers into shop '{shop}'")
+
+
+# ------------------------------------------------------------------ shops
+@main.command()
+@click.argument("shop")
+@click.option("--since", help="only what changed since this time (default: everything)")
+@click.option("--live-from", "live_from", help="for a first import: the shop goes live at this time (default: now)")
+def sync(shop: str, since: str | None, live_from: str | None) -> None:
+    """Pull SHOP's customers and orders through its API: the initial import of its history
+    (no rewards paid for the past) or the reconciliation of anything webhooks missed."""
+    from .service import LadderService
+
+    service = LadderService(_settings())
+    adapter = service.adapter(shop)
+    events = adapter.sync(_parse_time(since, "--since"), lambda msg: click.echo(msg, err=True))
+    totals = service.import_events(shop, events, live_from=_parse_time(live_from, "--live-from"),
+                                   progress=lambda msg: click.echo(msg, err=True), source=adapter.platform)
+    click.echo(f"synced {totals['accepted']} new events ({totals['duplicates']} already known) "
+               f"for {totals['customers']} customers of shop '{shop}'")
+
+
+@main.command()
+@click.argument("records", type=click.File("r"))
+def replay(records: TextIO) -> None:
+    """Re-inject recorded webhooks (JSON lines {platform, headers, body}, as `ladder inbox-export`
+    writes them), e.g. after an outage. Signatures are verified again; duplicates are no-ops."""
+    from . import inbox
+    from .service import LadderService
+
+    service = LadderService(_settings())
+    counts = inbox.replay(service, read_events(records, records.name))
+    click.echo(", ".join(f"{k}: {v}" for k, v in counts.items()))
+    click.echo("run `ladder worker` (or `ladder serve`) to process what was accepted")
+
+
+@main.command(name="inbox-export")
+@click.option("--since", help="only webhooks received since this time")
+def inbox_export(since: str | None) -> None:
+    """Write the recorded webhooks as JSON lines (the `ladder replay` format) to stdout."""
+    from . import inbox
+    from .service import LadderService
+
+    service = LadderService(_settings())
+    for record in inbox.export(service, since=_parse_time(since, "--since")):
+        click.echo(json.dumps(record, ensure_ascii=False))
+
+
+@main.command(name="customer-data")
+@click.argument("shop")
+@click.argument("customer")
+def customer_data(shop: str, customer: str) -> None:
+    """Everything stored about CUSTOMER (answers a shop's customers/data_request)."""
+    from .service import LadderService
+
+    service = LadderService(_settings())
+    click.echo(json.dumps(service.customer_data(shop, customer), indent=2, ensure_ascii=False))

@@ -116,3 +116,9 @@ class Unavailable(DeliveryError):
     """The shop could not be reached or failed (5xx, timeout); retry later."""
 
     code = "unavailable"
+
+
+class NotSupported(DeliveryError):
+    """The platform cannot carry this reward (yet): the award needs a person, never a retry."""
+
+    code = "needs_manual_action"

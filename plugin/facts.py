@@ -192,6 +192,9 @@ class FactsAccumulator:
         if event.order is not None and event.order.id not in self.excluded_orders:
             self._apply_order(event, event.order)
 
+    def _seen_orders(self) -> set[str]:
+        return set(self.orders) | set(self.excluded_orders)
+
     def _apply_customer(self, event: Event) -> None:
         info = event.customer
         if info is None:
@@ -298,7 +301,9 @@ class FactsAccumulator:
             "complaints": self.complaints,
             "reviews_count": len(self.ratings),
             "average_rating": money(Decimal(sum(self.ratings)) / len(self.ratings)) if self.ratings else None,
-            "refunds_count": len(self.refund_ids) + len(self.cancelled_orders),
+            # a cancelled order we never saw placed or paid (a shop auto-cancelling an unpaid
+            # checkout) is not a refund to the customer
+            "refunds_count": len(self.refund_ids) + len(self.cancelled_orders & self._seen_orders()),
             "accepts_marketing": self.accepts_marketing,
             "has_account": self.has_account,
             "image_client": self.image_client_flag or self.settings.image_client_tag in self.tags,

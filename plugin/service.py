@@ -23,8 +23,8 @@ from marshmallow import ValidationError
 
 from . import awards as awards_mod
 from . import events as events_mod
+from . import identity, outbox, rulefile, store
 from . import ladder as ladder_mod
-from . import rulefile, store
 from .config import Settings, ShopConfig, load_shops
 from .engine import CompiledProgramme, get_engine
 from .errors import BadRequest, Conflict, NotFound
@@ -111,10 +111,19 @@ class LadderService:
         # set by bind_queue(): how to hand work to the consumer; default: do it now.
         # Due wake-ups need no scheduled jobs: the periodic sweep finds next_wake_at <= now.
         self._enqueue: Callable[[str, str], None] = self._process_now
+        # Without a queue, planned deliveries wait in the outbox for a worker's sweep.
+        self._deliver: Callable[[int], None] | None = None
+        self._notifier: Any = None
 
     # ------------------------------------------------------------ wiring
-    def bind_queue(self, enqueue: Callable[[str, str], None]) -> None:
+    def bind_queue(self, enqueue: Callable[[str, str], None], deliver: Callable[[int], None] | None = None) -> None:
         self._enqueue = enqueue
+        self._deliver = deliver
+
+    def _enqueue_deliveries(self, pks: Sequence[int]) -> None:
+        if self._deliver is not None:
+            for pk in pks:
+                self._deliver(pk)
 
     def _process_now(self, shop_id: str, customer_id: str) -> None:
         self.process_customer(shop_id, customer_id)
@@ -171,6 +180,97 @@ class LadderService:
             self._enqueue(shop_id, customer_id)
         return result
 
+    def apply_inbound(self, shop_id: str, inbound: Any, source: str) -> dict[str, Any]:
+        """What a shop adapter made of one verified webhook: links, events, redactions.
+
+        Vendor events are stored keep-first (the same vendor id always means the same
+        event), then every customer they touch is enqueued.  Invalid events raise
+        BadRequest: the inbox marks the delivery failed, it is not retried.
+        """
+        self.shop(shop_id)
+        programme, _ = self.programme(shop_id)
+        now = utcnow()
+        touched: list[str] = []
+        if inbound.links:
+            with store.begin_write(self.db) as conn:
+                for alias, account in inbound.links:
+                    if identity.link(conn, shop_id, alias, account, now):
+                        touched += [alias, account]
+        result = AcceptResult()
+        if inbound.events:
+            try:
+                parsed = events_mod.parse_events(list(inbound.events))
+            except ValidationError as exc:
+                raise BadRequest(f"the {source} payload mapped to invalid events", exc.normalized_messages()) from None
+            self._check_currency(programme, parsed)
+            result = self._store_events(shop_id, parsed, source, keep_first=True)
+            touched += result.customers
+            touched += self._link_guests(shop_id, parsed, now)
+        if inbound.redact_customer:
+            self.redact_customer(shop_id, inbound.redact_customer)
+        if inbound.redact_shop:
+            self.redact_shop(shop_id)
+        for customer_id in dict.fromkeys(touched):
+            self._enqueue(shop_id, customer_id)
+        return {**result.to_dict(), "linked": len(inbound.links), "redacted": bool(
+            inbound.redact_customer or inbound.redact_shop), "data_request": inbound.data_request}
+
+    def _link_guests(self, shop_id: str, parsed: Sequence[events_mod.Event], now: datetime) -> list[str]:
+        """An account event carrying an e-mail claims the guest sales made with that e-mail."""
+        touched: list[str] = []
+        pairs = {(identity.guest_id(e.customer.email), e.customer_id) for e in parsed
+                 if e.type in ("customer_created", "customer_updated") and e.customer is not None
+                 and e.customer.email and not e.customer_id.startswith(("guest:", "guest-order:", "redacted:"))}
+        if not pairs:
+            return touched
+        with store.begin_write(self.db) as conn:
+            for alias, account in sorted(pairs):
+                if identity.link(conn, shop_id, alias, account, now):
+                    touched += [alias, account]
+        return touched
+
+    def redact_customer(self, shop_id: str, customer_id: str) -> str | None:
+        """Pseudonymise one customer (and their guest aliases): personal fields erased,
+        the ledger kept under a random id. Returns the new id, or None if unknown."""
+        now = utcnow()
+        with store.begin_write(self.db) as conn:
+            account = identity.canonical(conn, shop_id, customer_id)
+            ids = [account, *identity.aliases(conn, shop_id, account)]
+            emails = [r.email for r in conn.execute(sa.select(store.customers.c.email).where(
+                store.customers.c.shop_id == shop_id, store.customers.c.customer_id.in_(ids)))]
+            known = conn.execute(sa.select(sa.func.count()).select_from(store.events).where(
+                store.events.c.shop_id == shop_id, store.events.c.customer_id.in_(ids))).scalar()
+            if not known:
+                return None
+            new_id = identity.pseudonymise(conn, shop_id, ids, now)
+            identity.scrub_inbox(conn, shop_id, [*ids, *emails])
+        self._enqueue(shop_id, new_id)
+        return new_id
+
+    def redact_shop(self, shop_id: str) -> int:
+        """Shopify shop/redact: pseudonymise every customer of the shop and erase raw bodies."""
+        with self.db.connect() as conn:
+            customers = [r.customer_id for r in conn.execute(
+                sa.select(store.events.c.customer_id).distinct().where(
+                    store.events.c.shop_id == shop_id, ~store.events.c.customer_id.like("redacted:%")))]
+        for customer_id in customers:
+            self.redact_customer(shop_id, customer_id)
+        with store.begin_write(self.db) as conn:
+            conn.execute(store.inbox.update().where(store.inbox.c.shop_id == shop_id)
+                         .values(body="{}", error="redacted"))
+        return len(customers)
+
+    def customer_data(self, shop_id: str, customer_id: str) -> dict[str, Any]:
+        """Everything stored about a customer (answers a data request): document + ledger."""
+        view = self.customer_view(shop_id, customer_id)
+        with self.db.connect() as conn:
+            ids = [customer_id, *identity.aliases(conn, shop_id, customer_id)]
+            rows = conn.execute(sa.select(store.events.c.body, store.events.c.received_at, store.events.c.source)
+                                .where(store.events.c.shop_id == shop_id, store.events.c.customer_id.in_(ids))
+                                .order_by(store.events.c.pk)).all()
+        return {"customer": view, "events": [to_jsonable({"received_at": r.received_at, "source": r.source,
+                                                         "event": r.body}) for r in rows]}
+
     def _check_currency(self, programme: Programme, parsed: Sequence[events_mod.Event]) -> None:
         currency = programme.settings.currency
         problems: dict[str, Any] = {}
@@ -182,7 +282,10 @@ class LadderService:
         if problems:
             raise BadRequest("invalid events; nothing was stored", problems)
 
-    def _store_events(self, shop_id: str, parsed: Sequence[events_mod.Event], source: str) -> AcceptResult:
+    def _store_events(self, shop_id: str, parsed: Sequence[events_mod.Event], source: str,
+                      keep_first: bool = False) -> AcceptResult:
+        """Insert new events; ``keep_first``: an id reused with other content is a duplicate
+        (shop webhooks re-derive the same event from a changed payload), not a conflict."""
         t = store.events
         result = AcceptResult()
         seen_in_batch: dict[str, str] = {}
@@ -201,7 +304,7 @@ class LadderService:
                 digest = body_hash(event.raw)
                 known = existing.get(event.id) or seen_in_batch.get(event.id)
                 if known is not None:
-                    if known != digest:
+                    if known != digest and not keep_first:
                         conflicts[str(i)] = {"id": [f"event id '{event.id}' was already accepted with other content"]}
                     else:
                         result.duplicates += 1
@@ -226,6 +329,19 @@ class LadderService:
         """Re-fold one customer's whole history and reconcile their awards, in one transaction."""
         as_of = as_of or utcnow()
         programme, compiled = self.programme(shop_id)
+        deliveries: list[int] = []
+        with store.begin_write(self.db) as conn:
+            account = identity.canonical(conn, shop_id, customer_id)
+            if account != customer_id:
+                # a guest merged into an account: what it earned alone is reversed, the account
+                # (whose fold now includes the guest's events) is processed instead
+                deliveries += self._reconcile(conn, shop_id, customer_id, (), programme, as_of,
+                                              reverse_reason=f"merged into customer {account}")
+                conn.execute(store.customers.delete().where(store.customers.c.shop_id == shop_id,
+                                                            store.customers.c.customer_id == customer_id))
+        if account != customer_id:
+            self._enqueue_deliveries(deliveries)
+            return self.process_customer(shop_id, account, as_of)
         with store.begin_write(self.db) as conn:
             store.lock_customer(conn, shop_id, customer_id)
             self._record_version(conn, shop_id, programme)
@@ -233,29 +349,31 @@ class LadderService:
             live_from = shop_row.live_from if shop_row is not None else None
             turns = [r.started_at for r in conn.execute(
                 sa.select(store.shop_turns.c.started_at).where(store.shop_turns.c.shop_id == shop_id))]
+            ids = [customer_id, *identity.aliases(conn, shop_id, customer_id)]
             rows = conn.execute(sa.select(store.events.c.pk, store.events.c.body)
-                                .where(store.events.c.shop_id == shop_id, store.events.c.customer_id == customer_id)
+                                .where(store.events.c.shop_id == shop_id, store.events.c.customer_id.in_(ids))
                                 .order_by(store.events.c.pk)).all()
             if not rows:
                 raise NotFound(f"customer '{customer_id}' has no accepted events in shop '{shop_id}'")
             evs = [events_mod.Event.from_raw(r.body) for r in rows]
             state = ladder_mod.fold(programme, compiled, evs, as_of, shop=shop_id, customer_id=customer_id,
                                     live_from=live_from, shop_turns=turns)
-            self._reconcile(conn, shop_id, customer_id, state, programme, as_of)
+            deliveries += self._reconcile(conn, shop_id, customer_id, state.awards, programme, as_of)
             self._save_customer(conn, shop_id, customer_id, state, evs, as_of)
-            max_pk = rows[-1].pk
             conn.execute(store.events.update()
-                         .where(store.events.c.shop_id == shop_id, store.events.c.customer_id == customer_id,
-                                store.events.c.pk <= max_pk, store.events.c.applied_at.is_(None))
+                         .where(store.events.c.pk.in_([r.pk for r in rows]), store.events.c.applied_at.is_(None))
                          .values(applied_at=as_of))
+        self._enqueue_deliveries(deliveries)
         return state
 
     def _reconcile(self, conn: sa.Connection, shop_id: str, customer_id: str,
-                   state: ladder_mod.LadderState, programme: Programme, now: datetime) -> None:
+                   implied: Sequence[awards_mod.ImpliedAward], programme: Programme, now: datetime,
+                   reverse_reason: str | None = None) -> list[int]:
+        """Grant / reverse / recompute awards; plan their deliveries. Returns delivery pks to run."""
         t = store.awards
         recorded = [dict(r._mapping) for r in conn.execute(
             sa.select(t).where(t.c.shop_id == shop_id, t.c.customer_id == customer_id))]
-        plan = awards_mod.reconcile(list(state.awards), recorded)
+        plan = awards_mod.reconcile(list(implied), recorded)
         version = programme.version
         by_key = {r["key"]: r for r in recorded}
         for award in plan.grant:
@@ -272,7 +390,8 @@ class LadderService:
             self._log(conn, award.key, now, status, reason, version)
         for rec in plan.reverse:
             key = rec["key"] if isinstance(rec, Mapping) else rec.key
-            reason = "no longer implied by the customer's history (e.g. its order was refunded within the refund window)"
+            reason = reverse_reason or (
+                "no longer implied by the customer's history (e.g. its order was refunded within the refund window)")
             conn.execute(t.update().where(t.c.key == key)
                          .values(status="reversed", reason=reason, reversed_at=now, updated_at=now, rule_version=version))
             self._log(conn, key, now, "reversed", reason, version)
@@ -283,6 +402,12 @@ class LadderService:
                          .values(params=to_jsonable(award.params), value=award.value, reason=reason,
                                  updated_at=now, rule_version=version))
             self._log(conn, award.key, now, old["status"], reason, version)
+        granted = [a.key for a in plan.grant if not a.historical]
+        reversed_keys = [rec["key"] if isinstance(rec, Mapping) else rec.key for rec in plan.reverse]
+        if not granted and not reversed_keys:
+            return []
+        return outbox.plan(conn, self.shop(shop_id), granted, reversed_keys,
+                           smtp_configured=bool(self.settings.smtp_url))
 
     @staticmethod
     def _log(conn: sa.Connection, key: str, at: datetime, status: str, reason: str, version: str) -> None:
@@ -316,10 +441,12 @@ class LadderService:
         """The public customer document (ARCHITECTURE.md, GET …/customers/<id>)."""
         self.shop(shop_id)
         with self.db.connect() as conn:
+            customer_id = identity.canonical(conn, shop_id, customer_id)
+            ids = [customer_id, *identity.aliases(conn, shop_id, customer_id)]
             ev = store.events
             total, pending = conn.execute(
                 sa.select(sa.func.count(), sa.func.sum(sa.case((ev.c.applied_at.is_(None), 1), else_=0)))
-                .where(ev.c.shop_id == shop_id, ev.c.customer_id == customer_id)).one()
+                .where(ev.c.shop_id == shop_id, ev.c.customer_id.in_(ids))).one()
             if not total:
                 raise NotFound(f"no customer '{customer_id}' in shop '{shop_id}'",
                                {"customer_id": ["no accepted event for this customer"]})
@@ -351,9 +478,11 @@ class LadderService:
         as_of = as_of or utcnow()
         programme, compiled = self.programme(shop_id)
         view = self.customer_view(shop_id, customer_id)
+        customer_id = view["customer_id"]
         with self.db.connect() as conn:
+            ids = [customer_id, *identity.aliases(conn, shop_id, customer_id)]
             rows = conn.execute(sa.select(store.events.c.body)
-                                .where(store.events.c.shop_id == shop_id, store.events.c.customer_id == customer_id)).all()
+                                .where(store.events.c.shop_id == shop_id, store.events.c.customer_id.in_(ids))).all()
             shop_row = conn.execute(sa.select(store.shops).where(store.shops.c.shop_id == shop_id)).first()
             turns = [r.started_at for r in conn.execute(
                 sa.select(store.shop_turns.c.started_at).where(store.shop_turns.c.shop_id == shop_id))]
@@ -362,9 +491,51 @@ class LadderService:
                                 live_from=shop_row.live_from if shop_row else None, shop_turns=turns)
         return explain_state(programme, compiled, state, view["rewards"], as_of)
 
+    # ------------------------------------------------------------ outbox / inbox
+    def adapter(self, shop_id: str) -> Any:
+        """The shop's platform adapter, able to ask our ledger who owns an order
+        (Shopify's refunds/create names the order, not the customer)."""
+        from .adapters.registry import adapter_for
+
+        adapter = adapter_for(self.shop(shop_id))
+        if hasattr(adapter, "order_owner_lookup"):
+            adapter.order_owner_lookup = lambda order_id: self.order_owner(shop_id, adapter.platform, order_id)
+        return adapter
+
+    def order_owner(self, shop_id: str, platform: str, order_id: str) -> str | None:
+        """The customer of an order we already hold (vendor event ids are deterministic)."""
+        prefix = {"shopify": "shopify", "woocommerce": "woo"}.get(platform, platform)
+        ids = [f"{prefix}:order:{order_id}:{what}" for what in ("placed", "paid", "cancelled")]
+        t = store.events
+        with self.db.connect() as conn:
+            row = conn.execute(sa.select(t.c.customer_id).where(t.c.shop_id == shop_id, t.c.event_id.in_(ids))
+                               .order_by(t.c.pk).limit(1)).first()
+        return row.customer_id if row is not None else None
+
+    @property
+    def notifier(self) -> Any:
+        if self._notifier is None:
+            from .notify import Notifier
+
+            self._notifier = Notifier(self.settings, self.shops)
+        return self._notifier
+
+    def run_delivery(self, pk: int) -> Any:
+        """Run one outbox delivery (grant, revoke or notification) through the shop's adapter."""
+        return outbox.run(self.db, pk, lambda shop: self.adapter(shop.id if hasattr(shop, "id") else shop),
+                          self.notifier)
+
+    def due_deliveries(self) -> list[int]:
+        return outbox.due(self.db, utcnow())
+
+    def unprocessed_inbox(self) -> list[int]:
+        from . import inbox
+
+        return inbox.sweep(self, SWEEP_AFTER)
+
     # ------------------------------------------------------------ history
     def import_events(self, shop_id: str, events: Iterable[Mapping[str, Any]], *, live_from: datetime | None = None,
-                      progress: Callable[[str], None] | None = None) -> dict[str, int]:
+                      progress: Callable[[str], None] | None = None, source: str = "import") -> dict[str, int]:
         """Load history: set the shop's live_from (once) so past awards are `historical`, never paid."""
         self.shop(shop_id)
         programme = self.ensure_programme_recorded(shop_id)
@@ -386,7 +557,10 @@ class LadderService:
             except ValidationError as exc:
                 raise BadRequest("invalid events in the import; the batch was not stored", exc.normalized_messages()) from None
             self._check_currency(programme, parsed)
-            res = self._store_events(shop_id, parsed, "import")
+            # a shop sync re-derives vendor events: the same id is the same event (keep-first)
+            res = self._store_events(shop_id, parsed, source, keep_first=source != "import")
+            if source != "import":
+                res.customers += [c for c in self._link_guests(shop_id, parsed, utcnow()) if c not in res.customers]
             totals["accepted"] += res.accepted
             totals["duplicates"] += res.duplicates
             for c in res.customers:

@@ -399,3 +399,58 @@ def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
     finally:
         if engine is not engine_or_url:
             engine.dispose()
+
+
+# ---------------------------------------------------------------- the outbox (issue 4)
+DELIVERY_ACTIONS = ("grant", "revoke", "notify")
+DELIVERY_STATUSES = ("pending", "delivered", "failed", "needs_manual_action", "shadow", "cancelled")
+NOTIFY_CHANNELS = ("email", "webhook")
+
+#: One row per (award, action, channel): the job that carries an award to the shop (``grant``),
+#: undoes it (``revoke``) or tells the customer (``notify`` by ``email`` / ``webhook``).  A row is
+#: re-armed, never duplicated, when the same award is granted or reversed again.  A pending row
+#: with ``next_attempt_at`` NULL waits for something else (a notice waits for its grant).
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("award_key", sa.String(AWARD_KEY), sa.ForeignKey("awards.key"), nullable=False),
+    sa.Column("shop_id", sa.String(SHOP_ID), nullable=False),
+    sa.Column("customer_id", sa.String(EXTERNAL_ID), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),  # one of DELIVERY_ACTIONS
+    sa.Column("channel", sa.String(16), nullable=True),  # notify only: one of NOTIFY_CHANNELS
+    sa.Column("status", sa.String(24), nullable=False, default="pending"),  # one of DELIVERY_STATUSES
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("external_id", sa.String(EXTERNAL_ID), nullable=True),  # the shop's id of what we created
+    sa.Column("detail", sa.JSON, nullable=False, default=dict),
+    sa.Column("created_at", UTCDateTime(), nullable=False, default=_now),
+    sa.Column("updated_at", UTCDateTime(), nullable=False, default=_now, onupdate=_now),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
+    sa.Column("delivered_at", UTCDateTime(), nullable=True),
+    sa.UniqueConstraint("award_key", "action", "channel"),
+    sa.Index(None, "status", "next_attempt_at"),
+    sa.Index(None, "shop_id", "customer_id"),
+)
+# NULLs are distinct in a unique constraint, so (award, "grant", NULL) could repeat: a partial
+# unique index closes that gap on both SQLite and PostgreSQL.
+sa.Index(
+    "uq_deliveries_award_key_action_unchannelled",
+    deliveries.c.award_key,
+    deliveries.c.action,
+    unique=True,
+    sqlite_where=deliveries.c.channel.is_(None),
+    postgresql_where=deliveries.c.channel.is_(None),
+)
+
+#: A guest id (``guest:<hash>``, ``guest-order:<id>``) that turned out to be an account: the
+#: account's fold includes the guest's events.
+customer_links = sa.Table(
+    "customer_links",
+    metadata,
+    sa.Column("shop_id", sa.String(SHOP_ID), primary_key=True),
+    sa.Column("alias_id", sa.String(EXTERNAL_ID), primary_key=True),
+    sa.Column("customer_id", sa.String(EXTERNAL_ID), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False, default=_now),
+    sa.Index(None, "shop_id", "customer_id"),
+)

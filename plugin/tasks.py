@@ -24,9 +24,14 @@ class Tasks:
     huey: Any
     process: Any
     sweep: Any
+    process_inbox: Any
+    deliver: Any
 
     def enqueue(self, shop_id: str, customer_id: str) -> None:
         self.process(shop_id, customer_id)
+
+    def enqueue_delivery(self, pk: int) -> None:
+        self.deliver(pk)
 
 
 def register_tasks(huey: Any, service: Any) -> Tasks:
@@ -39,14 +44,36 @@ def register_tasks(huey: Any, service: Any) -> Tasks:
         except NotFound:
             log.warning("nothing to process for %s/%s", shop_id, customer_id)
 
-    # Every minute: unapplied events (a lost enqueue, a crash) and due wake-ups
-    # (minimum stays ending, lapse deadlines, month starts).
+    @huey.task(retries=5, retry_delay=2, name="ladder.process_inbox")
+    def process_inbox(pk: int) -> None:
+        from . import inbox
+
+        inbox.process(service, pk)
+
+    # Deliveries retry through the outbox's own schedule (Retry-After, backoff), not Huey's
+    # retries: the outbox row records every attempt and decides when the next one is due.
+    @huey.task(name="ladder.deliver")
+    def deliver(pk: int) -> None:
+        outcome = service.run_delivery(pk)
+        if outcome is None:
+            return
+        if outcome.retry_at is not None:
+            deliver.schedule(args=(pk,), eta=outcome.retry_at)
+        for ready in outcome.follow_up:  # notices after a grant, a revoke after a late success
+            deliver(ready)
+
+    # Every minute: unapplied events (a lost enqueue, a crash), due wake-ups (minimum stays
+    # ending, lapse deadlines, month starts), inbox rows left unprocessed, deliveries due.
     @huey.periodic_task(crontab(minute="*"), name="ladder.sweep")
     def sweep() -> None:
         counts = service.sweep()
+        for pk in service.unprocessed_inbox():
+            process_inbox(pk)
+        for pk in service.due_deliveries():
+            deliver(pk)
         if counts["stale"] or counts["due"]:
             log.info("sweep: %(stale)d customers with unapplied events, %(due)d due wake-ups", counts)
 
-    tasks = Tasks(huey=huey, process=process_customer, sweep=sweep)
-    service.bind_queue(tasks.enqueue)
+    tasks = Tasks(huey=huey, process=process_customer, sweep=sweep, process_inbox=process_inbox, deliver=deliver)
+    service.bind_queue(tasks.enqueue, tasks.enqueue_delivery)
     return tasks

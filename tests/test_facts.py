@@ -263,3 +263,21 @@ def test_money_is_quantised(total, refunded):
                           at(2), SETTINGS)
     for name in ("net_spent", "profit", "average_order_value", "outstanding_balance"):
         assert facts[name].as_tuple().exponent == -2, name
+
+
+def test_a_cancelled_order_never_seen_paid_is_not_a_refund():
+    """Shops auto-cancel unpaid orders: only orders we saw count in refunds_count."""
+    from loyalty_ladder.events import parse_event
+    from loyalty_ladder.facts import compute_facts
+    from loyalty_ladder.programme import Settings
+
+    def ev(kind, eid, day, **extra):
+        return parse_event({"id": eid, "type": kind, "customer_id": "c", "occurred_at": f"2026-01-{day:02d}T10:00:00Z",
+                            **extra})
+
+    unseen = ev("order_cancelled", "x1", 2, order={"id": "never-paid"})
+    paid = ev("order_paid", "p1", 3, order={"id": "o1", "total": "10.00", "currency": "EUR"})
+    cancel_seen = ev("order_cancelled", "x2", 4, order={"id": "o1"})
+    at = datetime(2026, 2, 1, tzinfo=timezone.utc)
+    assert compute_facts([unseen], at, Settings())["refunds_count"] == 0
+    assert compute_facts([unseen, paid, cancel_seen], at, Settings())["refunds_count"] == 1

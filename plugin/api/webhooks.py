@@ -1,0 +1,75 @@
+"""Shop webhooks: ``POST /webhooks/<platform>`` (Shopify, WooCommerce, any registered adapter).
+
+Authenticated by the platform's signature, not the admin token.  The request is verified over
+the raw bytes, persisted in the inbox and acknowledged at once; processing runs on the queue, so
+a slow engine never makes the shop time out and retry.  Answers:
+
+* 200 ``{"status": "accepted"}`` — stored, processing enqueued;
+* 200 ``{"status": "duplicate"}`` — this delivery was already received: nothing changes;
+* 200 ``{"status": "ping"}`` — a platform's set-up ping (WooCommerce ``webhook_id=N``): stored nowhere;
+* 401 — unknown shop, missing or wrong signature: nothing stored;
+* 400 — a body that is not UTF-8: nothing stored.
+
+A signed body that is not valid JSON (or not a payload the adapter understands) is still
+acknowledged with 200: the shop cannot fix it by retrying, so the inbox row is marked
+``failed`` with the reason, for an operator to read.
+
+Generic shops send events to ``POST /api/v1/shops/<shop>/events`` with the admin token; there
+is no ``/webhooks/generic``.
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from .. import inbox
+from ..errors import NotFound
+
+log = logging.getLogger(__name__)
+
+URL_PREFIX = "/webhooks"
+blp = Blueprint("webhooks", __name__, description="Shop webhooks (Shopify, WooCommerce), signed by the shop")
+
+#: platforms served by another endpoint
+NOT_WEBHOOK_PLATFORMS = ("generic",)
+
+WEBHOOK_BODY = {
+    "required": True,
+    "description": "the platform's webhook payload, exactly as the shop signed it",
+    "content": {"application/json": {"schema": {"type": "object"}},
+                "application/x-www-form-urlencoded": {"schema": {"type": "object"}}},
+}
+
+
+@blp.route("/<string:platform>")
+class Webhook(MethodView):
+    @blp.doc(requestBody=WEBHOOK_BODY, security=[], responses={
+        "400": {"description": "the body is not UTF-8; nothing stored"},
+        "401": {"description": "unknown shop, or a missing or wrong signature; nothing stored"},
+        "404": {"description": "no adapter for this platform"},
+    })
+    @blp.response(200, description='{"status": "accepted" | "duplicate" | "ping"}')
+    def post(self, platform: str):
+        """Receive one webhook: verify it, store it, acknowledge it; it is processed on the queue.
+
+        ``platform`` is ``shopify`` or ``woocommerce`` (or a platform a plugin registers).
+        """
+        from ..app import ladder
+
+        if platform in NOT_WEBHOOK_PLATFORMS:
+            raise NotFound(f"no webhook endpoint for platform {platform!r}",
+                           {"platform": ["generic shops send events to /api/v1/shops/<shop>/events"]})
+        # The raw bytes, before anything parses them: the signature covers exactly these, and
+        # form parsing (the WooCommerce ping is form-encoded) must not consume the stream first.
+        body = request.get_data(cache=False)
+        state = ladder()
+        result = inbox.receive(state.service, platform, request.headers, body)
+        if result.inbox_pk is not None:
+            try:
+                state.tasks.process_inbox(result.inbox_pk)
+            except Exception:  # the row is stored: the sweeper enqueues it again
+                log.exception("could not enqueue inbox row %s; the sweeper will retry it", result.inbox_pk)
+        return {"status": result.status}

@@ -1,0 +1,119 @@
+"""Who a customer is: guest aliases linked to accounts, and pseudonymising redaction.
+
+* A guest order belongs to a guest id (``guest:<hash of e-mail>``).  When an account with
+  that e-mail appears, a link (guest id → account id) makes the account's fold include the
+  guest's events; the guest's own awards are reversed as merged.
+* Redaction (Shopify ``customers/redact``, ``shop/redact``) pseudonymises: personal fields
+  are erased from the ledger and the customer's events, awards and deliveries move to a
+  random id, so shop totals and other customers are unaffected.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import datetime
+from typing import Any, Iterable
+
+import sqlalchemy as sa
+
+from . import store
+
+#: fields of an event's ``customer`` object that identify a person
+PERSONAL_FIELDS = ("email", "birthday", "locale", "tags", "first_name", "last_name", "phone")
+
+
+def guest_id(email: str | None, order_id: str | None = None) -> str:
+    """The customer id of a guest sale: by e-mail when known, else by order."""
+    if email:
+        return "guest:" + hashlib.sha256(email.strip().lower().encode()).hexdigest()[:16]
+    return f"guest-order:{order_id}"
+
+
+def canonical(conn: sa.Connection, shop_id: str, customer_id: str) -> str:
+    """The account a (guest) customer id is linked to, or the id itself."""
+    t = store.customer_links
+    row = conn.execute(sa.select(t.c.customer_id).where(t.c.shop_id == shop_id, t.c.alias_id == customer_id)).first()
+    return row.customer_id if row is not None else customer_id
+
+
+def aliases(conn: sa.Connection, shop_id: str, customer_id: str) -> list[str]:
+    t = store.customer_links
+    return [r.alias_id for r in conn.execute(
+        sa.select(t.c.alias_id).where(t.c.shop_id == shop_id, t.c.customer_id == customer_id).order_by(t.c.alias_id))]
+
+
+def link(conn: sa.Connection, shop_id: str, alias_id: str, customer_id: str, now: datetime) -> bool:
+    """Record alias → account (idempotent; an alias is linked once, to its first account)."""
+    if alias_id == customer_id:
+        return False
+    t = store.customer_links
+    if conn.execute(sa.select(t.c.alias_id).where(t.c.shop_id == shop_id, t.c.alias_id == alias_id)).first():
+        return False
+    conn.execute(t.insert().values(shop_id=shop_id, alias_id=alias_id, customer_id=customer_id, created_at=now))
+    return True
+
+
+def _scrub(body: dict[str, Any], new_id: str) -> dict[str, Any]:
+    out = dict(body)
+    out["customer_id"] = new_id
+    customer = out.get("customer")
+    if isinstance(customer, dict):
+        kept = {k: v for k, v in customer.items() if k not in PERSONAL_FIELDS}
+        if kept:
+            out["customer"] = kept
+        else:
+            out.pop("customer")
+    if "referred_customer_id" in out:
+        out["referred_customer_id"] = "redacted"
+    return out
+
+
+def pseudonymise(conn: sa.Connection, shop_id: str, customer_ids: Iterable[str], now: datetime) -> str:
+    """Move the ledger, awards and deliveries of these ids (an account and its aliases) to a
+    random id, erasing personal fields.  Returns the new id."""
+    ids = sorted(set(customer_ids))
+    new_id = f"redacted:{uuid.uuid4().hex}"
+    ev = store.events
+    for row in conn.execute(sa.select(ev.c.pk, ev.c.body).where(ev.c.shop_id == shop_id,
+                                                                ev.c.customer_id.in_(ids))).all():
+        body = _scrub(row.body, new_id)
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        conn.execute(ev.update().where(ev.c.pk == row.pk).values(customer_id=new_id, body=body, body_hash=digest,
+                                                                  applied_at=None))
+    aw, log, dl = store.awards, store.award_log, store.deliveries
+    for row in conn.execute(sa.select(aw).where(aw.c.shop_id == shop_id, aw.c.customer_id.in_(ids))).all():
+        old = dict(row._mapping)
+        new_key = old["key"].replace(f"/{_key_part(old['customer_id'])}/", f"/{new_id}/", 1)
+        values = {k: v for k, v in old.items() if k != "pk"}
+        values.update(key=new_key, customer_id=new_id, updated_at=now)
+        # children point at the key: insert the new award, repoint them, drop the old row
+        conn.execute(aw.insert().values(**values))
+        conn.execute(log.update().where(log.c.award_key == old["key"]).values(award_key=new_key))
+        conn.execute(dl.update().where(dl.c.award_key == old["key"]).values(award_key=new_key, customer_id=new_id))
+        conn.execute(aw.delete().where(aw.c.pk == old["pk"]))
+    cu, links = store.customers, store.customer_links
+    conn.execute(cu.delete().where(cu.c.shop_id == shop_id, cu.c.customer_id.in_(ids)))
+    conn.execute(links.delete().where(links.c.shop_id == shop_id,
+                                      sa.or_(links.c.alias_id.in_(ids), links.c.customer_id.in_(ids))))
+    return new_id
+
+
+def _key_part(customer_id: str) -> str:
+    from .awards import _component
+
+    return _component(customer_id)
+
+
+def scrub_inbox(conn: sa.Connection, shop_id: str, needles: Iterable[str]) -> int:
+    """Erase raw webhook bodies of a shop that mention any of ``needles`` (ids, e-mails)."""
+    t = store.inbox
+    needles = [n for n in needles if n]
+    if not needles:
+        return 0
+    count = 0
+    for row in conn.execute(sa.select(t.c.pk, t.c.body).where(t.c.shop_id == shop_id)).all():
+        if any(n in row.body for n in needles):
+            conn.execute(t.update().where(t.c.pk == row.pk).values(body="{}", error="redacted"))
+            count += 1
+    return count

@@ -1,0 +1,305 @@
+"""The inbox: shop webhooks verified, persisted raw, acknowledged fast, processed later.
+
+``receive`` is all a webhook request does: identify the shop, verify the signature over the
+raw bytes, store one ``inbox`` row (the raw body exactly as signed) and return; the caller
+enqueues ``process(pk)``.  The row, not the queue message, is the source of truth: ``sweep``
+finds rows a lost enqueue or a crash left ``received``.  ``export`` writes rows as JSON lines
+(the ``ladder replay`` format) and ``replay`` sends such records through ``receive`` again —
+signatures are checked again and known deliveries are no-ops.
+
+Row statuses: ``received`` → ``processed`` (its Inbound was applied) | ``ignored`` (nothing to
+do; the adapter's note is kept in ``error``) | ``failed`` (the body cannot be understood; the
+reason is in ``error``; never retried).  Transient failures (database, engine) raise, so the
+queue retries and the row stays ``received``.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from . import store
+from .adapters.base import Adapter, normalise_domain
+from .adapters.registry import adapter_for, load_adapters
+from .config import ShopConfig
+from .errors import BadRequest, Conflict, LadderError, NotFound, Unauthorized
+
+if TYPE_CHECKING:
+    from .service import LadderService
+
+log = logging.getLogger(__name__)
+
+#: rows still ``received`` after this long are re-enqueued by the sweeper
+SWEEP_AFTER = timedelta(seconds=60)
+#: header names (lower-case) that are stored although they do not start with ``x-``
+KEPT_HEADERS = ("content-type",)
+#: a header whose name contains one of these is never stored: it could carry a credential
+SECRET_HINTS = ("token", "secret", "password", "passwd", "auth", "cookie", "api-key", "apikey", "session")
+_EXPORT_BATCH = 500
+
+
+@dataclass(frozen=True)
+class ReceiveResult:
+    """The answer to one webhook: what the HTTP endpoint returns, and the row to process."""
+
+    status_code: int
+    inbox_pk: int | None
+    duplicate: bool
+    message: str
+    shop_id: str | None = None
+
+    @property
+    def status(self) -> str:
+        """``accepted`` (a new row: enqueue it), ``duplicate`` or ``ping``."""
+        if self.inbox_pk is not None:
+            return "accepted"
+        return "duplicate" if self.duplicate else "ping"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# ---------------------------------------------------------------- receive
+def stored_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers worth keeping with the raw body: the vendor's ``X-*`` headers (topic, shop,
+    delivery id, signature — a signature is no secret, and replay needs it) and Content-Type;
+    never anything that could carry a credential."""
+    kept: dict[str, str] = {}
+    for name, value in headers.items():
+        low = name.lower()
+        if not (low.startswith("x-") or low in KEPT_HEADERS):
+            continue
+        if any(hint in low for hint in SECRET_HINTS):
+            continue
+        kept[name] = value
+    return kept
+
+
+def _matches(shop: ShopConfig, hint: str) -> bool:
+    """A shop is named by its domain; a shop without one (generic) by its id."""
+    wanted = normalise_domain(hint)
+    if shop.domain:
+        return normalise_domain(shop.domain) == wanted
+    return shop.id == (wanted or "")
+
+
+def identify(service: LadderService, platform: str, headers: Mapping[str, str]) -> tuple[type[Adapter], list[ShopConfig], ShopConfig | None]:
+    """The adapter class, the shops of ``platform``, and the one the headers name (or None)."""
+    adapters = load_adapters()
+    cls = adapters.get(platform)
+    if cls is None:
+        raise NotFound(f"no webhook endpoint for platform {platform!r}",
+                       {"platform": [f"known platforms: {', '.join(adapters)}"]})
+    candidates = [s for s in service.shops.values() if s.platform == platform]
+    hint = cls.shop_hint(headers)
+    shop = next((s for s in candidates if _matches(s, hint)), None) if hint else None
+    return cls, candidates, shop
+
+
+def _delivery_key(value: str | None) -> str | None:
+    # The column holds 255 characters; a longer vendor id is still a stable key once hashed.
+    if value is None or len(value) <= store.EXTERNAL_ID:
+        return value
+    return "sha256:" + hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def receive(service: LadderService, platform: str, headers: Mapping[str, str], body: bytes) -> ReceiveResult:
+    """Verify and persist one webhook; nothing is parsed beyond what the adapter needs to name
+    the delivery.
+
+    Raises Unauthorized (unknown shop) or SignatureError (401) with nothing stored, BadRequest
+    (400) for a body that is not UTF-8, NotFound (404) for an unknown platform.
+    """
+    cls, candidates, shop = identify(service, platform, headers)
+    if not candidates:
+        raise Unauthorized(f"no {platform} shop is configured", {"shop": ["add the shop to the shops file"]})
+    # A set-up ping may carry no shop header at all (WooCommerce's does not): ask any shop's adapter.
+    adapter = adapter_for(shop or candidates[0])
+    if adapter.is_ping(headers, body):
+        return ReceiveResult(200, None, False, "ping", shop.id if shop else None)
+    if shop is None:
+        hint = cls.shop_hint(headers)
+        raise Unauthorized(f"unknown {platform} shop {hint!r}" if hint else f"the {platform} webhook names no shop",
+                           {"shop": ["the shop's domain must match a shop of the shops file"]})
+    adapter.verify(headers, body)  # before anything reads the body
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the body is not UTF-8: {exc}", {"_schema": ["the body must be UTF-8 text"]}) from None
+    delivery_id = _delivery_key(adapter.delivery_id(headers, body))
+    topic = adapter.topic(headers, body)
+    if len(topic) > 128:
+        raise BadRequest("the topic is too long", {"topic": ["at most 128 characters"]})
+    row = {"platform": platform, "shop_id": shop.id, "delivery_id": delivery_id, "topic": topic,
+           "headers": stored_headers(headers), "body": text, "received_at": _now(), "status": "received"}
+    pk = _insert(service.db, row)
+    if pk is None:
+        return ReceiveResult(200, None, True, f"delivery {delivery_id} already received", shop.id)
+    return ReceiveResult(200, pk, False, "accepted", shop.id)
+
+
+def _insert(db: sa.Engine, row: dict[str, Any]) -> int | None:
+    """Insert the row unless its (platform, shop, delivery id) is known; the new pk or None.
+
+    The check runs inside a write transaction (SQLite: the write lock is taken at BEGIN, so
+    check and insert cannot interleave with another writer).  PostgreSQL can still race two
+    first deliveries; the unique constraint then refuses the second, which is a duplicate too.
+    """
+    t = store.inbox
+    try:
+        with store.begin_write(db) as conn:
+            if row["delivery_id"] is not None and _known(conn, row):
+                return None
+            return int(conn.execute(t.insert().values(**row)).inserted_primary_key[0])
+    except sa.exc.IntegrityError:
+        with db.connect() as conn:
+            if row["delivery_id"] is not None and _known(conn, row):
+                return None
+        raise
+
+
+def _known(conn: sa.Connection, row: Mapping[str, Any]) -> bool:
+    t = store.inbox
+    return conn.execute(sa.select(t.c.pk).where(
+        t.c.platform == row["platform"], t.c.shop_id == row["shop_id"],
+        t.c.delivery_id == row["delivery_id"])).first() is not None
+
+
+# ---------------------------------------------------------------- process
+def process(service: LadderService, pk: int) -> None:
+    """Parse a received row and apply it; mark it processed, ignored or failed.
+
+    A row no longer ``received`` (processed meanwhile, redundant enqueue) is left alone.
+    BadRequest/Conflict (from parsing or applying) fail the row permanently; anything else
+    propagates so the queue retries, and the row stays ``received`` for the sweeper.
+    """
+    t = store.inbox
+    with service.db.connect() as conn:
+        row = conn.execute(sa.select(t).where(t.c.pk == pk)).first()
+    if row is None:
+        log.warning("inbox row %s does not exist", pk)
+        return
+    if row.status != "received":
+        log.debug("inbox row %s is already %s", pk, row.status)
+        return
+    shop = service.shops.get(row.shop_id) if row.shop_id else None
+    if shop is None or shop.platform != row.platform:
+        _mark(service, pk, "failed", f"shop {row.shop_id!r} ({row.platform}) is no longer configured")
+        return
+    adapter = adapter_for(shop)
+    try:
+        inbound = adapter.parse(row.topic or "", row.headers or {}, row.body.encode("utf-8"))
+        if inbound.empty:
+            _mark(service, pk, "ignored", inbound.note or f"nothing to do for topic {row.topic}")
+            return
+        service.apply_inbound(shop.id, inbound, source=row.platform)
+    except (BadRequest, Conflict) as exc:
+        log.warning("inbox row %s (%s %s) failed: %s", pk, row.platform, row.topic, exc.message)
+        _mark(service, pk, "failed", _error_text(exc))
+        return
+    _mark(service, pk, "processed", inbound.note or None)
+
+
+def _error_text(exc: LadderError) -> str:
+    return f"{exc.message}: {exc.errors}" if exc.errors else exc.message
+
+
+def _mark(service: LadderService, pk: int, status: str, error: str | None) -> None:
+    t = store.inbox
+    with store.begin_write(service.db) as conn:
+        # Only a received row moves: a concurrent run that finished first keeps its verdict,
+        # and a redaction's "redacted" mark on the error column is not overwritten.
+        values: dict[str, Any] = {"status": status, "processed_at": _now()}
+        if error is not None:
+            values["error"] = sa.func.coalesce(t.c.error, error)
+        conn.execute(t.update().where(t.c.pk == pk, t.c.status == "received").values(**values))
+
+
+def sweep(service: LadderService, older_than: timedelta = SWEEP_AFTER, now: datetime | None = None) -> list[int]:
+    """Pks of rows still ``received`` that arrived at least ``older_than`` ago, oldest first."""
+    t = store.inbox
+    cutoff = (now or _now()) - older_than
+    with service.db.connect() as conn:
+        return [r.pk for r in conn.execute(sa.select(t.c.pk).where(
+            t.c.status == "received", t.c.received_at <= cutoff).order_by(t.c.pk))]
+
+
+# ---------------------------------------------------------------- export / replay
+def export(service: LadderService, since: datetime | None = None, *, platform: str | None = None,
+           shop_id: str | None = None) -> Iterator[dict[str, Any]]:
+    """Stored webhooks as ``{"platform", "headers", "body", "received_at"}`` records, oldest
+    first — one JSON line each is the ``ladder replay`` format.  Redacted rows are skipped: their
+    body is gone.  Reads in batches, so a long export holds no connection while it is consumed.
+    """
+    from .service import to_jsonable
+
+    t = store.inbox
+    where = [sa.or_(t.c.error.is_(None), t.c.error != "redacted")]
+    if since is not None:
+        where.append(t.c.received_at >= since)
+    if platform is not None:
+        where.append(t.c.platform == platform)
+    if shop_id is not None:
+        where.append(t.c.shop_id == shop_id)
+    last = 0
+    while True:
+        with service.db.connect() as conn:
+            rows = conn.execute(sa.select(t.c.pk, t.c.platform, t.c.headers, t.c.body, t.c.received_at)
+                                .where(t.c.pk > last, *where).order_by(t.c.pk).limit(_EXPORT_BATCH)).all()
+        for r in rows:
+            yield {"platform": r.platform, "headers": dict(r.headers or {}), "body": r.body,
+                   "received_at": to_jsonable(r.received_at)}
+        if len(rows) < _EXPORT_BATCH:
+            return
+        last = rows[-1].pk
+
+
+def replay(service: LadderService, records: Iterable[Mapping[str, Any]],
+           enqueue: Callable[[int], Any] | None = None,
+           on_reject: Callable[[int, str], Any] | None = None) -> dict[str, int]:
+    """Send recorded webhooks through :func:`receive` again: signatures are verified again and
+    known deliveries are no-ops.  Returns ``{"accepted", "duplicates", "pings", "rejected"}``.
+
+    Each new row goes to ``enqueue(pk)``; without a queue it stays ``received`` and the worker's
+    sweeper processes it.  A refused record (bad signature, unknown shop, malformed record) is
+    counted and reported to ``on_reject(record number, message)`` (default: a warning in the
+    log), never fatal: one bad line must not stop the re-injection of an outage's log.
+    """
+    counts = {"accepted": 0, "duplicates": 0, "pings": 0, "rejected": 0}
+    for n, record in enumerate(records, 1):
+        try:
+            platform, headers, body = _record_parts(record)
+            result = receive(service, platform, headers, body)
+        except (BadRequest, Unauthorized, NotFound) as exc:
+            counts["rejected"] += 1
+            if on_reject is not None:
+                on_reject(n, exc.message)
+            else:
+                log.warning("replay record %d refused: %s", n, exc.message)
+            continue
+        if result.inbox_pk is not None:
+            counts["accepted"] += 1
+            if enqueue is not None:
+                enqueue(result.inbox_pk)
+        elif result.duplicate:
+            counts["duplicates"] += 1
+        else:
+            counts["pings"] += 1
+    return counts
+
+
+def _record_parts(record: Any) -> tuple[str, dict[str, str], bytes]:
+    if not isinstance(record, Mapping):
+        raise BadRequest("a replay record must be a JSON object")
+    platform, headers, body = record.get("platform"), record.get("headers"), record.get("body")
+    if not isinstance(platform, str) or not isinstance(headers, Mapping) or not isinstance(body, str):
+        raise BadRequest("a replay record needs platform (string), headers (object) and body (string)")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        raise BadRequest("replay record headers must map strings to strings")
+    return platform, dict(headers), body.encode("utf-8")

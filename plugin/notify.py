@@ -1,0 +1,359 @@
+"""Customer notifications: an e-mail (SMTP from ``LADDER_SMTP_URL``) and a signed outgoing webhook.
+
+E-mail: ``smtp://user:pass@host:port?from=loyalty@shop.example&starttls=1`` (or ``smtps://`` for
+TLS from the first byte).  The message has a plain-text and an HTML part, rendered with Jinja2
+from ``templates/email/<language>/<reward type>.txt|.html``; a language without its own template
+for a type uses its ``default`` template, and a language without templates uses English.  The
+subject is the ``subject`` block of the text template.
+
+Webhook: ``POST`` of ``{"event", "shop", "customer_id", "award"}`` (compact JSON, sorted keys) to
+the shop's ``notify_webhook_url``, signed like Shopify signs its webhooks: header
+``X-Ladder-Hmac-Sha256`` = base64 HMAC-SHA256 of the exact body with the shop's
+``webhook_secret``; ``X-Ladder-Event-Id`` is the same on every retry of one notice, so the
+receiver can drop duplicates.
+
+Marketing consent
+-----------------
+A notice of a reward the customer earned (a tier reached, points for an order, an apology gift)
+is transactional and always allowed.  A *promotional* notice needs consent
+(``accepts_marketing`` true in the latest customer data the shop sent).  The rule
+(:func:`is_promotional`): a reward whose params say ``notify: promotional`` is promotional, one
+that says ``notify: transactional`` is not; otherwise a ``discount`` granted for being in the
+customer's first stage (the welcome invitation to someone who has bought nothing yet) is
+promotional and everything else is transactional.  Without consent the notice is cancelled with
+the reason "no marketing consent".
+"""
+from __future__ import annotations
+
+import json
+import smtplib
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid, parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import requests
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from .adapters.base import hmac_sha256_base64
+from .config import Settings, ShopConfig
+from .errors import ConfigError, RateLimited, Rejected, Unavailable
+
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+DEFAULT_LOCALE = "en"
+DEFAULT_TIMEOUT = 10.0
+NO_CONSENT = "no marketing consent"
+SIGNATURE_HEADER = "X-Ladder-Hmac-Sha256"
+EVENT_ID_HEADER = "X-Ladder-Event-Id"
+EVENT_HEADER = "X-Ladder-Event"
+USER_AGENT = "loyalty-ladder"
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One notification to send: what happened (``award.granted`` / ``award.reversed``) to which
+    award, for which customer, over which channel (``email`` / ``webhook``)."""
+
+    channel: str
+    event: str
+    event_id: str
+    shop_id: str
+    award: Mapping[str, Any]  # outbox.award_document
+    customer: Mapping[str, Any]  # outbox.customer_profile
+
+
+# ================================================================ consent
+def is_promotional(award: Mapping[str, Any], first_stage: str | None = None) -> bool:
+    """Whether a notice of ``award`` is marketing (see the module docstring for the rule).
+
+    ``first_stage`` is the customer's first stage on the ladder (where every contact starts).
+    """
+    params = award.get("params") or {}
+    said = str(params.get("notify", "")).strip().lower()
+    if said in ("promotional", "transactional"):
+        return said == "promotional"
+    return (award.get("type") == "discount" and award.get("scope") == "stage"
+            and first_stage is not None and award.get("stage") == first_stage)
+
+
+def consent_problem(award: Mapping[str, Any], customer: Mapping[str, Any], first_stage: str | None) -> str | None:
+    """``"no marketing consent"`` when the notice is promotional and the customer did not agree."""
+    if is_promotional(award, first_stage) and customer.get("accepts_marketing") is not True:
+        return NO_CONSENT
+    return None
+
+
+# ================================================================ SMTP settings
+@dataclass(frozen=True)
+class SmtpTarget:
+    host: str
+    port: int
+    sender: str
+    user: str | None = None
+    password: str | None = None
+    ssl: bool = False  # smtps://: TLS from the first byte
+    starttls: bool = False
+
+    def __repr__(self) -> str:  # the password never reaches a log
+        return f"SmtpTarget(host={self.host!r}, port={self.port}, sender={self.sender!r}, ssl={self.ssl}, starttls={self.starttls})"
+
+
+def parse_smtp_url(url: str) -> SmtpTarget:
+    """``smtp[s]://[user[:password]@]host[:port]?from=ADDRESS[&starttls=1]`` → :class:`SmtpTarget`.
+
+    ``from`` defaults to the user name when that is an address.  Ports default to 25 (smtp),
+    587 (smtp with starttls) and 465 (smtps).
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ConfigError(f"LADDER_SMTP_URL: expected smtp://host or smtps://host, got scheme {parts.scheme!r}",
+                          {"smtp_url": ["expected smtp://[user:password@]host[:port]?from=address"]})
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    starttls = query.get("starttls", "0").lower() in ("1", "true", "yes", "on")
+    user = unquote(parts.username) if parts.username else None
+    sender = query.get("from") or (user if user and "@" in user else None)
+    if not sender:
+        raise ConfigError("LADDER_SMTP_URL: no sender address: add ?from=loyalty@your-shop.example",
+                          {"smtp_url": ["missing ?from=address"]})
+    secure = parts.scheme == "smtps"
+    try:
+        port = parts.port or (465 if secure else 587 if starttls else 25)
+    except ValueError:
+        raise ConfigError("LADDER_SMTP_URL: the port is not a number", {"smtp_url": ["bad port"]}) from None
+    return SmtpTarget(host=parts.hostname, port=port, sender=sender, user=user,
+                      password=unquote(parts.password) if parts.password else None, ssl=secure, starttls=starttls)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date); None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+
+
+# ================================================================ templates
+def _environment() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(str(TEMPLATES_DIR)),
+        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        undefined=StrictUndefined,  # a typo in a template fails the test, not the customer's e-mail
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def available_locales() -> list[str]:
+    root = TEMPLATES_DIR / "email"
+    return sorted(p.name for p in root.iterdir() if p.is_dir())
+
+
+def language(locale: str | None) -> str:
+    """``"de-AT"``, ``"de_AT"``, ``"DE"`` → ``"de"`` when there are German templates; else English."""
+    if locale:
+        lang = locale.replace("_", "-").split("-")[0].strip().lower()
+        if lang and (TEMPLATES_DIR / "email" / lang).is_dir():
+            return lang
+    return DEFAULT_LOCALE
+
+
+def _reward_name(award: Mapping[str, Any]) -> str:
+    return str(award.get("reward") or award.get("type") or "reward").replace("-", " ").replace("_", " ").capitalize()
+
+
+def _date(value: Any) -> str | None:
+    if not value:
+        return None
+    return str(value)[:10]  # ISO 8601: the date part, the same in every language
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+    locale: str
+
+
+class EmailRenderer:
+    """Renders a notice into subject, text and HTML in the customer's language."""
+
+    def __init__(self) -> None:
+        self.env = _environment()
+
+    def context(self, notice: Notice, shop: ShopConfig, lang: str) -> dict[str, Any]:
+        award = dict(notice.award)
+        params = dict(award.get("params") or {})
+        return {
+            "lang": lang, "award": award, "params": params, "customer": dict(notice.customer),
+            "reward_name": _reward_name(award), "shop_name": shop.domain or shop.id,
+            "code": params.get("code"), "percent": params.get("percent"), "amount": params.get("amount"),
+            "currency": params.get("currency") or shop.currency, "minimum_order": params.get("minimum_order"),
+            "expires_on": _date(params.get("expires_at")), "points": params.get("points"),
+            "message": params.get("message"), "description": params.get("description") or params.get("service"),
+            "value": award.get("value"),
+        }
+
+    def render(self, notice: Notice, shop: ShopConfig) -> RenderedEmail:
+        lang = language(notice.customer.get("locale"))
+        kind = str(notice.award.get("type") or "default")
+        names = [f"email/{lang}/{kind}", f"email/{lang}/default", f"email/{DEFAULT_LOCALE}/{kind}",
+                 f"email/{DEFAULT_LOCALE}/default"]
+        ctx = self.context(notice, shop, lang)
+        text_tmpl = self.env.select_template([f"{n}.txt" for n in names])
+        subject = " ".join("".join(text_tmpl.blocks["subject"](text_tmpl.new_context(ctx))).split())
+        ctx["subject"] = subject
+        text = text_tmpl.render(ctx)
+        html = self.env.select_template([f"{n}.html" for n in names]).render(ctx)
+        return RenderedEmail(subject=subject, text=text, html=html, locale=lang)
+
+
+# ================================================================ the notifier
+class Notifier:
+    """Sends notices by e-mail and by signed webhook; errors become the ``DeliveryError`` tree
+    (``RateLimited`` / ``Unavailable`` are retried by the outbox, ``Rejected`` is final)."""
+
+    def __init__(self, settings: Settings, shops: Mapping[str, ShopConfig], *,
+                 session: requests.Session | None = None, timeout: float = DEFAULT_TIMEOUT):
+        self.shops = shops
+        self.smtp = parse_smtp_url(settings.smtp_url) if settings.smtp_url else None
+        self.timeout = timeout
+        self._session = session
+        self.renderer = EmailRenderer()
+
+    @property
+    def email_enabled(self) -> bool:
+        return self.smtp is not None
+
+    @property
+    def session(self) -> requests.Session:
+        if self._session is None:
+            self._session = requests.Session()
+        return self._session
+
+    def shop(self, shop_id: str) -> ShopConfig:
+        try:
+            return self.shops[shop_id]
+        except KeyError:
+            raise Rejected(f"unknown shop '{shop_id}'") from None
+
+    def send(self, notice: Notice) -> str:
+        """Send one notice; return its id (the e-mail's Message-ID, the webhook's event id)."""
+        if notice.channel == "email":
+            return self.send_email(notice)
+        if notice.channel == "webhook":
+            return self.send_webhook(notice)
+        raise Rejected(f"unknown notification channel {notice.channel!r}")
+
+    # ------------------------------------------------------------ e-mail
+    def build_email(self, notice: Notice) -> EmailMessage:
+        if self.smtp is None:
+            raise Rejected("e-mail is not configured (LADDER_SMTP_URL is unset)")
+        to = notice.customer.get("email")
+        if not to:
+            raise Rejected("the customer has no e-mail address")
+        shop = self.shop(notice.shop_id)
+        rendered = self.renderer.render(notice, shop)
+        msg = EmailMessage()
+        msg["Subject"] = rendered.subject
+        msg["From"] = self.smtp.sender
+        msg["To"] = str(to)
+        msg["Date"] = format_datetime(datetime.now(timezone.utc))
+        msg["Message-ID"] = make_msgid(idstring=notice.event_id, domain=self.smtp.sender.rpartition("@")[2] or None)
+        msg["Auto-Submitted"] = "auto-generated"  # no vacation replies to a notice
+        msg[EVENT_ID_HEADER] = notice.event_id
+        msg.set_content(rendered.text)
+        msg.add_alternative(rendered.html, subtype="html")
+        # after the parts exist: set_content/add_alternative move Content-* headers into the parts
+        msg["Content-Language"] = rendered.locale
+        return msg
+
+    def send_email(self, notice: Notice) -> str:
+        msg = self.build_email(notice)
+        target = self.smtp
+        assert target is not None  # build_email checked
+        try:
+            if target.ssl:
+                client: smtplib.SMTP = smtplib.SMTP_SSL(target.host, target.port, timeout=self.timeout,
+                                                        context=ssl.create_default_context())
+            else:
+                client = smtplib.SMTP(target.host, target.port, timeout=self.timeout)
+            with client:
+                if target.starttls:
+                    client.starttls(context=ssl.create_default_context())
+                if target.user:
+                    client.login(target.user, target.password or "")
+                client.send_message(msg)
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            text = "; ".join(f"{addr}: {code} {reply.decode(errors='replace')}"
+                             for addr, (code, reply) in exc.recipients.items())
+            if all(code >= 500 for code in codes):
+                raise Rejected(f"recipient refused: {text}") from None
+            raise Unavailable(f"recipient deferred: {text}") from None
+        except smtplib.SMTPResponseException as exc:
+            reply = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+            if exc.smtp_code >= 500:
+                raise Rejected(f"the mail server refused: {exc.smtp_code} {reply}") from None
+            raise Unavailable(f"the mail server deferred: {exc.smtp_code} {reply}") from None
+        except smtplib.SMTPNotSupportedError as exc:
+            raise Rejected(f"the mail server does not support what LADDER_SMTP_URL asks: {exc}") from None
+        except (smtplib.SMTPException, OSError) as exc:  # disconnects, timeouts, refused connections
+            raise Unavailable(f"the mail server is unreachable: {type(exc).__name__}: {exc}") from None
+        return str(msg["Message-ID"])
+
+    # ------------------------------------------------------------ webhook
+    @staticmethod
+    def webhook_body(notice: Notice) -> bytes:
+        payload = {"event": notice.event, "shop": notice.shop_id,
+                   "customer_id": notice.customer.get("customer_id") or notice.award.get("customer_id"),
+                   "award": dict(notice.award)}
+        return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    def send_webhook(self, notice: Notice) -> str:
+        shop = self.shop(notice.shop_id)
+        if not shop.notify_webhook_url:
+            raise Rejected(f"shop '{shop.id}' has no notify_webhook_url")
+        if not shop.webhook_secret:
+            raise Rejected(f"shop '{shop.id}' has no webhook_secret to sign the notification with")
+        body = self.webhook_body(notice)
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            SIGNATURE_HEADER: hmac_sha256_base64(shop.webhook_secret, body),
+            EVENT_ID_HEADER: notice.event_id,
+            EVENT_HEADER: notice.event,
+        }
+        try:
+            response = self.session.post(shop.notify_webhook_url, data=body, headers=headers, timeout=self.timeout,
+                                         allow_redirects=False)
+        except requests.Timeout:
+            raise Unavailable(f"the notification webhook timed out after {self.timeout:g} s") from None
+        except requests.RequestException as exc:
+            raise Unavailable(f"the notification webhook is unreachable: {type(exc).__name__}") from None
+        code = response.status_code
+        if 200 <= code < 300:
+            return notice.event_id
+        snippet = response.text[:300].strip()
+        if code == 429:
+            raise RateLimited(f"the notification webhook answered 429 {snippet}".strip(),
+                              retry_after=parse_retry_after(response.headers.get("Retry-After")))
+        if code >= 500 or code == 408:
+            raise Unavailable(f"the notification webhook answered {code} {snippet}".strip())
+        raise Rejected(f"the notification webhook answered {code} {snippet}".strip())
