@@ -7,7 +7,8 @@ Nothing happens at import time; the extension keeps its state in
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from flask import Flask, current_app, jsonify
 from flask_smorest import Api

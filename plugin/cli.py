@@ -11,9 +11,10 @@ import secrets
 import shutil
 import signal
 import sys
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, TextIO
+from typing import Any, TextIO
 
 import click
 
@@ -110,7 +111,7 @@ def serve(host: str | None, port: int | None) -> None:
                f"(database {settings.database_url}, programme {programme.source} version {programme.version}, "
                f"shops: {', '.join(state.service.shops)})")
 
-    def stop(signum: int, frame: Any) -> None:  # noqa: ARG001
+    def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
@@ -267,7 +268,8 @@ def replay(records: TextIO) -> None:
     from .service import LadderService
 
     service = LadderService(_settings())
-    counts = inbox.replay(service, read_events(records, records.name))
+    counts = inbox.replay(service, read_events(records, records.name),
+                          on_reject=lambda n, msg: click.echo(f"record {n}: {msg}", err=True))
     click.echo(", ".join(f"{k}: {v}" for k, v in counts.items()))
     click.echo("run `ladder worker` (or `ladder serve`) to process what was accepted")
 

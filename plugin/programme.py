@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Mapping, Union
+from typing import Any
 
 
 # --------------------------------------------------------------- conditions
@@ -26,20 +27,20 @@ class Comparison:
 
 @dataclass(frozen=True)
 class AllOf:
-    items: tuple["Condition", ...]
+    items: tuple[Condition, ...]
 
 
 @dataclass(frozen=True)
 class AnyOf:
-    items: tuple["Condition", ...]
+    items: tuple[Condition, ...]
 
 
 @dataclass(frozen=True)
 class Not:
-    item: "Condition"
+    item: Condition
 
 
-Condition = Union[Comparison, AllOf, AnyOf, Not]
+Condition = Comparison | AllOf | AnyOf | Not
 
 
 def condition_facts(cond: Condition | None) -> set[str]:

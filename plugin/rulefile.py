@@ -497,9 +497,17 @@ class RewardSchema(_Schema):
 
 
 _POSITIVE = {"low": Decimal(0), "low_open": True}
+NOTIFY_KINDS = ("promotional", "transactional")
 
 
-class DiscountParams(_Schema):
+class _Params(_Schema):
+    """Keys every reward type accepts: ``notify`` says whether telling the customer is
+    marketing (needs their consent) or a transactional notice of what they earned."""
+
+    notify = _Choice(NOTIFY_KINDS)
+
+
+class DiscountParams(_Params):
     percent = _Number(what="a percentage such as 10", high=Decimal(100), money=False, **_POSITIVE)
     amount = _Number(**_POSITIVE)
     expires_days = _Int(minimum=1, load_default=30)
@@ -517,11 +525,11 @@ class DiscountParams(_Schema):
             raise ValidationError("a discount needs 'percent' (e.g. 10) or 'amount' (e.g. \"5.00\")")
 
 
-class TagParams(_Schema):
+class TagParams(_Params):
     tag = _Text(no_commas=True, required=True)
 
 
-class PointsParams(_Schema):
+class PointsParams(_Params):
     points = _Int(minimum=1)
     points_per_unit = _Number(what="a number of points per currency unit such as \"1\"", money=False,
                               **_POSITIVE)
@@ -537,31 +545,31 @@ class PointsParams(_Schema):
                                   "(per currency unit of an order)")
 
 
-class GiftParams(_Schema):
+class GiftParams(_Params):
     description = _Text(required=True)
     value = _Number(low=Decimal(0), load_default=Decimal("0.00"))
 
 
-class FreeServiceParams(_Schema):
+class FreeServiceParams(_Params):
     service = _Text(required=True)
     value = _Number(low=Decimal(0))
 
 
-class VipServiceParams(_Schema):
+class VipServiceParams(_Params):
     level = _Text(load_default="vip")
     tag = _Text(no_commas=True)
 
 
-class DeferredPaymentParams(_Schema):
+class DeferredPaymentParams(_Params):
     net_days = _Choice(NET_DAYS, required=True)
     credit_limit = _Number(required=True, **_POSITIVE)
 
 
-class DebtForgivenessParams(_Schema):
+class DebtForgivenessParams(_Params):
     max_amount = _Number(required=True, **_POSITIVE)
 
 
-class GreetingParams(_Schema):
+class GreetingParams(_Params):
     occasion = _Choice(OCCASIONS, load_default="birthday")
     message = _Text()
 

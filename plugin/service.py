@@ -12,11 +12,12 @@ import hashlib
 import json
 import logging
 import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from marshmallow import ValidationError
@@ -310,9 +311,9 @@ class LadderService:
                         result.duplicates += 1
                     continue
                 seen_in_batch[event.id] = digest
-                rows.append(dict(shop_id=shop_id, event_id=event.id, customer_id=event.customer_id,
-                                 type=event.type, occurred_at=event.occurred_at, body=event.raw,
-                                 body_hash=digest, source=source, received_at=now, applied_at=None))
+                rows.append({"shop_id": shop_id, "event_id": event.id, "customer_id": event.customer_id,
+                                 "type": event.type, "occurred_at": event.occurred_at, "body": event.raw,
+                                 "body_hash": digest, "source": source, "received_at": now, "applied_at": None})
                 if event.customer_id not in result.customers:
                     result.customers.append(event.customer_id)
                 result.ids.append(event.id)
@@ -379,10 +380,10 @@ class LadderService:
         for award in plan.grant:
             status = "historical" if award.historical else "due"
             reason = grant_reason(award)
-            values = dict(shop_id=shop_id, customer_id=customer_id, reward_id=award.reward_id, type=award.type,
-                          scope=award.scope, scope_ref=award.scope_ref, stage=award.stage, turn=award.turn,
-                          status=status, reason=reason, params=to_jsonable(award.params), value=award.value,
-                          rule_version=version, granted_at=award.granted_at, updated_at=now, reversed_at=None)
+            values = {"shop_id": shop_id, "customer_id": customer_id, "reward_id": award.reward_id, "type": award.type,
+                          "scope": award.scope, "scope_ref": award.scope_ref, "stage": award.stage, "turn": award.turn,
+                          "status": status, "reason": reason, "params": to_jsonable(award.params), "value": award.value,
+                          "rule_version": version, "granted_at": award.granted_at, "updated_at": now, "reversed_at": None}
             if award.key in by_key:  # a reversed award implied again
                 conn.execute(t.update().where(t.c.key == award.key).values(**values))
             else:
@@ -421,15 +422,15 @@ class LadderService:
         for event in sorted(evs, key=lambda e: (e.occurred_at, e.id)):
             if event.customer is not None and event.customer.email:
                 email = event.customer.email
-        values = dict(email=email, stage=state.stage, subgroup=state.subgroup, lapsed=state.lapsed,
-                      turn=state.turn, since=state.since, rule_version=state.rule_version,
-                      next_wake_at=state.next_wake_at, updated_at=now,
-                      state=to_jsonable({
+        values = {"email": email, "stage": state.stage, "subgroup": state.subgroup, "lapsed": state.lapsed,
+                      "turn": state.turn, "since": state.since, "rule_version": state.rule_version,
+                      "next_wake_at": state.next_wake_at, "updated_at": now,
+                      "state": to_jsonable({
                           "history": [{"stage": h.stage, "at": h.at, "turn": h.turn} for h in state.history],
                           "facts": state.facts,
                           "next": next_to_dict(state.next),
                           "lapse_at": state.lapse_at,
-                      }))
+                      })}
         key = (t.c.shop_id == shop_id) & (t.c.customer_id == customer_id)
         if conn.execute(sa.select(t.c.customer_id).where(key)).first() is None:
             conn.execute(t.insert().values(shop_id=shop_id, customer_id=customer_id, **values))

@@ -17,7 +17,7 @@ from typing import Any
 from flask import Flask, jsonify, request
 from werkzeug.serving import make_server
 
-MUTATION = re.compile(r"mutation\s*(?:\w+\s*)?(?:\([^)]*\))?\s*\{\s*(\w+)", re.S)
+MUTATION = re.compile(r"mutation\s*(?:\w+\s*)?(?:\([^)]*\))?\s*\{\s*(\w+)", re.DOTALL)
 
 
 @dataclass
@@ -45,11 +45,11 @@ class FakeShop:
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "FakeShop":
+    def __enter__(self) -> FakeShop:  # noqa: PYI034 (typing.Self needs Python 3.11)
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._thread.join(timeout=5)
 

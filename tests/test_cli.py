@@ -22,7 +22,7 @@ def run(*args: str, cwd: Path, input: str | None = None, env: dict | None = None
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("LADDER_") or k.startswith("LADDER_TEST")}
     full_env.update(env or {})
     return subprocess.run([LADDER, *args], cwd=cwd, input=input, capture_output=True, text=True,
-                          env=full_env, timeout=timeout)
+                          env=full_env, timeout=timeout, check=False)
 
 
 def jsonl(events) -> str:
@@ -149,7 +149,7 @@ def test_serve_applies_events_through_the_real_queue_within_a_second(tmp_path):
                 time.sleep(0.02)
             latencies.append(time.monotonic() - sent)
         assert doc["stage"] == "advocate"
-        assert sorted(latencies)[-1] < 2.0, latencies  # p95 target is 1 s; leave CI headroom
+        assert max(latencies) < 2.0, latencies  # p95 target is 1 s; leave CI headroom
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -5,6 +5,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from loyalty_ladder.config import (
     DEFAULT_SHOP,
     PLATFORM_CAPABILITIES,

@@ -184,7 +184,8 @@ def test_smtp_url_parsing():
 
 
 def test_retry_after_parsing():
-    from datetime import UTC, datetime
+    from datetime import datetime, timezone
+    UTC = timezone.utc  # datetime.UTC needs Python 3.11
 
     now = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
     assert parse_retry_after("17", now) == 17.0
@@ -272,7 +273,8 @@ def test_webhook_needs_a_secret_to_sign_with():
 def test_outbox_sends_the_email_and_respects_consent(tmp_path, smtp_server):
     """A delivered grant arms its notices; the real notifier mails the transactional one and
     cancels the promotional one of a customer without consent."""
-    from datetime import UTC, datetime
+    from datetime import datetime, timezone
+    UTC = timezone.utc  # datetime.UTC needs Python 3.11
 
     from loyalty_ladder import outbox, store
     from loyalty_ladder.adapters.base import DeliveryResult

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from huey import RedisHuey, SqliteHuey
+
 from loyalty_ladder.config import Settings
 from loyalty_ladder.errors import ConfigError
 from loyalty_ladder.queue import make_huey, queue_location, run_consumer, start_consumer

@@ -4,7 +4,9 @@ from __future__ import annotations
 import copy
 import re
 import shutil
-from datetime import UTC, datetime
+from datetime import datetime, timezone
+
+UTC = timezone.utc  # datetime.UTC needs Python 3.11
 from decimal import Decimal
 from pathlib import Path
 
@@ -445,3 +447,16 @@ def test_one_change_to_the_default_programme_never_gives_a_traceback(path: tuple
         rulefile.load_text(yaml.safe_dump(data, allow_unicode=True), name="f.yaml")
     except RuleFileError as error:
         assert error.problems and all(p.line >= 1 for p in error.problems)
+
+
+def test_every_reward_type_accepts_notify_and_only_known_kinds():
+    programme = rulefile.load_text(
+        "stages:\n  - id: potential\nrewards:\n"
+        "  - id: welcome\n    type: discount\n    on: {stage: potential}\n"
+        "    params: {percent: 10, notify: promotional}\n"
+        "  - id: hello\n    type: greeting\n    on: {period: year}\n    params: {notify: transactional}\n")
+    assert programme.reward("welcome").params["notify"] == "promotional"
+    with pytest.raises(RuleFileError) as caught:
+        rulefile.load_text("stages:\n  - id: potential\nrewards:\n  - id: w\n    type: tag\n"
+                           "    on: {stage: potential}\n    params: {tag: x, notify: marketing}\n")
+    assert "'notify' must be one of promotional, transactional, got 'marketing'" in str(caught.value)

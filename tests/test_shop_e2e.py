@@ -118,7 +118,7 @@ def shopify(ladder_settings, tmp_path):
 
 
 def test_shopify_webhooks_twice_and_shuffled_climb_and_deliver_exactly_once(shopify):
-    client, fake, service = shopify
+    client, fake, _ = shopify
     t0 = NOW - timedelta(days=100)
     hooks = shopify_webhooks(t0)
     deliveries = [(topic, payload, f"wh-{i}") for i, (topic, payload) in enumerate(hooks)] * 2
@@ -150,13 +150,13 @@ def test_shopify_webhooks_twice_and_shuffled_climb_and_deliver_exactly_once(shop
 
 
 def test_shopify_full_refund_inside_the_window_revokes_exactly_what_it_earned(shopify):
-    client, fake, service = shopify
+    client, fake, _ = shopify
     t0 = NOW - timedelta(days=100)
-    hooks = shopify_webhooks(t0, refund_amount=None or "99.00")
+    hooks = shopify_webhooks(t0)
+    third_total = [o for t, o in hooks if t == "orders/paid"][2]["total_price"]
     for i, (topic, payload) in enumerate(hooks):
-        total = [o for t, o in hooks if t == "orders/paid"][2]["total_price"]
         if topic == "refunds/create":
-            payload["transactions"][0]["amount"] = total  # the whole third order, 5 days after it
+            payload["transactions"][0]["amount"] = third_total  # the whole third order, 5 days after it
         assert post_shopify(client, topic, payload, f"wh-{i}").status_code == 200
     doc = customer_doc(client, "e2e", str(CID))
     assert doc["stage"] == "first_purchase"  # the step to regular was never earned
@@ -231,7 +231,7 @@ def woo(ladder_settings, tmp_path):
 
 
 def test_woocommerce_webhooks_twice_and_shuffled_climb_and_deliver_exactly_once(woo):
-    client, fake, service = woo
+    client, fake, _ = woo
     t0 = NOW - timedelta(days=100)
     deliveries = woo_webhooks(t0) * 2
     random.Random(11).shuffle(deliveries)
@@ -255,7 +255,7 @@ def test_woocommerce_webhooks_twice_and_shuffled_climb_and_deliver_exactly_once(
 
 
 def test_woocommerce_creation_ping_gets_200_and_is_stored_nowhere(woo):
-    client, fake, service = woo
+    client, _, service = woo
     response = client.post("/webhooks/woocommerce", data="webhook_id=17",
                            headers={"Content-Type": "application/x-www-form-urlencoded",
                                     "X-WC-Webhook-Source": "https://boutique.example/"})
@@ -272,3 +272,4 @@ def test_extension_state_is_per_app(shopify, woo):
     (c1, _, s1), (c2, _, s2) = shopify, woo
     assert s1 is not s2
     assert c1.application.extensions[EXTENSION].service is s1
+    assert c2.application.extensions[EXTENSION].service is s2

@@ -5,15 +5,18 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
+
+UTC = timezone.utc  # datetime.UTC needs Python 3.11
 from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from loyalty_ladder import store
 from sqlalchemy.exc import IntegrityError, StatementError
+
+from loyalty_ladder import store
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 from logging.config import fileConfig
 
 from alembic import context
-from loyalty_ladder.store import make_engine, metadata
 from sqlalchemy.engine import Connection
+
+from loyalty_ladder.store import make_engine, metadata
 
 config = context.config
 target_metadata = metadata
