@@ -548,6 +548,7 @@ class LadderService:
         totals = {"accepted": 0, "duplicates": 0, "customers": 0}
         customers: list[str] = []
         seen: set[str] = set()
+        counted: set[str] = set()
         batch: list[Mapping[str, Any]] = []
 
         def flush() -> None:
@@ -560,11 +561,11 @@ class LadderService:
             self._check_currency(programme, parsed)
             # a shop sync re-derives vendor events: the same id is the same event (keep-first)
             res = self._store_events(shop_id, parsed, source, keep_first=source != "import")
-            if source != "import":
-                res.customers += [c for c in self._link_guests(shop_id, parsed, utcnow()) if c not in res.customers]
             totals["accepted"] += res.accepted
             totals["duplicates"] += res.duplicates
-            for c in res.customers:
+            counted.update(res.customers)
+            linked = self._link_guests(shop_id, parsed, utcnow()) if source != "import" else []
+            for c in (*res.customers, *linked):  # linked: guests now merged into an account
                 if c not in seen:
                     seen.add(c)
                     customers.append(c)
@@ -581,7 +582,7 @@ class LadderService:
             self.process_customer(shop_id, customer_id)
             if progress and (i % 100 == 0 or i == len(customers)):
                 progress(f"evaluated {i}/{len(customers)} customers")
-        totals["customers"] = len(customers)
+        totals["customers"] = len(counted)
         return totals
 
     def sweep(self, now: datetime | None = None) -> dict[str, int]:

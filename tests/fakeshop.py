@@ -38,6 +38,9 @@ class FakeShop:
         self.customers_meta: dict[str, list[dict[str, Any]]] = {}
         #: what the shop knows of its orders: order id -> (customer id, e-mail), for orderOwner queries
         self.orders: dict[str, tuple[str | None, str | None]] = {}
+        #: WooCommerce REST resources served page by page (GET /customers, GET /orders)
+        self.woo: dict[str, list[dict[str, Any]]] = {"customers": [], "orders": []}
+        self.per_page_seen: list[int] = []
         self._ids = itertools.count(1001)
         self._lock = threading.Lock()
         self.app = self._build()
@@ -123,6 +126,22 @@ class FakeShop:
                 return denied
             self._record(f"DELETE /coupons/{coupon_id}", dict(request.args))
             return jsonify({"id": coupon_id})
+
+        @app.get("/wp-json/wc/v3/<any(customers, orders):resource>")
+        def list_resource(resource: str):
+            denied = woo_auth()
+            if denied:
+                return denied
+            per_page = int(request.args.get("per_page", 10))
+            page = int(request.args.get("page", 1))
+            self.per_page_seen.append(per_page)
+            items = self.woo[resource]
+            pages = max(1, -(-len(items) // per_page))
+            self._record(f"GET /{resource}", dict(request.args))
+            response = jsonify(items[(page - 1) * per_page:page * per_page])
+            response.headers["X-WP-Total"] = str(len(items))
+            response.headers["X-WP-TotalPages"] = str(pages)
+            return response
 
         @app.get("/wp-json/wc/v3/customers/<int:customer_id>")
         def get_customer(customer_id: int):

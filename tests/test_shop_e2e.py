@@ -38,7 +38,7 @@ def fixture(platform: str, name: str) -> dict:
 def programme_in(currency: str, tmp_path: Path) -> Path:
     """The default programme, in the shop's currency (the recorded payloads are in HKD / USD)."""
     folder = tmp_path / f"rules-{currency}"
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)
     text = (ROOT / "rules" / "ladder.yaml").read_text()
     assert "currency: EUR" in text
     (folder / "ladder.yaml").write_text(text.replace("currency: EUR", f"currency: {currency}"))
