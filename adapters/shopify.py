@@ -831,7 +831,17 @@ class ShopifyAdapter(Adapter):
         if params.get("minimum_order") is not None:
             discount["minimumRequirement"] = {"subtotal": {"greaterThanOrEqualToSubtotal":
                                                            str(params["minimum_order"])}}
-        result = self._mutate("discountCodeBasicCreate", DISCOUNT_CREATE, {"basicCodeDiscount": discount})
+        try:
+            result = self._mutate("discountCodeBasicCreate", DISCOUNT_CREATE, {"basicCodeDiscount": discount})
+        except Rejected as exc:
+            if "unique" not in exc.message.lower():
+                raise
+            # A retry after a timeout whose request did succeed: the code exists already. Our codes
+            # are derived from the award key, so an existing code with this name is this award's.
+            existing = self._graphql(DISCOUNT_BY_CODE, {"code": code}).get("codeDiscountNodeByCode")
+            if existing and existing.get("id"):
+                return DeliveryResult(external_id=existing["id"], detail=f"discount code {code} (already created)")
+            raise
         node = result.get("codeDiscountNode") or {}
         if not node.get("id"):
             raise Unavailable("Shopify created no discount and named no error")

@@ -380,7 +380,7 @@ class _ShopSchema(Schema):
         unknown = RAISE
 
     id = mf.String(required=True)
-    platform = mf.String(required=True, validate=validate.OneOf(PLATFORMS))
+    platform = mf.String(required=True, validate=lambda value: _known_platform(value))
     domain = mf.String()
     webhook_secret = mf.String()
     previous_webhook_secret = mf.String()
@@ -398,6 +398,29 @@ class _ShopSchema(Schema):
 
 
 SHOP_KEYS = tuple(f.name for f in fields(ShopConfig))
+
+
+def _registered_adapters() -> dict[str, Any]:
+    # imported late: the adapters import this module for ShopConfig
+    from .adapters.registry import load_adapters
+
+    return load_adapters()
+
+
+def _known_platform(value: str) -> None:
+    """The built-in platforms, or one a third party registered in the entry-point group."""
+    if value in PLATFORMS or value in _registered_adapters():
+        return
+    known = sorted({*PLATFORMS, *_registered_adapters()})
+    raise ValidationError(f"unknown platform {value!r}; known: {', '.join(known)} "
+                          "(a third-party platform registers in the 'loyalty_ladder.adapters' entry-point group)")
+
+
+def platform_capabilities(platform: str) -> tuple[str, ...]:
+    if platform in PLATFORM_CAPABILITIES:
+        return PLATFORM_CAPABILITIES[platform]
+    adapter = _registered_adapters().get(platform)
+    return tuple(getattr(adapter, "capabilities", ()))
 
 
 def _shop_problems(item: dict[str, Any], env: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -430,7 +453,7 @@ def _shop_problems(item: dict[str, Any], env: Mapping[str, str]) -> list[tuple[s
             ZoneInfo(item["timezone"])
         except (ZoneInfoNotFoundError, ValueError):
             problems.append(("timezone", f"unknown time zone {item['timezone']!r}"))
-    has = PLATFORM_CAPABILITIES.get(platform, ())
+    has = platform_capabilities(platform)
     for cap in item.get("capabilities", ()):
         if cap not in has:
             problems.append(
@@ -473,6 +496,6 @@ def load_shops(path: str | os.PathLike[str] | None, env: Mapping[str, str] | Non
         if "programme" in item:
             item["programme"] = path.parent / item["programme"]
         item.setdefault("api_version", DEFAULT_API_VERSION.get(platform))
-        item["capabilities"] = tuple(item.get("capabilities", PLATFORM_CAPABILITIES[platform]))
+        item["capabilities"] = tuple(item.get("capabilities", platform_capabilities(platform)))
         shops[item["id"]] = ShopConfig(**item)
     return shops

@@ -85,7 +85,9 @@ def pseudonymise(conn: sa.Connection, shop_id: str, customer_ids: Iterable[str],
     aw, log, dl = store.awards, store.award_log, store.deliveries
     for row in conn.execute(sa.select(aw).where(aw.c.shop_id == shop_id, aw.c.customer_id.in_(ids))).all():
         old = dict(row._mapping)
-        new_key = old["key"].replace(f"/{_key_part(old['customer_id'])}/", f"/{new_id}/", 1)
+        # keys encode their parts (awards.award_key): the new id must be encoded the same way,
+        # or the next fold would find every moved award "no longer implied" and reverse it
+        new_key = old["key"].replace(f"/{_key_part(old['customer_id'])}/", f"/{_key_part(new_id)}/", 1)
         values = {k: v for k, v in old.items() if k != "pk"}
         values.update(key=new_key, customer_id=new_id, updated_at=now)
         # children point at the key: insert the new award, repoint them, drop the old row
@@ -106,15 +108,43 @@ def _key_part(customer_id: str) -> str:
     return _component(customer_id)
 
 
+#: keys whose value names a customer in the platforms' payloads
+_CUSTOMER_KEYS = ("email", "contact_email", "customer_id")
+
+
+def _mentions(value: Any, needles: set[str], in_customer: bool = False) -> bool:
+    """Whether a parsed payload names one of ``needles`` as a customer id or e-mail.
+
+    Exact values only, and only where a payload names a customer — never a substring
+    ("25" must not match an amount of "25.00" or an order numbered 25)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            names_customer = key in _CUSTOMER_KEYS or (in_customer and key == "id")
+            if names_customer and not isinstance(item, (dict, list)) and str(item).strip().lower() in needles:
+                return True
+            if _mentions(item, needles, in_customer=key in ("customer", "billing")):
+                return True
+        return False
+    if isinstance(value, list):
+        return any(_mentions(item, needles, in_customer) for item in value)
+    return False
+
+
 def scrub_inbox(conn: sa.Connection, shop_id: str, needles: Iterable[str]) -> int:
-    """Erase raw webhook bodies of a shop that mention any of ``needles`` (ids, e-mails)."""
+    """Erase the raw webhook bodies of a shop that name one of ``needles`` (ids, e-mails)
+    as a customer; a customer webhook's own top-level id counts too."""
     t = store.inbox
-    needles = [n for n in needles if n]
-    if not needles:
+    wanted = {str(n).strip().lower() for n in needles if n}
+    if not wanted:
         return 0
     count = 0
-    for row in conn.execute(sa.select(t.c.pk, t.c.body).where(t.c.shop_id == shop_id)).all():
-        if any(n in row.body for n in needles):
+    for row in conn.execute(sa.select(t.c.pk, t.c.topic, t.c.body).where(t.c.shop_id == shop_id)).all():
+        try:
+            payload = json.loads(row.body)
+        except ValueError:
+            continue
+        about_customer = (row.topic or "").startswith(("customers/", "customer."))
+        if _mentions(payload, wanted, in_customer=about_customer):
             conn.execute(t.update().where(t.c.pk == row.pk).values(body="{}", error="redacted"))
             count += 1
     return count

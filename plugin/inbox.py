@@ -27,7 +27,7 @@ from . import store
 from .adapters.base import Adapter, normalise_domain
 from .adapters.registry import adapter_for, load_adapters
 from .config import ShopConfig
-from .errors import BadRequest, Conflict, LadderError, NotFound, Unauthorized
+from .errors import BadRequest, Conflict, LadderError, NotFound, NotSupported, Rejected, Unauthorized
 
 if TYPE_CHECKING:
     from .service import LadderService
@@ -192,14 +192,16 @@ def process(service: LadderService, pk: int) -> None:
     if shop is None or shop.platform != row.platform:
         _mark(service, pk, "failed", f"shop {row.shop_id!r} ({row.platform}) is no longer configured")
         return
-    adapter = adapter_for(shop)
+    adapter = service.adapter(shop.id)  # knows our ledger (e.g. who owns a refunded order)
     try:
         inbound = adapter.parse(row.topic or "", row.headers or {}, row.body.encode("utf-8"))
         if inbound.empty:
             _mark(service, pk, "ignored", inbound.note or f"nothing to do for topic {row.topic}")
             return
         service.apply_inbound(shop.id, inbound, source=row.platform)
-    except (BadRequest, Conflict) as exc:
+    except (BadRequest, Conflict, NotSupported, Rejected) as exc:
+        # permanent: a malformed payload, or a shop API that refuses (or cannot be asked) what
+        # parsing needed; a retry cannot fix these. RateLimited / Unavailable propagate: retried.
         log.warning("inbox row %s (%s %s) failed: %s", pk, row.platform, row.topic, exc.message)
         _mark(service, pk, "failed", _error_text(exc))
         return
@@ -221,13 +223,20 @@ def _mark(service: LadderService, pk: int, status: str, error: str | None) -> No
         conn.execute(t.update().where(t.c.pk == pk, t.c.status == "received").values(**values))
 
 
+#: the sweeper stops re-trying a row this long after it arrived (a shop API down for good must
+#: not make every minute log the same failure forever); `ladder inbox-export` still lists it
+SWEEP_GIVE_UP = timedelta(days=7)
+
+
 def sweep(service: LadderService, older_than: timedelta = SWEEP_AFTER, now: datetime | None = None) -> list[int]:
-    """Pks of rows still ``received`` that arrived at least ``older_than`` ago, oldest first."""
+    """Pks of rows still ``received`` that arrived at least ``older_than`` ago (and less than
+    SWEEP_GIVE_UP ago), oldest first."""
     t = store.inbox
-    cutoff = (now or _now()) - older_than
+    now = now or _now()
     with service.db.connect() as conn:
         return [r.pk for r in conn.execute(sa.select(t.c.pk).where(
-            t.c.status == "received", t.c.received_at <= cutoff).order_by(t.c.pk))]
+            t.c.status == "received", t.c.received_at <= now - older_than,
+            t.c.received_at > now - SWEEP_GIVE_UP).order_by(t.c.pk))]
 
 
 # ---------------------------------------------------------------- export / replay

@@ -262,7 +262,7 @@ def test_missing_secret_variable_is_named(tmp_path):
      "consumer_secret", "required for platform woocommerce"),
     ("{id: a, platform: shopify, domain: d, webhook_secret: s}", "api_url", "required"),
     ("{id: A!, platform: generic}", "id", "lower-case"),
-    ("{id: a, platform: magento}", "platform", "Must be one of"),
+    ("{id: a, platform: magento}", "platform", "unknown platform 'magento'; known: generic, shopify, woocommerce"),
     ("{id: a, platform: generic, timezone: Mars/Olympus}", "timezone", "unknown time zone"),
     ("{id: a, platform: generic, currency: eur}", "currency", "ISO 4217"),
     ("{id: a, platform: generic, mode: dry}", "mode", "Must be one of"),
@@ -313,3 +313,19 @@ def test_example_shops_file_is_valid(tmp_path):
            "WOO_CONSUMER_KEY": "d", "WOO_CONSUMER_SECRET": "e"}
     shops = load_shops(ROOT / "config" / "shops.example.yaml", env=env)
     assert {s.platform for s in shops.values()} == {"shopify", "woocommerce", "generic"}
+
+
+def test_a_third_party_platform_registered_by_entry_point_is_accepted(tmp_path, monkeypatch):
+    """The entry-point group is the way to add a platform: the shops file must accept it."""
+    from loyalty_ladder import config
+    from loyalty_ladder.adapters.base import Adapter
+
+    class Magento(Adapter):
+        platform = "magento"
+        capabilities = ("discount_codes",)
+
+    monkeypatch.setattr(config, "_registered_adapters", lambda: {"magento": Magento})
+    path = tmp_path / "shops.yaml"
+    path.write_text("- {id: m, platform: magento, domain: m.example, webhook_secret: s}\n")
+    shop = config.load_shops(path)["m"]
+    assert shop.platform == "magento" and shop.capabilities == ("discount_codes",)

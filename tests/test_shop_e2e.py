@@ -208,6 +208,10 @@ def woo_webhooks(t0: datetime) -> list[tuple[str, dict]]:
         completed.update(status="completed", date_completed_gmt=when,
                          date_modified_gmt=iso(t0 + timedelta(days=days, hours=5))[:-1])
         hooks.append(("order.updated", completed))  # processing → completed: not a second payment
+    refunded = copy.deepcopy(completed)  # a partial refund on the third order, five days later
+    refunded.update(refunds=[{"id": 9001, "reason": "damaged", "total": "-10.00"}],
+                    date_modified_gmt=iso(t0 + timedelta(days=85))[:-1])
+    hooks.append(("order.updated", refunded))
     return hooks
 
 
@@ -241,6 +245,9 @@ def test_woocommerce_webhooks_twice_and_shuffled_climb_and_deliver_exactly_once(
     doc = customer_doc(client, "boutique", str(WOO_CID))
     assert [h["stage"] for h in doc["history"]] == ["potential", "visitor", "first_purchase", "regular"]
     assert doc["facts"]["orders_count"] == 3  # processing → completed never counted twice
+    totals = [o["total"] for t, o in woo_webhooks(t0) if t == "order.created"]
+    assert doc["facts"]["net_spent"] == str(sum(__import__("decimal").Decimal(x) for x in totals) - 10)
+    assert doc["facts"]["refunds_count"] == 1  # the refund seen twice counts once
     coupons = [c.body for c in fake.calls if c.name == "POST /coupons"]
     by_reward = {r["reward"]: r for r in doc["rewards"]}
     granted_discounts = [r for r in doc["rewards"] if r["type"] == "discount"]
@@ -273,3 +280,92 @@ def test_extension_state_is_per_app(shopify, woo):
     assert s1 is not s2
     assert c1.application.extensions[EXTENSION].service is s1
     assert c2.application.extensions[EXTENSION].service is s2
+
+
+def test_shopify_customers_redact_pseudonymises_without_touching_rewards_or_totals(shopify):
+    """Compliance: personal fields go, the history stays under a random id, nothing is revoked."""
+    import sqlalchemy as sa
+
+    from loyalty_ladder import store
+
+    client, fake, service = shopify
+    for i, (topic, payload) in enumerate(shopify_webhooks(NOW - timedelta(days=100))):
+        assert post_shopify(client, topic, payload, f"wh-{i}").status_code == 200
+    other = {**fixture("shopify", "customers_create.json"), "id": 7002, "email": "zoe@example.com"}
+    assert post_shopify(client, "customers/create", other, "wh-other").status_code == 200
+    before = customer_doc(client, "e2e", str(CID))
+    calls_before = len(fake.calls)
+    redact = {**fixture("shopify", "customers_redact.json"), "customer": {"id": CID, "email": "ana@example.com"}}
+    assert post_shopify(client, "customers/redact", redact, "wh-redact").status_code == 200
+
+    assert len(fake.calls) == calls_before  # nothing revoked, nothing re-granted
+    gone = client.get(f"/api/v1/shops/e2e/customers/{CID}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert gone.status_code == 404
+    with service.db.connect() as conn:
+        new_id = conn.execute(sa.select(store.customers.c.customer_id)
+                              .where(store.customers.c.customer_id.like("redacted:%"))).scalar_one()
+        bodies = [r.body for r in conn.execute(sa.select(store.events.c.body))]
+        inbox = {r.delivery_id: r.body for r in conn.execute(sa.select(store.inbox.c.delivery_id, store.inbox.c.body))}
+    after = customer_doc(client, "e2e", new_id)
+    assert after["facts"]["net_spent"] == before["facts"]["net_spent"]
+    assert after["stage"] == before["stage"] and [h["stage"] for h in after["history"]] == [
+        h["stage"] for h in before["history"]]
+    assert sorted((r["reward"], r["status"]) for r in after["rewards"]) == sorted(
+        (r["reward"], r["status"]) for r in before["rewards"])
+    assert not any("ana@example.com" in json.dumps(b) for b in bodies)
+    assert inbox["wh-0"] == "{}" and inbox["wh-other"] != "{}"  # only this customer's webhooks erased
+    assert customer_doc(client, "e2e", "7002")["stage"] == "potential"  # others unaffected
+
+
+def test_real_server_and_queue_deliver_a_signed_webhooks_rewards(tmp_path):
+    """`ladder serve` (web + the real Huey consumer) with a Shopify shop pointed at the fake API."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import requests
+    import yaml
+
+    with FakeShop() as fake:
+        shops = tmp_path / "shops.yaml"
+        shops.write_text(yaml.safe_dump([{
+            "id": "e2e", "platform": "shopify", "domain": "e2e.myshopify.com", "webhook_secret": SECRET,
+            "api_url": fake.url, "api_version": "2025-07", "access_token": fake.access_token, "currency": "HKD",
+            "programme": str(programme_in("HKD", tmp_path))}]))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LADDER_")}
+        env.update(LADDER_SHOPS_FILE=str(shops), LADDER_DATABASE_URL=f"sqlite:///{tmp_path / 'ladder.db'}",
+                   LADDER_ADMIN_TOKEN=ADMIN_TOKEN)
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "ladder"), "serve", "--port", str(port)],
+                                cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    requests.get(base + "/healthz", timeout=1)
+                    break
+                except requests.ConnectionError:
+                    time.sleep(0.1)
+            for i, (topic, payload) in enumerate(shopify_webhooks(NOW - timedelta(days=100))[:3]):
+                body = json.dumps(payload).encode()
+                response = requests.post(base + "/webhooks/shopify", data=body, timeout=5, headers={
+                    "Content-Type": "application/json", "X-Shopify-Topic": topic,
+                    "X-Shopify-Hmac-Sha256": signature(body), "X-Shopify-Shop-Domain": "e2e.myshopify.com",
+                    "X-Shopify-Webhook-Id": f"real-{i}"})
+                assert response.status_code == 200
+            wanted = {"ladder-potential", "ladder-visitor", "ladder-first-purchase"}
+            while time.monotonic() < deadline:
+                added = {t for c in fake.calls if c.name == "tagsAdd" for t in c.body["tags"]}
+                if added >= wanted and len(graphql_calls(fake, "discountCodeBasicCreate")) >= 3:
+                    break
+                time.sleep(0.1)
+            assert {t for c in fake.calls if c.name == "tagsAdd" for t in c.body["tags"]} == wanted
+            assert len(graphql_calls(fake, "discountCodeBasicCreate")) == 3
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)

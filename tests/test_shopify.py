@@ -451,13 +451,29 @@ def test_permanent_4xx_is_rejected_with_the_shops_message(adapter: ShopifyAdapte
     assert not isinstance(err.value, (RateLimited, Unavailable))
 
 
+TAKEN = {"data": {"discountCodeBasicCreate": {"codeDiscountNode": None, "userErrors": [
+    {"field": ["basicCodeDiscount", "code"], "code": "TAKEN", "message": "Code must be unique."}]}}}
+
+
 @responses.activate(assert_all_requests_are_fired=True)
 def test_user_errors_at_http_200_are_rejected(adapter: ShopifyAdapter) -> None:
-    discount_call(json={"data": {"discountCodeBasicCreate": {"codeDiscountNode": None, "userErrors": [
-        {"field": ["basicCodeDiscount", "code"], "code": "TAKEN", "message": "Code must be unique."}]}}})
+    discount_call(json=TAKEN)
+    # the code is taken, but not by a discount of ours we could adopt: still a rejection
+    responses.post(GRAPHQL, match=[graphql("codeDiscountNodeByCode", {"code": "WELCOME-1A2B3C4D"}), token_header()],
+                   json={"data": {"codeDiscountNodeByCode": None}})
     with pytest.raises(Rejected) as err:
         adapter.deliver(delivery("discount", DISCOUNT))
     assert "basicCodeDiscount.code: Code must be unique." in err.value.message
+
+
+@responses.activate(assert_all_requests_are_fired=True)
+def test_a_retry_after_a_lost_success_adopts_the_existing_code(adapter: ShopifyAdapter) -> None:
+    """The first create timed out after Shopify made the code: the retry finds it, not fails."""
+    discount_call(json=TAKEN)
+    responses.post(GRAPHQL, match=[graphql("codeDiscountNodeByCode", {"code": "WELCOME-1A2B3C4D"}), token_header()],
+                   json={"data": {"codeDiscountNodeByCode": {"id": "gid://shopify/DiscountCodeNode/77"}}})
+    result = adapter.deliver(delivery("discount", DISCOUNT))
+    assert result.external_id == "gid://shopify/DiscountCodeNode/77"
 
 
 @responses.activate(assert_all_requests_are_fired=True)
