@@ -69,7 +69,7 @@ class GenericAdapter(Adapter):
             raise BadRequest(f"unknown generic topic {topic!r}", {"topic": [f"expected {DEFAULT_TOPIC!r}"]})
         try:
             payload: Any = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise BadRequest(f"the body is not valid JSON: {exc}", {"_schema": ["malformed JSON"]}) from None
         items = payload if isinstance(payload, list) else [payload]
         if not isinstance(payload, (dict, list)) or not items:

@@ -616,7 +616,7 @@ class ShopifyAdapter(Adapter):
     def parse(self, topic: str, headers: Mapping[str, str], body: bytes) -> Inbound:
         try:
             data = json.loads(body)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise BadRequest(f"Shopify {topic} webhook: the body is not JSON") from None
         if not isinstance(data, dict):
             raise BadRequest(f"Shopify {topic} webhook: expected a JSON object")

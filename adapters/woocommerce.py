@@ -292,7 +292,7 @@ class WooCommerceAdapter(Adapter):
         resource = topic.split(".", 1)[0]
         try:
             payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             payload = None
         if resource in ("order", "customer") and isinstance(payload, Mapping) and payload.get("id") is not None:
             modified = payload.get("date_modified_gmt")
@@ -306,7 +306,7 @@ class WooCommerceAdapter(Adapter):
     def parse(self, topic: str, headers: Mapping[str, str], body: bytes) -> Inbound:
         try:
             payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise BadRequest("the WooCommerce webhook body is not JSON") from None
         if topic in ("order.created", "order.updated", "order.restored"):
             order = _load(_ORDER, payload, "order")

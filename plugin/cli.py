@@ -57,18 +57,23 @@ def _parse_time(value: str | None, name: str) -> datetime | None:
     return parsed.astimezone(timezone.utc)
 
 
-def read_events(stream: TextIO, name: str) -> Iterator[dict[str, Any]]:
-    """JSON lines (one event per line) or one JSON array; blank lines ignored."""
+def read_labelled(stream: TextIO, name: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """JSON lines (one event per line) or one JSON array; blank lines ignored.
+
+    Returns each item with a label for messages: ``file:line`` for JSON lines, ``file[i]`` for
+    an array."""
     text = stream.read()
-    stripped = text.lstrip()
-    if stripped.startswith("["):
+    if text.lstrip().startswith("["):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise BadRequest(f"{name}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
-        for item in data:
-            yield item
-        return
+        except RecursionError:
+            raise BadRequest(f"{name}: invalid JSON: nested too deeply") from None
+        if not isinstance(data, list):
+            raise BadRequest(f"{name}: expected a JSON array of events")
+        return [f"{name}[{i}]" for i in range(len(data))], data
+    labels, items = [], []
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -76,9 +81,17 @@ def read_events(stream: TextIO, name: str) -> Iterator[dict[str, Any]]:
             item = json.loads(line)
         except json.JSONDecodeError as exc:
             raise BadRequest(f"{name}:{lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+        except RecursionError:
+            raise BadRequest(f"{name}:{lineno}:1: invalid JSON: nested too deeply") from None
         if not isinstance(item, dict):
             raise BadRequest(f"{name}:{lineno}:1: expected one event object per line")
-        yield item
+        labels.append(f"{name}:{lineno}")
+        items.append(item)
+    return labels, items
+
+
+def read_events(stream: TextIO, name: str) -> Iterator[dict[str, Any]]:
+    yield from read_labelled(stream, name)[1]
 
 
 @click.group(cls=LadderGroup)
@@ -208,7 +221,8 @@ def simulate(events: TextIO, rules_path: Path | None, as_of: str | None, trace: 
     path = rules_path or _settings().rules or rulefile.default_programme_path()
     programme = rulefile.load_programme(path)
     compiled = get_engine().compile(programme)
-    result = run(programme, compiled, list(read_events(events, events.name)), _parse_time(as_of, "--as-of"), trace)
+    labels, items = read_labelled(events, events.name)
+    result = run(programme, compiled, items, _parse_time(as_of, "--as-of"), trace, labels=labels)
     click.echo(json.dumps(result, indent=2, ensure_ascii=False))
 
 
@@ -233,8 +247,8 @@ def import_(events: TextIO, shop: str, live_from: str | None) -> None:
     from .service import LadderService
 
     service = LadderService(_settings())
-    totals = service.import_events(shop, read_events(events, events.name),
-                                   live_from=_parse_time(live_from, "--live-from"),
+    labels, items = read_labelled(events, events.name)
+    totals = service.import_events(shop, items, labels=labels, live_from=_parse_time(live_from, "--live-from"),
                                    progress=lambda msg: click.echo(msg, err=True))
     click.echo(f"imported {totals['accepted']} events ({totals['duplicates']} already known) "
                f"for {totals['customers']} customers into shop '{shop}'")

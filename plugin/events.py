@@ -25,6 +25,7 @@ from marshmallow import (
     ValidationError,
     fields,
     post_load,
+    pre_load,
     validate,
     validates_schema,
 )
@@ -96,12 +97,17 @@ class Money(fields.Field):
         return str(Decimal(value).quantize(CENT))
 
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(2200, 1, 1, tzinfo=timezone.utc)
+
+
 class AwareTime(fields.Field):
     """ISO 8601 with a zone → aware UTC datetime; a time without a zone is rejected."""
 
     default_error_messages: ClassVar[dict[str, str]] = {
         "invalid": "Not a valid ISO 8601 date-time.",
         "naive": "timezone required (e.g. 2026-03-02T10:00:00Z)",
+        "range": "out of range: times must lie between 1970 and 2200",
     }
 
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> datetime:
@@ -117,7 +123,13 @@ class AwareTime(fields.Field):
             raise self.make_error("invalid")
         if parsed.tzinfo is None or parsed.utcoffset() is None:
             raise self.make_error("naive")
-        return parsed.astimezone(timezone.utc)
+        try:
+            utc = parsed.astimezone(timezone.utc)
+        except OverflowError:
+            raise self.make_error("range") from None
+        if not EARLIEST <= utc <= LATEST:
+            raise self.make_error("range")
+        return utc
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         if value is None:
@@ -134,9 +146,35 @@ def _id_field(required: bool = True) -> fields.String:
     return fields.String(required=required, validate=validate.Length(min=1, max=MAX_ID))
 
 
+def _bad_text(value: Any) -> str | None:
+    """Why a string cannot be stored (a NUL byte, a lone surrogate), or None."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "must not contain NUL characters"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "must be valid Unicode (a lone surrogate was found)"
+    elif isinstance(value, list):
+        for item in value:
+            problem = _bad_text(item)
+            if problem:
+                return problem
+    return None
+
+
 class _Strict(Schema):
     class Meta:
         unknown = RAISE
+
+    @pre_load
+    def _storable_text(self, data: Any, **kwargs: Any) -> Any:
+        # strings go to the database and to shops' APIs: refuse what neither can store
+        if isinstance(data, Mapping):
+            errors = {key: [problem] for key, value in data.items() if (problem := _bad_text(value))}
+            if errors:
+                raise ValidationError(errors)
+        return data
 
 
 class PaymentSchema(_Strict):

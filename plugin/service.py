@@ -8,6 +8,7 @@ nothing and changes nothing.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 MAX_EVENTS_PER_REQUEST = 1000
 #: accepted events older than this and still unapplied are re-enqueued by the sweeper
 SWEEP_AFTER = timedelta(seconds=30)
+#: how far in the future an event's time may lie (the shop's clock may run a little ahead)
+MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 
 def utcnow() -> datetime:
@@ -175,7 +178,7 @@ class LadderService:
             parsed = events_mod.parse_events(items)
         except ValidationError as exc:
             raise BadRequest("invalid events; nothing was stored", exc.normalized_messages()) from None
-        self._check_currency(programme, parsed)
+        self._check_acceptable(programme, parsed)
         result = self._store_events(shop_id, parsed, source)
         for customer_id in result.customers:
             self._enqueue(shop_id, customer_id)
@@ -203,7 +206,7 @@ class LadderService:
                 parsed = events_mod.parse_events(list(inbound.events))
             except ValidationError as exc:
                 raise BadRequest(f"the {source} payload mapped to invalid events", exc.normalized_messages()) from None
-            self._check_currency(programme, parsed)
+            self._check_acceptable(programme, parsed)
             result = self._store_events(shop_id, parsed, source, keep_first=True)
             touched += result.customers
             touched += self._link_guests(shop_id, parsed, now)
@@ -272,21 +275,27 @@ class LadderService:
         return {"customer": view, "events": [to_jsonable({"received_at": r.received_at, "source": r.source,
                                                          "event": r.body}) for r in rows]}
 
-    def _check_currency(self, programme: Programme, parsed: Sequence[events_mod.Event]) -> None:
-        currency = programme.settings.currency
-        problems: dict[str, Any] = {}
-        for i, event in enumerate(parsed):
-            order = event.order
-            if order is not None and order.currency and order.currency != currency:
-                problems[str(i)] = {"order": {"currency": [
-                    f"currency {order.currency} differs from the programme's {currency}; convert amounts before sending"]}}
-        if problems:
-            raise BadRequest("invalid events; nothing was stored", problems)
+    def _check_acceptable(self, programme: Programme, parsed: Sequence[events_mod.Event],
+                        now: datetime | None = None) -> None:
+        """Events the ledger can take: in the programme's currency, and not from the future
+        (beyond a little clock skew) — a future event would wait unseen until its time."""
+        check_acceptable(programme, parsed, now or utcnow())
 
     def _store_events(self, shop_id: str, parsed: Sequence[events_mod.Event], source: str,
                       keep_first: bool = False) -> AcceptResult:
         """Insert new events; ``keep_first``: an id reused with other content is a duplicate
-        (shop webhooks re-derive the same event from a changed payload), not a conflict."""
+        (shop webhooks re-derive the same event from a changed payload), not a conflict.
+
+        Two requests carrying the same new id at once (a client retrying while its first try is
+        in flight) race on PostgreSQL, where reads do not block: the loser's insert hits the
+        unique key, and it runs again, now seeing the winner's rows as duplicates."""
+        try:
+            return self._store_events_once(shop_id, parsed, source, keep_first)
+        except sa.exc.IntegrityError:
+            return self._store_events_once(shop_id, parsed, source, keep_first)
+
+    def _store_events_once(self, shop_id: str, parsed: Sequence[events_mod.Event], source: str,
+                           keep_first: bool) -> AcceptResult:
         t = store.events
         result = AcceptResult()
         seen_in_batch: dict[str, str] = {}
@@ -360,9 +369,15 @@ class LadderService:
             state = ladder_mod.fold(programme, compiled, evs, as_of, shop=shop_id, customer_id=customer_id,
                                     live_from=live_from, shop_turns=turns)
             deliveries += self._reconcile(conn, shop_id, customer_id, state.awards, programme, as_of)
+            # an event a little ahead of our clock is folded when its time comes, not marked applied now
+            ahead = [e.occurred_at for e in evs if e.occurred_at > as_of]
+            if ahead:
+                wake = min(ahead) if state.next_wake_at is None else min(state.next_wake_at, min(ahead))
+                state = dataclasses.replace(state, next_wake_at=wake)
             self._save_customer(conn, shop_id, customer_id, state, evs, as_of)
+            applied = [r.pk for r, e in zip(rows, evs) if e.occurred_at <= as_of]
             conn.execute(store.events.update()
-                         .where(store.events.c.pk.in_([r.pk for r in rows]), store.events.c.applied_at.is_(None))
+                         .where(store.events.c.pk.in_(applied), store.events.c.applied_at.is_(None))
                          .values(applied_at=as_of))
         self._enqueue_deliveries(deliveries)
         return state
@@ -536,50 +551,59 @@ class LadderService:
 
     # ------------------------------------------------------------ history
     def import_events(self, shop_id: str, events: Iterable[Mapping[str, Any]], *, live_from: datetime | None = None,
-                      progress: Callable[[str], None] | None = None, source: str = "import") -> dict[str, int]:
-        """Load history: set the shop's live_from (once) so past awards are `historical`, never paid."""
+                      progress: Callable[[str], None] | None = None, source: str = "import",
+                      labels: Sequence[str] | None = None) -> dict[str, int]:
+        """Load history: set the shop's live_from (once) so past awards are `historical`, never paid.
+
+        Everything is validated first — an invalid item (named by ``labels``, e.g. file lines)
+        rejects the whole import and nothing is stored. Then the events are stored in batches and
+        every customer of the shop with unapplied events is evaluated (so a crashed earlier run
+        is finished too).
+        """
         self.shop(shop_id)
         programme = self.ensure_programme_recorded(shop_id)
-        live_from = live_from or utcnow()
-        with self.db.begin() as conn:
+        items = list(events)
+        names = list(labels) if labels is not None else [str(i) for i in range(len(items))]
+        try:
+            parsed = events_mod.parse_events(items)
+        except ValidationError as exc:
+            messages = exc.normalized_messages()
+            relabelled = {names[int(k)] if str(k).isdigit() and int(k) < len(names) else k: v
+                          for k, v in messages.items()}
+            raise BadRequest("invalid events in the import; nothing was stored", relabelled) from None
+        check_acceptable(programme, parsed, utcnow(), names)
+        wanted_live_from = live_from or utcnow()
+        with store.begin_write(self.db) as conn:
             row = conn.execute(sa.select(store.shops).where(store.shops.c.shop_id == shop_id)).first()
-            if row is None or row.live_from is None:
-                conn.execute(store.shops.update().where(store.shops.c.shop_id == shop_id).values(live_from=live_from))
+            if row.live_from is None:
+                conn.execute(store.shops.update().where(store.shops.c.shop_id == shop_id)
+                             .values(live_from=wanted_live_from))
+            elif live_from is not None and row.live_from != live_from and progress:
+                progress(f"note: shop '{shop_id}' went live at {to_jsonable(row.live_from)} (an earlier import "
+                         f"or sync); --live-from {to_jsonable(live_from)} is ignored")
         totals = {"accepted": 0, "duplicates": 0, "customers": 0}
-        customers: list[str] = []
-        seen: set[str] = set()
         counted: set[str] = set()
-        batch: list[Mapping[str, Any]] = []
-
-        def flush() -> None:
-            if not batch:
-                return
-            try:
-                parsed = events_mod.parse_events(batch)
-            except ValidationError as exc:
-                raise BadRequest("invalid events in the import; the batch was not stored", exc.normalized_messages()) from None
-            self._check_currency(programme, parsed)
+        for start in range(0, len(parsed), MAX_EVENTS_PER_REQUEST):
+            chunk = parsed[start:start + MAX_EVENTS_PER_REQUEST]
             # a shop sync re-derives vendor events: the same id is the same event (keep-first)
-            res = self._store_events(shop_id, parsed, source, keep_first=source != "import")
+            res = self._store_events(shop_id, chunk, source, keep_first=source != "import")
             totals["accepted"] += res.accepted
             totals["duplicates"] += res.duplicates
             counted.update(res.customers)
-            linked = self._link_guests(shop_id, parsed, utcnow()) if source != "import" else []
-            for c in (*res.customers, *linked):  # linked: guests now merged into an account
-                if c not in seen:
-                    seen.add(c)
-                    customers.append(c)
+            if source != "import":
+                self._link_guests(shop_id, chunk, utcnow())  # guests merged into an account
             if progress:
                 progress(f"stored {totals['accepted']} events ({totals['duplicates']} already known)")
-            batch.clear()
-
-        for item in events:
-            batch.append(item)
-            if len(batch) >= MAX_EVENTS_PER_REQUEST:
-                flush()
-        flush()
+        ev = store.events
+        with self.db.connect() as conn:
+            customers = [r.customer_id for r in conn.execute(
+                sa.select(ev.c.customer_id).distinct().where(ev.c.shop_id == shop_id, ev.c.applied_at.is_(None))
+                .order_by(ev.c.customer_id))]
         for i, customer_id in enumerate(customers, 1):
-            self.process_customer(shop_id, customer_id)
+            try:
+                self.process_customer(shop_id, customer_id)
+            except NotFound:
+                pass  # a guest alias whose events now belong to its account
             if progress and (i % 100 == 0 or i == len(customers)):
                 progress(f"evaluated {i}/{len(customers)} customers")
         totals["customers"] = len(counted)
@@ -601,6 +625,26 @@ class LadderService:
 
 
 # ---------------------------------------------------------------- views
+def check_acceptable(programme: Programme, parsed: Sequence[events_mod.Event], now: datetime | None,
+                     labels: Sequence[str] | None = None) -> None:
+    """Raise BadRequest naming each event in another currency, or (when ``now`` is given)
+    more than MAX_CLOCK_SKEW in the future. ``labels`` name the items (default: their index)."""
+    currency = programme.settings.currency
+    problems: dict[str, Any] = {}
+    for i, event in enumerate(parsed):
+        label = labels[i] if labels is not None else str(i)
+        order = event.order
+        if order is not None and order.currency and order.currency != currency:
+            problems[label] = {"order": {"currency": [
+                f"currency {order.currency} differs from the programme's {currency}; convert amounts before sending"]}}
+        if now is not None and event.occurred_at > now + MAX_CLOCK_SKEW:
+            problems.setdefault(label, {})["occurred_at"] = [
+                (f"{to_jsonable(event.occurred_at)} is in the future (now {to_jsonable(now)}); "
+                 "events are accepted once they happened")]
+    if problems:
+        raise BadRequest("invalid events; nothing was stored", problems)
+
+
 def _chunks(seq: Sequence[str], n: int) -> Iterable[Sequence[str]]:
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
@@ -716,12 +760,28 @@ def explain_state(programme: Programme, compiled: CompiledProgramme, state: ladd
 
 
 def simulate(programme: Programme, compiled: CompiledProgramme, raw_events: Sequence[Mapping[str, Any]],
-             as_of: datetime | None = None, trace: bool = False) -> dict[str, Any]:
-    """Events in, per-customer result (and trace) out; nothing is stored."""
+             as_of: datetime | None = None, trace: bool = False,
+             labels: Sequence[str] | None = None) -> dict[str, Any]:
+    """Events in, per-customer result (and trace) out; nothing is stored.
+
+    The events are checked as the API checks them (schema, currency, an id reused with other
+    content), so what simulates is what the live server would accept; only future times are
+    allowed here (a what-if may look ahead)."""
+    items = list(raw_events)
+    names = list(labels) if labels is not None else [str(i) for i in range(len(items))]
     try:
-        parsed = events_mod.parse_events(list(raw_events))
+        parsed = events_mod.parse_events(items)
     except ValidationError as exc:
-        raise BadRequest("invalid events", exc.normalized_messages()) from None
+        messages = exc.normalized_messages()
+        raise BadRequest("invalid events", {names[int(k)] if str(k).isdigit() and int(k) < len(names) else k: v
+                                            for k, v in messages.items()}) from None
+    check_acceptable(programme, parsed, None, names)
+    seen: dict[str, str] = {}
+    for name, event in zip(names, parsed):
+        digest = body_hash(event.raw)
+        if seen.setdefault(event.id, digest) != digest:
+            raise Conflict(f"{name}: event id '{event.id}' appears twice with different content",
+                           {name: {"id": ["reused with other content"]}})
     if as_of is None:
         as_of = max((e.occurred_at for e in parsed), default=utcnow())
     by_customer: dict[str, list[events_mod.Event]] = {}

@@ -197,3 +197,67 @@ def test_healthz_and_openapi(client):
 
 def test_the_app_runs_on_the_backend_it_claims(service, backend):
     assert service.db.dialect.name == {"sqlite": "sqlite", "postgres": "postgresql"}[backend]
+
+
+@pytest.mark.parametrize("body,where", [
+    ({"id": "s\ud800", "type": "checkout_started", "customer_id": "c-1", "occurred_at": "2026-01-01T00:00:00Z"}, "id"),
+    ({"id": "n", "type": "checkout_started", "customer_id": "c\u0000", "occurred_at": "2026-01-01T00:00:00Z"},
+     "customer_id"),
+    ({"id": "o", "type": "checkout_started", "customer_id": "c-1", "occurred_at": "0001-01-01T00:00:00+14:00"},
+     "occurred_at"),
+    ({"id": "p", "type": "checkout_started", "customer_id": "c-1", "occurred_at": "9999-12-31T23:59:59-12:00"},
+     "occurred_at"),
+    ({"id": "f", "type": "checkout_started", "customer_id": "c-1",
+      "occurred_at": (NOW + timedelta(days=2)).isoformat()}, "occurred_at"),
+])
+def test_unstorable_or_impossible_input_is_400_never_500(client, auth, body, where):
+    import json as _json
+
+    response = client.post("/api/v1/shops/default/events", data=_json.dumps(body),
+                           headers={**auth, "Content-Type": "application/json"})
+    assert response.status_code == 400, response.get_json()
+    assert where in response.get_json()["errors"]["0"]
+
+
+def test_json_nested_too_deep_is_400(client, auth):
+    response = client.post("/api/v1/shops/default/events", data="[" * 100000 + "]" * 100000,
+                           headers={**auth, "Content-Type": "application/json"})
+    assert response.status_code == 400
+
+
+def test_a_non_ascii_token_is_401_not_500(client):
+    response = client.get("/api/v1/shops/default/customers/c-1",
+                          headers={"Authorization": "Bearer \u017e\u017e".encode().decode("latin-1")})
+    assert response.status_code == 401
+
+
+def test_an_event_slightly_ahead_of_our_clock_waits_for_its_time(service):
+    """Clock skew: accepted, not applied yet, and the customer wakes when its time comes."""
+    soon = NOW + timedelta(minutes=2)
+    event = {"id": "skew-1", "type": "customer_created", "customer_id": "skew",
+             "occurred_at": soon.isoformat().replace("+00:00", "Z")}
+    service.accept_events("default", event)
+    doc = service.customer_view("default", "skew")
+    assert doc["stage"] is None and doc["pending_events"] == 1
+    import sqlalchemy as sa
+
+    from loyalty_ladder import store
+
+    with service.db.connect() as conn:
+        wake = conn.execute(sa.select(store.customers.c.next_wake_at)
+                            .where(store.customers.c.customer_id == "skew")).scalar_one()
+    assert wake == soon
+    service.process_customer("default", "skew", as_of=soon + timedelta(seconds=1))
+    doc = service.customer_view("default", "skew")
+    assert doc["stage"] == "potential" and doc["pending_events"] == 0
+
+
+def test_the_same_new_event_posted_concurrently_is_stored_once(service, backend):
+    """A client retrying while its first request is in flight: one accepted, the rest duplicates."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    event = journey("race")[0]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: service.accept_events("default", event), range(8)))
+    assert sum(r.accepted for r in results) == 1
+    assert sum(r.duplicates for r in results) == 7

@@ -153,3 +153,26 @@ def test_serve_applies_events_through_the_real_queue_within_a_second(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_import_validates_the_whole_file_first_naming_lines_and_stores_nothing(tmp_path):
+    db = tmp_path / "ladder.db"
+    env = {"LADDER_DATABASE_URL": f"sqlite:///{db}", "LADDER_RULES": str(ROOT / "rules")}
+    events = journey()
+    events[5] = dict(events[5], occurred_at="2026-01-01T10:00:00")  # no zone, line 6
+    (tmp_path / "history.jsonl").write_text(jsonl(events))
+    result = run("import", "history.jsonl", cwd=tmp_path, env=env)
+    assert result.returncode == 1
+    assert "history.jsonl:6" in result.stderr and "nothing was stored" in result.stderr
+    explained = run("explain", "default", "c-1", cwd=tmp_path, env=env)
+    assert explained.returncode == 3  # not found: nothing was stored
+
+
+def test_simulate_refuses_what_the_api_would_refuse(tmp_path):
+    events = journey()
+    foreign = dict(events[2], order=dict(events[2]["order"], currency="USD"))
+    result = run("simulate", "-", cwd=tmp_path, input=jsonl([events[0], events[1], foreign]))
+    assert result.returncode == 1 and "<stdin>:3" in result.stderr and "currency" in result.stderr
+    reused = dict(events[1], occurred_at=events[3]["occurred_at"])
+    result = run("simulate", "-", cwd=tmp_path, input=jsonl([events[0], events[1], reused]))
+    assert result.returncode == 1 and "appears twice with different content" in result.stderr

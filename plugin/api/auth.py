@@ -15,6 +15,8 @@ def require_admin() -> None:
     expected = ladder().settings.admin_token or ""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token or not expected or not hmac.compare_digest(token.strip(), expected):
+    # bytes: compare_digest refuses non-ASCII str, and a header may carry anything
+    given = token.strip().encode("utf-8", "surrogateescape")
+    if scheme.lower() != "bearer" or not given or not expected or not hmac.compare_digest(given, expected.encode()):
         raise Unauthorized("missing or wrong admin token",
                            {"Authorization": ["send 'Authorization: Bearer <LADDER_ADMIN_TOKEN>'"]})

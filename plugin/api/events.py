@@ -41,7 +41,10 @@ class Events(MethodView):
         if not request.is_json:
             raise BadRequest("the body must be JSON (Content-Type: application/json)",
                              {"_schema": ["expected an event object or a list of events"]})
-        payload = request.get_json(silent=True)
+        try:
+            payload = request.get_json(silent=True)
+        except RecursionError:  # nested deeper than the JSON parser goes
+            payload = None
         if payload is None:
             raise BadRequest("the body is not valid JSON", {"_schema": ["malformed JSON"]})
         if not isinstance(payload, (dict, list)):
