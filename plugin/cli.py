@@ -19,7 +19,7 @@ from typing import Any, TextIO
 import click
 
 from . import __version__
-from .errors import BadRequest, LadderError, RuleFileError
+from .errors import BadRequest, ConfigError, LadderError, RuleFileError
 
 
 class LadderGroup(click.Group):
@@ -54,7 +54,13 @@ def _parse_time(value: str | None, name: str) -> datetime | None:
         raise click.BadParameter(f"'{value}' is not an ISO 8601 time", param_hint=name) from None
     if parsed.tzinfo is None:
         raise click.BadParameter(f"'{value}' has no time zone; add Z or +HH:MM", param_hint=name)
-    return parsed.astimezone(timezone.utc)
+    try:
+        utc = parsed.astimezone(timezone.utc)
+    except OverflowError:
+        utc = None
+    if utc is None or not datetime(1970, 1, 1, tzinfo=timezone.utc) <= utc <= datetime(2200, 1, 1, tzinfo=timezone.utc):
+        raise click.BadParameter(f"'{value}' is out of range (1970–2200)", param_hint=name)
+    return utc
 
 
 def read_labelled(stream: TextIO, name: str) -> tuple[list[str], list[dict[str, Any]]]:
@@ -118,8 +124,11 @@ def serve(host: str | None, port: int | None) -> None:
     app = create_app(settings)
     state = app.extensions[EXTENSION]
     programme = state.service.ensure_programme_recorded(next(iter(state.service.shops)))
+    try:  # bind first: a port in use must not leave a consumer running
+        server = make_server(settings.host, settings.port, app, threaded=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
     consumer = start_consumer(state.huey, workers=1, poll_seconds=settings.queue_poll_seconds)
-    server = make_server(settings.host, settings.port, app, threaded=True)
     click.echo(f"loyalty-ladder {__version__} on http://{settings.host}:{server.server_port} "
                f"(database {settings.database_url}, programme {programme.source} version {programme.version}, "
                f"shops: {', '.join(state.service.shops)})")
@@ -161,18 +170,20 @@ def worker(workers: int) -> None:
 def init(directory: Path, force: bool) -> None:
     """Write the default programme (rules/) and example settings (config/) into DIRECTORY."""
     package = Path(__file__).parent / "data"
-    written = []
+    plan = []
     for sub in ("rules", "config"):
         source = package / sub
         for path in sorted(source.rglob("*")):
-            if path.is_dir() or path.suffix not in (".yaml", ".yml"):
-                continue
-            target = directory / sub / path.relative_to(source)
-            if target.exists() and not force:
-                raise LadderError(f"{target} exists; use --force to overwrite")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
-            written.append(target)
+            if path.is_file() and path.suffix in (".yaml", ".yml"):
+                plan.append((path, directory / sub / path.relative_to(source)))
+    existing = [str(target) for _, target in plan if target.exists()]
+    if existing and not force:  # check everything first: never leave a half-written copy
+        raise LadderError(f"{', '.join(existing)} exist(s); use --force to overwrite")
+    written = []
+    for path, target in plan:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+        written.append(target)
     for target in written:
         click.echo(f"wrote {target}")
     click.echo(f"next: cd {directory} && ladder validate rules/ && ladder serve")

@@ -95,7 +95,7 @@ def identify(service: LadderService, platform: str, headers: Mapping[str, str]) 
     cls = adapters.get(platform)
     if cls is None:
         raise NotFound(f"no webhook endpoint for platform {platform!r}",
-                       {"platform": [f"known platforms: {', '.join(adapters)}"]})
+                       {"platform": [f"webhooks are served for: {', '.join(p for p in adapters if p != 'generic')}"]})
     candidates = [s for s in service.shops.values() if s.platform == platform]
     hint = cls.shop_hint(headers)
     shop = next((s for s in candidates if _matches(s, hint)), None) if hint else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import threading
@@ -29,7 +30,7 @@ from . import identity, outbox, rulefile, store
 from . import ladder as ladder_mod
 from .config import Settings, ShopConfig, load_shops
 from .engine import CompiledProgramme, get_engine
-from .errors import BadRequest, Conflict, NotFound
+from .errors import BadRequest, ConfigError, Conflict, NotFound
 from .programme import Programme
 
 log = logging.getLogger(__name__)
@@ -107,9 +108,14 @@ class LadderService:
     def __init__(self, settings: Settings, *, db: sa.Engine | None = None,
                  shops: Mapping[str, ShopConfig] | None = None):
         self.settings = settings
-        self.db = db if db is not None else store.make_engine(settings.database_url)
-        if settings.auto_migrate:
-            store.upgrade(self.db)
+        try:
+            self.db = db if db is not None else store.make_engine(settings.database_url)
+            if settings.auto_migrate:
+                store.upgrade(self.db)
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
+            raise ConfigError(f"LADDER_DATABASE_URL {settings.database_url!r} is not usable: {exc}") from None
+        except sa.exc.OperationalError as exc:
+            raise ConfigError(f"cannot open the database {settings.database_url!r}: {exc.orig}") from None
         self.shops: dict[str, ShopConfig] = dict(shops) if shops is not None else load_shops(settings.shops_file)
         self.programmes = ProgrammeRegistry(settings.rules)
         # set by bind_queue(): how to hand work to the consumer; default: do it now.
@@ -702,6 +708,16 @@ def state_to_dict(state: ladder_mod.LadderState, shop_id: str = "", customer_id:
     })
 
 
+def passed_through(state: ladder_mod.LadderState, stages: Sequence[str]) -> list[str]:
+    """Which of ``stages`` the customer only passed through (left in the instant they entered)."""
+    history = list(state.history)
+    out = []
+    for here, after in itertools.pairwise(history):
+        if here.stage in stages and after.at == here.at and here.turn == after.turn and here.stage != after.stage:
+            out.append(here.stage)
+    return out
+
+
 def explain_state(programme: Programme, compiled: CompiledProgramme, state: ladder_mod.LadderState,
                   recorded: Sequence[Mapping[str, Any]], as_of: datetime) -> dict[str, Any]:
     """The explanation document: stage, next step, lapse, and every reward's fate with a reason."""
@@ -726,7 +742,11 @@ def explain_state(programme: Programme, compiled: CompiledProgramme, state: ladd
             fate = []
         why_not = None
         if not recs:
-            if reward.trigger.stages and state.stage not in reward.trigger.stages:
+            passed = passed_through(state, reward.trigger.stages) if reward.trigger.kind == "stage" else []
+            if passed:
+                why_not = (f"passed through stage {', '.join(passed)} in the same moment; stage rewards are "
+                           "for customers who are in the stage at a wake-up")
+            elif reward.trigger.stages and state.stage not in reward.trigger.stages:
                 why_not = f"only for stages {', '.join(reward.trigger.stages)}; the customer is in {state.stage}"
             elif reward.subgroups and state.subgroup not in reward.subgroups:
                 why_not = f"only for subgroups {', '.join(reward.subgroups)}; the customer is {state.subgroup}"

@@ -261,3 +261,11 @@ def test_the_same_new_event_posted_concurrently_is_stored_once(service, backend)
         results = list(pool.map(lambda _: service.accept_events("default", event), range(8)))
     assert sum(r.accepted for r in results) == 1
     assert sum(r.duplicates for r in results) == 7
+
+
+def test_explain_names_a_stage_passed_through(client, auth):
+    guest = [order("g-1", "g-o1", 5, "80.00", customer="guest-1")]  # first event: a paid order
+    assert post(client, auth, guest).status_code == 202
+    body = client.get("/api/v1/shops/default/customers/guest-1/explain", headers=auth).get_json()
+    rewards = {r["reward"]: r for r in body["rewards"]}
+    assert "passed through stage visitor" in rewards["first-order"]["withheld_because"]
