@@ -413,7 +413,10 @@ def fold(programme: Programme, evaluator: Evaluator, events: Iterable[Event], as
         last = at
 
     facts = acc.snapshot(as_of)
-    awards = tuple(_resolve(g, shop, customer_id, live_from, acc, settings) for g in machine.grants)
+    resolved = (_resolve(g, shop, customer_id, live_from, acc, settings) for g in machine.grants)
+    # points computed from an order refunded in full (outside the window) come to nothing: such an
+    # award is no longer implied (reversed), rather than left due with 0 points
+    awards = tuple(a for a in resolved if not (a.type == "points" and a.params.get("points") == 0))
     stage = machine.stage
     lapse_at = machine.lapse_deadline()
     return LadderState(

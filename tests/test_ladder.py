@@ -446,3 +446,17 @@ def test_a_cancelled_order_restored_by_the_shop_counts_again(default):
     again = run(default, [first, cancelled, restored], as_of)
     assert again.stage == "first_purchase" and again.facts["orders_count"] == 1
     assert again.facts["net_spent"] == Decimal("50.00")
+
+
+def test_points_of_an_order_refunded_in_full_outside_the_window_are_reversed(default):
+    history = [order("o1", T0), order("o2", T0 + DAY), order("o3", T0 + 3 * DAY),
+               order("o4", T0 + 20 * DAY, total="100.00")]
+    state = run(default, history, T0 + 21 * DAY)
+    assert award(state, "order-points/order/o4").params["points"] == 100
+    history.append(refund("o4", T0 + 60 * DAY, "100.00"))  # in full, 40 days later: outside the window
+    later = run(default, history, T0 + 61 * DAY)
+    assert later.stage == "regular"  # never a demotion
+    assert "demo/c-1/order-points/order/o4" not in keys(later)  # nothing left to earn: reversed
+    plan = reconcile(later.awards, [{"key": a.key, "status": "delivered", "params": dict(a.params)}
+                                    for a in state.awards])
+    assert [r["key"] for r in plan.reverse] == ["demo/c-1/order-points/order/o4"]
