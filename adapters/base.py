@@ -17,7 +17,8 @@ import hmac
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -227,3 +228,27 @@ class Adapter(ABC):
     def sync(self, since: datetime | None, progress: Callable[[str], None] | None = None) -> Iterator[dict[str, Any]]:
         """Generic events for the shop's customers and orders since ``since``, through its API."""
         raise NotSupported(f"platform {self.platform} has no API to pull customers and orders from")
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date); None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+
+
+def retry_after_seconds(value: str | None, default: float) -> float:
+    """A 429's wait: the header's seconds or date when it gives a positive wait, else ``default``."""
+    seconds = parse_retry_after(value)
+    return seconds if seconds else default

@@ -36,7 +36,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from ..errors import BadRequest, NotSupported, RateLimited, Rejected, SignatureError, Unavailable
 from ..events import MAX_ID, AwareTime, format_time
 from ..identity import guest_id
-from .base import Adapter, Delivery, DeliveryResult, Inbound, get_header, verify_hmac_base64
+from .base import Adapter, Delivery, DeliveryResult, Inbound, get_header, retry_after_seconds, verify_hmac_base64
 
 __all__ = ["ShopifyAdapter"]
 
@@ -913,11 +913,7 @@ class ShopifyAdapter(Adapter):
 
 # ---------------------------------------------------------------- error translation
 def _retry_after(value: str | None) -> float:
-    try:
-        seconds = float(value) if value is not None else DEFAULT_RETRY_AFTER
-    except ValueError:
-        return DEFAULT_RETRY_AFTER
-    return seconds if seconds > 0 else DEFAULT_RETRY_AFTER
+    return retry_after_seconds(value, DEFAULT_RETRY_AFTER)
 
 
 def _http_message(resp: requests.Response) -> str:

@@ -63,7 +63,6 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import requests
@@ -71,7 +70,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from ..errors import BadRequest, NotSupported, RateLimited, Rejected, SignatureError, Unavailable
 from ..identity import guest_id
-from .base import Adapter, Delivery, DeliveryResult, Inbound, get_header, verify_hmac_base64
+from .base import Adapter, Delivery, DeliveryResult, Inbound, get_header, retry_after_seconds, verify_hmac_base64
 
 __all__ = ["TAGS_META_KEY", "WooCommerceAdapter"]
 
@@ -219,20 +218,7 @@ def _load(schema: Schema, data: Any, what: str) -> dict[str, Any]:
 
 
 def _retry_after(value: str | None) -> float:
-    """Seconds from a Retry-After header (seconds or an HTTP date); the default when absent."""
-    if not value:
-        return DEFAULT_RETRY_AFTER
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return DEFAULT_RETRY_AFTER
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+    return retry_after_seconds(value, DEFAULT_RETRY_AFTER)
 
 
 def _split_tags(value: Any) -> list[str]:

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid, parsedate_to_datetime
+from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -40,7 +40,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import requests
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from .adapters.base import hmac_sha256_base64
+from .adapters.base import hmac_sha256_base64, parse_retry_after
 from .config import Settings, ShopConfig
 from .errors import ConfigError, RateLimited, Rejected, Unavailable
 
@@ -127,24 +127,6 @@ def parse_smtp_url(url: str) -> SmtpTarget:
         raise ConfigError("LADDER_SMTP_URL: the port is not a number", {"smtp_url": ["bad port"]}) from None
     return SmtpTarget(host=parts.hostname, port=port, sender=sender, user=user,
                       password=unquote(parts.password) if parts.password else None, ssl=secure, starttls=starttls)
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date); None if absent/bad."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
 
 
 # ================================================================ templates
