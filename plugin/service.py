@@ -542,10 +542,11 @@ class LadderService:
             self._notifier = Notifier(self.settings, self.shops)
         return self._notifier
 
-    def run_delivery(self, pk: int) -> Any:
-        """Run one outbox delivery (grant, revoke or notification) through the shop's adapter."""
+    def run_delivery(self, pk: int, now: datetime | None = None) -> Any:
+        """Run one outbox delivery (grant, revoke or notification) through the shop's adapter.
+        ``now`` (tests, replays): the time the attempt happens, e.g. a previous retry_at."""
         return outbox.run(self.db, pk, lambda shop: self.adapter(shop.id if hasattr(shop, "id") else shop),
-                          self.notifier)
+                          self.notifier, now=now)
 
     def due_deliveries(self) -> list[int]:
         return outbox.due(self.db, utcnow())
