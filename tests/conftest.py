@@ -42,6 +42,47 @@ def redis_url() -> str:
     return _require("LADDER_TEST_REDIS_URL")
 
 
+def _unreachable(what: str, exc: Exception) -> None:
+    if os.environ.get("LADDER_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{what} is not reachable: {exc}")
+    pytest.skip(f"{what} not reachable: {exc}")
+
+
+@pytest.fixture
+def pg_url(postgres_url):
+    """A fresh, empty schema in the PostgreSQL test database, first on the search path (tables,
+    alembic_version and current_schema() all live there), dropped afterwards."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    schema = f"ladder_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_url)
+    try:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        _unreachable(f"PostgreSQL at {postgres_url}", exc)
+    try:
+        yield sa.make_url(postgres_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_engine(pg_url):
+    """A migrated engine on a throwaway PostgreSQL schema."""
+    from loyalty_ladder import store
+
+    engine = store.make_engine(pg_url)
+    store.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
 @pytest.fixture
 def backend(request):
     """The database the app runs on: "sqlite" unless a test module parametrizes it."""
@@ -66,9 +107,7 @@ def database_url(backend, tmp_path, request):
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     except sa.exc.OperationalError as exc:
         admin.dispose()
-        if os.environ.get("LADDER_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"PostgreSQL at {base} is not reachable: {exc}")
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
+        _unreachable(f"PostgreSQL at {base}", exc)
     url = sa.engine.make_url(base).set(database=name)
     yield url.render_as_string(hide_password=False)
     with admin.connect() as conn:

@@ -5,7 +5,6 @@ tested against their fake APIs in their own modules.
 """
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
@@ -40,28 +39,9 @@ def sqlite_db(tmp_path) -> Iterator[sa.Engine]:
     engine.dispose()
 
 
-@pytest.fixture
-def pg_db(postgres_url) -> Iterator[sa.Engine]:
-    schema = f"ladder_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_url)
-    try:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL unreachable: {exc.orig}")
-    engine = store.make_engine(sa.make_url(postgres_url).update_query_dict({"options": f"-csearch_path={schema}"}))
-    store.upgrade(engine)
-    yield engine
-    engine.dispose()
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-    admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db(request) -> sa.Engine:
-    return request.getfixturevalue("sqlite_db" if request.param == "sqlite" else "pg_db")
+    return request.getfixturevalue("sqlite_db" if request.param == "sqlite" else "pg_engine")
 
 
 def add_customer(db: sa.Engine, customer: str = "c-1", *, email: str | None = "ana@example.com",

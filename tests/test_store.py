@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
@@ -25,39 +24,6 @@ T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 @pytest.fixture
 def sqlite_engine(tmp_path) -> Iterator[sa.Engine]:
     engine = store.make_engine(f"sqlite:///{tmp_path / 'db' / 'ladder.db'}")
-    store.upgrade(engine)
-    yield engine
-    engine.dispose()
-
-
-def _pg_schema_url(base: str, schema: str) -> sa.URL:
-    # Our own schema first on the search path: tables, alembic_version and current_schema()
-    # all live there, so a test never touches anything it did not create.
-    return sa.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-
-
-@pytest.fixture
-def pg_url(postgres_url) -> Iterator[sa.URL]:
-    """A fresh, empty schema in the test database, dropped afterwards."""
-    schema = f"ladder_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_url)
-    try:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL at {postgres_url} unreachable: {exc.orig}")
-    try:
-        yield _pg_schema_url(postgres_url, schema)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
-
-
-@pytest.fixture
-def pg_engine(pg_url) -> Iterator[sa.Engine]:
-    engine = store.make_engine(pg_url)
     store.upgrade(engine)
     yield engine
     engine.dispose()
