@@ -30,7 +30,7 @@ from report import machine, write_section  # bench/report.py (the script's own f
 
 from loyalty_ladder import rulefile
 from loyalty_ladder.awards import reconcile
-from loyalty_ladder.engine import get_engine
+from loyalty_ladder.engine import TraceEntry, get_engine
 from loyalty_ladder.events import Event, parse_event
 from loyalty_ladder.ladder import fold
 from loyalty_ladder.programme import AllOf, AnyOf, Comparison, Condition, Not, Programme
@@ -76,16 +76,6 @@ class _Evaluation:
     trace: tuple[Any, ...] = ()
 
 
-@dataclass(frozen=True)
-class _TraceEntry:
-    condition: str
-    fact: str
-    op: str
-    value: Any
-    current: Any
-    result: bool
-
-
 class PythonEvaluator:
     """The same conditions evaluated in plain Python (absent facts false, ``not`` negates)."""
 
@@ -107,7 +97,7 @@ class PythonEvaluator:
                           "lte": current <= cond.value, "gt": current > cond.value,
                           "gte": current >= cond.value}[cond.op]
             if out is not None:
-                out.append(_TraceEntry(cid, cond.fact, cond.op, cond.value, current, result))
+                out.append(TraceEntry(cid, cond.fact, cond.op, cond.value, current, result))
             return result
         if isinstance(cond, Not):
             return not self._test(cond.item, facts, cid, out)

@@ -184,7 +184,7 @@ class LadderService:
             parsed = events_mod.parse_events(items)
         except ValidationError as exc:
             raise BadRequest("invalid events; nothing was stored", exc.normalized_messages()) from None
-        self._check_acceptable(programme, parsed)
+        check_acceptable(programme, parsed, utcnow())
         result = self._store_events(shop_id, parsed, source)
         for customer_id in result.customers:
             self._enqueue(shop_id, customer_id)
@@ -212,7 +212,7 @@ class LadderService:
                 parsed = events_mod.parse_events(list(inbound.events))
             except ValidationError as exc:
                 raise BadRequest(f"the {source} payload mapped to invalid events", exc.normalized_messages()) from None
-            self._check_acceptable(programme, parsed)
+            check_acceptable(programme, parsed, utcnow())
             result = self._store_events(shop_id, parsed, source, keep_first=True)
             touched += result.customers
             touched += self._link_guests(shop_id, parsed, now)
@@ -273,6 +273,7 @@ class LadderService:
     def customer_data(self, shop_id: str, customer_id: str) -> dict[str, Any]:
         """Everything stored about a customer (answers a data request): document + ledger."""
         view = self.customer_view(shop_id, customer_id)
+        customer_id = view["customer_id"]  # a guest id answers for the account it joined
         with self.db.connect() as conn:
             ids = [customer_id, *identity.aliases(conn, shop_id, customer_id)]
             rows = conn.execute(sa.select(store.events.c.body, store.events.c.received_at, store.events.c.source)
@@ -280,12 +281,6 @@ class LadderService:
                                 .order_by(store.events.c.pk)).all()
         return {"customer": view, "events": [to_jsonable({"received_at": r.received_at, "source": r.source,
                                                          "event": r.body}) for r in rows]}
-
-    def _check_acceptable(self, programme: Programme, parsed: Sequence[events_mod.Event],
-                        now: datetime | None = None) -> None:
-        """Events the ledger can take: in the programme's currency, and not from the future
-        (beyond a little clock skew) — a future event would wait unseen until its time."""
-        check_acceptable(programme, parsed, now or utcnow())
 
     def _store_events(self, shop_id: str, parsed: Sequence[events_mod.Event], source: str,
                       keep_first: bool = False) -> AcceptResult:
@@ -361,17 +356,9 @@ class LadderService:
         with store.begin_write(self.db) as conn:
             store.lock_customer(conn, shop_id, customer_id)
             self._record_version(conn, shop_id, programme)
-            shop_row = conn.execute(sa.select(store.shops).where(store.shops.c.shop_id == shop_id)).first()
-            live_from = shop_row.live_from if shop_row is not None else None
-            turns = [r.started_at for r in conn.execute(
-                sa.select(store.shop_turns.c.started_at).where(store.shop_turns.c.shop_id == shop_id))]
-            ids = [customer_id, *identity.aliases(conn, shop_id, customer_id)]
-            rows = conn.execute(sa.select(store.events.c.pk, store.events.c.body)
-                                .where(store.events.c.shop_id == shop_id, store.events.c.customer_id.in_(ids))
-                                .order_by(store.events.c.pk)).all()
+            rows, evs, live_from, turns = _fold_inputs(conn, shop_id, customer_id)
             if not rows:
                 raise NotFound(f"customer '{customer_id}' has no accepted events in shop '{shop_id}'")
-            evs = [events_mod.Event.from_raw(r.body) for r in rows]
             state = ladder_mod.fold(programme, compiled, evs, as_of, shop=shop_id, customer_id=customer_id,
                                     live_from=live_from, shop_turns=turns)
             deliveries += self._reconcile(conn, shop_id, customer_id, state.awards, programme, as_of)
@@ -502,15 +489,9 @@ class LadderService:
         view = self.customer_view(shop_id, customer_id)
         customer_id = view["customer_id"]
         with self.db.connect() as conn:
-            ids = [customer_id, *identity.aliases(conn, shop_id, customer_id)]
-            rows = conn.execute(sa.select(store.events.c.body)
-                                .where(store.events.c.shop_id == shop_id, store.events.c.customer_id.in_(ids))).all()
-            shop_row = conn.execute(sa.select(store.shops).where(store.shops.c.shop_id == shop_id)).first()
-            turns = [r.started_at for r in conn.execute(
-                sa.select(store.shop_turns.c.started_at).where(store.shop_turns.c.shop_id == shop_id))]
-        evs = [events_mod.Event.from_raw(r.body) for r in rows]
+            _, evs, live_from, turns = _fold_inputs(conn, shop_id, customer_id)
         state = ladder_mod.fold(programme, compiled, evs, as_of, shop=shop_id, customer_id=customer_id,
-                                live_from=shop_row.live_from if shop_row else None, shop_turns=turns)
+                                live_from=live_from, shop_turns=turns)
         return explain_state(programme, compiled, state, view["rewards"], as_of)
 
     # ------------------------------------------------------------ outbox / inbox
@@ -545,8 +526,7 @@ class LadderService:
     def run_delivery(self, pk: int, now: datetime | None = None) -> Any:
         """Run one outbox delivery (grant, revoke or notification) through the shop's adapter.
         ``now`` (tests, replays): the time the attempt happens, e.g. a previous retry_at."""
-        return outbox.run(self.db, pk, lambda shop: self.adapter(shop.id if hasattr(shop, "id") else shop),
-                          self.notifier, now=now)
+        return outbox.run(self.db, pk, self.adapter, self.notifier, now=now)
 
     def due_deliveries(self) -> list[int]:
         return outbox.due(self.db, utcnow())
@@ -569,15 +549,7 @@ class LadderService:
         """
         self.shop(shop_id)
         programme = self.ensure_programme_recorded(shop_id)
-        items = list(events)
-        names = list(labels) if labels is not None else [str(i) for i in range(len(items))]
-        try:
-            parsed = events_mod.parse_events(items)
-        except ValidationError as exc:
-            messages = exc.normalized_messages()
-            relabelled = {names[int(k)] if str(k).isdigit() and int(k) < len(names) else k: v
-                          for k, v in messages.items()}
-            raise BadRequest("invalid events in the import; nothing was stored", relabelled) from None
+        parsed, names = parse_labelled(list(events), labels, "invalid events in the import; nothing was stored")
         check_acceptable(programme, parsed, utcnow(), names)
         wanted_live_from = live_from or utcnow()
         with store.begin_write(self.db) as conn:
@@ -632,6 +604,32 @@ class LadderService:
 
 
 # ---------------------------------------------------------------- views
+def _fold_inputs(conn: sa.Connection, shop_id: str, customer_id: str
+                 ) -> tuple[list[Any], list[events_mod.Event], datetime | None, list[datetime]]:
+    """What a customer's fold reads: their ledger rows (with linked guests') and events in
+    ledger order, the shop's go-live time and its admin turns."""
+    ids = [customer_id, *identity.aliases(conn, shop_id, customer_id)]
+    rows = conn.execute(sa.select(store.events.c.pk, store.events.c.body)
+                        .where(store.events.c.shop_id == shop_id, store.events.c.customer_id.in_(ids))
+                        .order_by(store.events.c.pk)).all()
+    shop_row = conn.execute(sa.select(store.shops.c.live_from).where(store.shops.c.shop_id == shop_id)).first()
+    turns = [r.started_at for r in conn.execute(
+        sa.select(store.shop_turns.c.started_at).where(store.shop_turns.c.shop_id == shop_id))]
+    return rows, [events_mod.Event.from_raw(r.body) for r in rows], shop_row.live_from if shop_row else None, turns
+
+
+def parse_labelled(items: list[Any], labels: Sequence[str] | None, message: str
+                   ) -> tuple[list[events_mod.Event], list[str]]:
+    """Parse events all-or-nothing; errors keyed by each item's label (e.g. ``file:line``)."""
+    names = list(labels) if labels is not None else [str(i) for i in range(len(items))]
+    try:
+        return events_mod.parse_events(items), names
+    except ValidationError as exc:
+        errors = {names[int(k)] if str(k).isdigit() and int(k) < len(names) else k: v
+                  for k, v in exc.normalized_messages().items()}
+        raise BadRequest(message, errors) from None
+
+
 def check_acceptable(programme: Programme, parsed: Sequence[events_mod.Event], now: datetime | None,
                      labels: Sequence[str] | None = None) -> None:
     """Raise BadRequest naming each event in another currency, or (when ``now`` is given)
@@ -788,14 +786,7 @@ def simulate(programme: Programme, compiled: CompiledProgramme, raw_events: Sequ
     The events are checked as the API checks them (schema, currency, an id reused with other
     content), so what simulates is what the live server would accept; only future times are
     allowed here (a what-if may look ahead)."""
-    items = list(raw_events)
-    names = list(labels) if labels is not None else [str(i) for i in range(len(items))]
-    try:
-        parsed = events_mod.parse_events(items)
-    except ValidationError as exc:
-        messages = exc.normalized_messages()
-        raise BadRequest("invalid events", {names[int(k)] if str(k).isdigit() and int(k) < len(names) else k: v
-                                            for k, v in messages.items()}) from None
+    parsed, names = parse_labelled(list(raw_events), labels, "invalid events")
     check_acceptable(programme, parsed, None, names)
     seen: dict[str, str] = {}
     for name, event in zip(names, parsed):

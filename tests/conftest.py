@@ -84,6 +84,23 @@ def pg_engine(pg_url):
 
 
 @pytest.fixture
+def sqlite_engine(tmp_path):
+    """A migrated engine on a fresh SQLite file (in a directory the store must create)."""
+    from loyalty_ladder import store
+
+    engine = store.make_engine(f"sqlite:///{tmp_path / 'db' / 'ladder.db'}")
+    store.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def engine(request):
+    """The same migrated store on SQLite and on PostgreSQL."""
+    return request.getfixturevalue("sqlite_engine" if request.param == "sqlite" else "pg_engine")
+
+
+@pytest.fixture
 def backend(request):
     """The database the app runs on: "sqlite" unless a test module parametrizes it."""
     return getattr(request, "param", "sqlite")

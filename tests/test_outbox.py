@@ -5,7 +5,6 @@ tested against their fake APIs in their own modules.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 UTC = timezone.utc  # datetime.UTC needs Python 3.11
@@ -32,16 +31,9 @@ SHADOW = ShopConfig(id="s", platform="shopify", mode="shadow", capabilities=("di
 
 # ---------------------------------------------------------------- fixtures
 @pytest.fixture
-def sqlite_db(tmp_path) -> Iterator[sa.Engine]:
-    engine = store.make_engine(f"sqlite:///{tmp_path / 'ladder.db'}")
-    store.upgrade(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db(request) -> sa.Engine:
-    return request.getfixturevalue("sqlite_db" if request.param == "sqlite" else "pg_engine")
+def db(engine) -> sa.Engine:
+    """A migrated database: SQLite, and PostgreSQL when it answers (conftest's ``engine``)."""
+    return engine
 
 
 def add_customer(db: sa.Engine, customer: str = "c-1", *, email: str | None = "ana@example.com",

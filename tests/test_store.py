@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 UTC = timezone.utc  # datetime.UTC needs Python 3.11
@@ -21,17 +20,7 @@ T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
 
 # ---------------------------------------------------------------- fixtures
-@pytest.fixture
-def sqlite_engine(tmp_path) -> Iterator[sa.Engine]:
-    engine = store.make_engine(f"sqlite:///{tmp_path / 'db' / 'ladder.db'}")
-    store.upgrade(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def engine(request) -> sa.Engine:
-    return request.getfixturevalue("sqlite_engine" if request.param == "sqlite" else "pg_engine")
+# sqlite_engine, pg_engine and engine (both stores) live in conftest.py
 
 
 def _event(event_id: str = "e-1", customer: str = "c-1", shop: str = "s", **extra) -> dict:
