@@ -1,0 +1,23 @@
+"""Time, one spelling: ``utcnow()`` (aware UTC) and ``iso()`` (ISO 8601 with ``Z``).
+
+Every module that stamps or prints a time uses these two, so the whole code base agrees on what
+"now" is (tests patch one place) and on how an instant is written.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+
+def utcnow() -> datetime:
+    """The current instant, timezone-aware, in UTC."""
+    return datetime.now(timezone.utc)
+
+
+def iso(value: datetime) -> str:
+    """An aware datetime as UTC ISO 8601 with ``Z`` (``2026-03-02T10:00:00Z``)."""
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def iso_or_none(value: datetime | None) -> str | None:
+    """:func:`iso`, passing ``None`` through."""
+    return None if value is None else iso(value)
