@@ -10,20 +10,26 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, current_app, jsonify
+from flask import Flask, jsonify
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
 from . import __version__
-from .config import Settings, load_settings
+from .api import customers, events, health, webhooks
+from .config import SETTING_NAMES, Settings, load_settings
 from .errors import ConfigError, LadderError
+from .events import EventSchema
+from .globals import EXTENSION, LadderState, ladder
 from .queue import make_huey
 from .service import LadderService
-from .tasks import Tasks, register_tasks
+from .tasks import register_tasks
+
+__all__ = ["EXTENSION", "LadderState", "LoyaltyLadder", "create_app", "ladder"]
 
 log = logging.getLogger(__name__)
 
-EXTENSION = "loyalty_ladder"
+#: the blueprints, in the order their routes are registered
+BLUEPRINTS = (health, events, customers, webhooks)
 
 
 class LadderApi(Api):
@@ -66,7 +72,8 @@ def _handle_unexpected(error: Exception):
 class LoyaltyLadder:
     """Flask extension: ``LoyaltyLadder(app)`` or ``ext = LoyaltyLadder(); ext.init_app(app)``.
 
-    Options: ``settings`` (a Settings; default: ``load_settings()``), ``service`` (an existing
+    Options: ``settings`` (a Settings; default: ``load_settings()`` with the host app's
+    ``app.config["LADDER_…"]`` values on top, see :func:`settings_from_app`), ``service`` (an existing
     LadderService), ``url_prefix`` for every route (e.g. ``"/loyalty"`` when embedded),
     ``immediate_queue`` (process events synchronously instead of through the queue; for tests),
     ``require_token`` (refuse to start without an admin token; default True).
@@ -79,10 +86,11 @@ class LoyaltyLadder:
 
     def init_app(self, app: Flask, **options: Any) -> None:
         opts = {**self.options, **options}
-        settings: Settings = opts.get("settings") or load_settings()
+        settings: Settings = opts.get("settings") or settings_from_app(app)
         if not settings.admin_token and opts.get("require_token", True):
             raise ConfigError(
-                "LADDER_ADMIN_TOKEN is not set: the admin API needs a bearer token "
+                "LADDER_ADMIN_TOKEN is not set: the admin API needs a bearer token (environment, settings file, "
+                "or app.config[\"LADDER_ADMIN_TOKEN\"] when embedded; "
                 "(`ladder serve` generates one; other processes must be given one)")
         service: LadderService = opts.get("service") or LadderService(settings)
         huey = make_huey(settings, immediate=bool(opts.get("immediate_queue", False)))
@@ -98,13 +106,10 @@ class LoyaltyLadder:
         app.config.setdefault("MAX_CONTENT_LENGTH", 8 * 1024 * 1024)
         api = LadderApi(app, spec_kwargs={"components": {"securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer"}}}})
-        from . import events as events_mod
-        from .api import customers, events, health, webhooks
-
-        api.spec.components.schema("Event", schema=events_mod.EventSchema)
+        api.spec.components.schema("Event", schema=EventSchema)
 
         prefix = (opts.get("url_prefix") or "").rstrip("/")
-        for module in (health, events, customers, webhooks):
+        for module in BLUEPRINTS:
             api.register_blueprint(module.blp, url_prefix=prefix + module.URL_PREFIX)
         app.register_error_handler(LadderError, _handle_ladder_error)
         if not app.debug and not app.testing:
@@ -112,20 +117,13 @@ class LoyaltyLadder:
         state.api = api
 
 
-class LadderState:
-    """What the extension keeps per app."""
-
-    def __init__(self, settings: Settings, service: LadderService, huey: Any, tasks: Tasks):
-        self.settings = settings
-        self.service = service
-        self.huey = huey
-        self.tasks = tasks
-        self.api: Api | None = None
-
-
-def ladder() -> LadderState:
-    """The extension state of the current app."""
-    return current_app.extensions[EXTENSION]
+def settings_from_app(app: Flask) -> Settings:
+    """Settings for an embedded extension: defaults ← settings file ← ``LADDER_*`` environment ←
+    the host app's ``app.config["LADDER_…"]`` (e.g. ``app.config["LADDER_ADMIN_TOKEN"]``), so a
+    shop's own Flask app configures us the way it configures itself."""
+    overrides = {name: app.config[key] for name in SETTING_NAMES
+                 if (key := f"LADDER_{name.upper()}") in app.config and app.config[key] is not None}
+    return load_settings(overrides=overrides)
 
 
 def create_app(settings: Settings | Mapping[str, Any] | None = None, **options: Any) -> Flask:

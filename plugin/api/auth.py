@@ -1,4 +1,4 @@
-"""The admin bearer token check shared by the admin blueprints."""
+"""The admin bearer token, checked once per admin blueprint (``before_request``)."""
 from __future__ import annotations
 
 import hmac
@@ -6,12 +6,18 @@ import hmac
 from flask import request
 
 from ..errors import Unauthorized
+from ..globals import ladder
+
+#: the OpenAPI security requirement of every admin operation
+ADMIN_SECURITY = [{"bearer": []}]
 
 
 def require_admin() -> None:
-    """Raise Unauthorized unless the request carries ``Authorization: Bearer <admin token>``."""
-    from ..app import ladder
+    """Raise Unauthorized unless the request carries ``Authorization: Bearer <admin token>``.
 
+    Registered with ``blueprint.before_request(require_admin)`` on the admin blueprints, so no
+    admin view can forget it.
+    """
     expected = ladder().settings.admin_token or ""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")

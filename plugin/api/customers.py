@@ -4,10 +4,12 @@ from __future__ import annotations
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from .auth import require_admin
+from ..globals import ladder
+from .auth import ADMIN_SECURITY, require_admin
 
 URL_PREFIX = "/api/v1/shops"
 blp = Blueprint("customers", __name__, description="Where a customer stands on the ladder, and why")
+blp.before_request(require_admin)
 
 ERRORS = {"401": {"description": "missing or wrong admin token"},
           "404": {"description": "unknown shop, or a customer with no accepted event"}}
@@ -15,25 +17,19 @@ ERRORS = {"401": {"description": "missing or wrong admin token"},
 
 @blp.route("/<string:shop>/customers/<string:customer_id>")
 class Customer(MethodView):
-    @blp.doc(security=[{"bearer": []}], responses=ERRORS)
+    @blp.doc(security=ADMIN_SECURITY, responses=ERRORS)
     @blp.response(200, description="{stage, subgroup, lapsed, turn, since, history, facts, rewards, next, "
                                    "rule_version, pending_events}")
     def get(self, shop: str, customer_id: str):
         """The customer's stage, history, facts, rewards and next step."""
-        from ..app import ladder
-
-        require_admin()
         return ladder().service.customer_view(shop, customer_id)
 
 
 @blp.route("/<string:shop>/customers/<string:customer_id>/explain")
 class Explain(MethodView):
-    @blp.doc(security=[{"bearer": []}], responses=ERRORS)
+    @blp.doc(security=ADMIN_SECURITY, responses=ERRORS)
     @blp.response(200, description="why this stage, what gets to the next, when lapse would come, "
                                    "each reward granted / withheld / reversed with its reason")
     def get(self, shop: str, customer_id: str):
         """Explain the customer's position, with the trace of every comparison."""
-        from ..app import ladder
-
-        require_admin()
         return ladder().service.explain(shop, customer_id)

@@ -6,10 +6,12 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from ..errors import BadRequest
-from .auth import require_admin
+from ..globals import ladder
+from .auth import ADMIN_SECURITY, require_admin
 
 URL_PREFIX = "/api/v1/shops"
 blp = Blueprint("events", __name__, description="Customer events from any shop (the generic JSON API)")
+blp.before_request(require_admin)
 
 EVENT_BODY = {
     "required": True,
@@ -22,7 +24,7 @@ EVENT_BODY = {
 
 @blp.route("/<string:shop>/events")
 class Events(MethodView):
-    @blp.doc(requestBody=EVENT_BODY, security=[{"bearer": []}], responses={
+    @blp.doc(requestBody=EVENT_BODY, security=ADMIN_SECURITY, responses={
         "400": {"description": "invalid JSON or an invalid item (per-item errors); nothing stored"},
         "401": {"description": "missing or wrong admin token"},
         "404": {"description": "unknown shop"},
@@ -35,9 +37,6 @@ class Events(MethodView):
         An id already seen with the same content is a no-op; if any item is invalid (400)
         or reuses an id with other content (409), nothing of the request is stored.
         """
-        from ..app import ladder
-
-        require_admin()
         if not request.is_json:
             raise BadRequest("the body must be JSON (Content-Type: application/json)",
                              {"_schema": ["expected an event object or a list of events"]})

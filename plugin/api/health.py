@@ -5,6 +5,7 @@ import sqlalchemy as sa
 from flask_smorest import Blueprint
 
 from .. import __version__
+from ..globals import ladder
 
 URL_PREFIX = ""
 blp = Blueprint("health", __name__, description="Liveness")
@@ -14,8 +15,6 @@ blp = Blueprint("health", __name__, description="Liveness")
 @blp.doc(security=[])
 def healthz():
     """Liveness and database reachability."""
-    from ..app import ladder
-
     state = ladder()
     try:
         with state.service.db.connect() as conn:

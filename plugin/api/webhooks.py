@@ -26,6 +26,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from .. import inbox
+from ..globals import ladder
 from ..errors import NotFound
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,6 @@ class Webhook(MethodView):
 
         ``platform`` is ``shopify`` or ``woocommerce`` (or a platform a plugin registers).
         """
-        from ..app import ladder
-
         if platform in NOT_WEBHOOK_PLATFORMS:
             raise NotFound(f"no webhook endpoint for platform {platform!r}",
                            {"platform": ["generic shops send events to /api/v1/shops/<shop>/events"]})
