@@ -226,15 +226,16 @@ def validate(paths: tuple[Path, ...]) -> None:
 def simulate(events: TextIO, rules_path: Path | None, as_of: str | None, trace: bool) -> None:
     """Run EVENTS (JSON lines or a JSON array; - for stdin) through a programme; nothing is stored."""
     from . import rulefile
+    from .documents import SIMULATION
     from .engine import get_engine
-    from .service import simulate as run
+    from .views import simulate as run
 
     path = rules_path or _settings().rules or rulefile.default_programme_path()
     programme = rulefile.load_programme(path)
     compiled = get_engine().compile(programme)
     labels, items = read_labelled(events, events.name)
     result = run(programme, compiled, items, _parse_time(as_of, "--as-of"), trace, labels=labels)
-    click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    click.echo(json.dumps(SIMULATION.dump(result), indent=2, ensure_ascii=False))
 
 
 @main.command()
@@ -293,7 +294,7 @@ def replay(records: TextIO) -> None:
     from .service import LadderService
 
     service = LadderService(_settings())
-    counts = inbox.replay(service, read_events(records, records.name),
+    counts = inbox.replay(service.db, service.shops, read_events(records, records.name),
                           on_reject=lambda n, msg: click.echo(f"record {n}: {msg}", err=True))
     click.echo(", ".join(f"{k}: {v}" for k, v in counts.items()))
     click.echo("run `ladder worker` (or `ladder serve`) to process what was accepted")
@@ -307,7 +308,7 @@ def inbox_export(since: str | None) -> None:
     from .service import LadderService
 
     service = LadderService(_settings())
-    for record in inbox.export(service, since=_parse_time(since, "--since")):
+    for record in inbox.export(service.db, since=_parse_time(since, "--since")):
         click.echo(json.dumps(record, ensure_ascii=False))
 
 

@@ -53,6 +53,8 @@ ORDER_CREATING_EVENTS = ("order_placed", "order_paid")
 PAYMENT_METHODS = ("card", "gift_card", "points", "terms", "other")
 
 MAX_ID = 200
+#: largest batch of events one request (the events API, a generic webhook) or import transaction carries
+MAX_EVENTS_PER_REQUEST = 1000
 CENT = Decimal("0.01")
 #: far above any real order; keeps absurd inputs (1e400) out of our arithmetic
 MAX_MONEY = Decimal(1000000000000)

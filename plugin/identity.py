@@ -12,13 +12,17 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from . import store
+from .clock import utcnow
+
+if TYPE_CHECKING:
+    from .events import Event
 
 #: fields of an event's ``customer`` object that identify a person
 PERSONAL_FIELDS = ("email", "birthday", "locale", "tags", "first_name", "last_name", "phone")
@@ -53,6 +57,71 @@ def link(conn: sa.Connection, shop_id: str, alias_id: str, customer_id: str, now
         return False
     conn.execute(t.insert().values(shop_id=shop_id, alias_id=alias_id, customer_id=customer_id, created_at=now))
     return True
+
+
+def ids_of(conn: sa.Connection, shop_id: str, customer_id: str) -> list[str]:
+    """The account's id and the ids of the guests linked to it: whose events its fold reads."""
+    return [customer_id, *aliases(conn, shop_id, customer_id)]
+
+
+def link_all(db: sa.Engine, shop_id: str, pairs: Iterable[tuple[str, str]], now: datetime | None = None) -> list[str]:
+    """Record (alias → account) links in one transaction; the ids whose fold changed."""
+    pairs = sorted(set(pairs))
+    if not pairs:
+        return []
+    now = now or utcnow()
+    touched: list[str] = []
+    with store.begin_write(db) as conn:
+        for alias, account in pairs:
+            if link(conn, shop_id, alias, account, now):
+                touched += [alias, account]
+    return touched
+
+
+def is_account(customer_id: str) -> bool:
+    """A shop account's id, not one of ours (a guest, a guest order, a pseudonym)."""
+    return not customer_id.startswith(("guest:", "guest-order:", "redacted:"))
+
+
+def link_guests(db: sa.Engine, shop_id: str, parsed: Sequence[Event], now: datetime | None = None) -> list[str]:
+    """An account event carrying an e-mail claims the guest sales made with that e-mail."""
+    pairs = {(guest_id(e.customer.email), e.customer_id) for e in parsed
+             if e.type in ("customer_created", "customer_updated") and e.customer is not None
+             and e.customer.email and is_account(e.customer_id)}
+    return link_all(db, shop_id, pairs, now)
+
+
+def redact_customer(db: sa.Engine, shop_id: str, customer_id: str) -> str | None:
+    """Pseudonymise one customer (and their guest aliases): personal fields erased, the ledger
+    kept under a random id, raw webhooks naming them erased. Returns the new id (to process
+    again), or None if the customer is unknown."""
+    now = utcnow()
+    with store.begin_write(db) as conn:
+        account = canonical(conn, shop_id, customer_id)
+        ids = ids_of(conn, shop_id, account)
+        emails = [r.email for r in conn.execute(sa.select(store.customers.c.email).where(
+            store.customers.c.shop_id == shop_id, store.customers.c.customer_id.in_(ids)))]
+        known = conn.execute(sa.select(sa.func.count()).select_from(store.events).where(
+            store.events.c.shop_id == shop_id, store.events.c.customer_id.in_(ids))).scalar()
+        if not known:
+            return None
+        new_id = pseudonymise(conn, shop_id, ids, now)
+        scrub_inbox(conn, shop_id, [*ids, *emails])
+    return new_id
+
+
+def redact_shop(db: sa.Engine, shop_id: str) -> list[str]:
+    """Shopify shop/redact: pseudonymise every customer of the shop and erase raw bodies.
+    Returns the new ids (to process again)."""
+    with db.connect() as conn:
+        customers = [r.customer_id for r in conn.execute(
+            sa.select(store.events.c.customer_id).distinct().where(
+                store.events.c.shop_id == shop_id, ~store.events.c.customer_id.like("redacted:%")))]
+    new_ids = [new for customer_id in customers if (new := redact_customer(db, shop_id, customer_id))]
+    with store.begin_write(db) as conn:
+        conn.execute(store.inbox.update().where(store.inbox.c.shop_id == shop_id)
+                     .values(body="{}", error="redacted"))
+    return new_ids
 
 
 def _scrub(body: dict[str, Any], new_id: str) -> dict[str, Any]:

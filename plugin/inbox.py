@@ -1,5 +1,8 @@
 """The inbox: shop webhooks verified, persisted raw, acknowledged fast, processed later.
 
+The inbox knows the database and the configured shops, never the service: ``process`` returns
+the customers it touched and its caller enqueues them.
+
 ``receive`` is all a webhook request does: identify the shop, verify the signature over the
 raw bytes, store one ``inbox`` row (the raw body exactly as signed) and return; the caller
 enqueues ``process(pk)``.  The row, not the queue message, is the source of truth: ``sweep``
@@ -18,19 +21,23 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
+from marshmallow import ValidationError
 
-from . import store
-from .adapters.base import Adapter, normalise_domain
+from . import events as events_mod
+from . import identity, ledger, store
+from .adapters.base import Adapter, Inbound, normalise_domain
 from .adapters.registry import adapter_for, load_adapters
+from .clock import iso, utcnow
 from .config import ShopConfig
 from .errors import BadRequest, Conflict, LadderError, NotFound, NotSupported, Rejected, Unauthorized
+from .programme import Programme
 
-if TYPE_CHECKING:
-    from .service import LadderService
+#: the shops by id, as the settings' shops file configures them
+Shops = Mapping[str, ShopConfig]
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +68,6 @@ class ReceiveResult:
         return "duplicate" if self.duplicate else "ping"
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 # ---------------------------------------------------------------- receive
 def stored_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The headers worth keeping with the raw body: the vendor's ``X-*`` headers (topic, shop,
@@ -89,14 +92,14 @@ def _matches(shop: ShopConfig, hint: str) -> bool:
     return shop.id == (wanted or "")
 
 
-def identify(service: LadderService, platform: str, headers: Mapping[str, str]) -> tuple[type[Adapter], list[ShopConfig], ShopConfig | None]:
+def identify(shops: Shops, platform: str, headers: Mapping[str, str]) -> tuple[type[Adapter], list[ShopConfig], ShopConfig | None]:
     """The adapter class, the shops of ``platform``, and the one the headers name (or None)."""
     adapters = load_adapters()
     cls = adapters.get(platform)
     if cls is None:
         raise NotFound(f"no webhook endpoint for platform {platform!r}",
                        {"platform": [f"webhooks are served for: {', '.join(p for p in adapters if p != 'generic')}"]})
-    candidates = [s for s in service.shops.values() if s.platform == platform]
+    candidates = [s for s in shops.values() if s.platform == platform]
     hint = cls.shop_hint(headers)
     shop = next((s for s in candidates if _matches(s, hint)), None) if hint else None
     return cls, candidates, shop
@@ -109,14 +112,14 @@ def _delivery_key(value: str | None) -> str | None:
     return "sha256:" + hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
-def receive(service: LadderService, platform: str, headers: Mapping[str, str], body: bytes) -> ReceiveResult:
+def receive(db: sa.Engine, shops: Shops, platform: str, headers: Mapping[str, str], body: bytes) -> ReceiveResult:
     """Verify and persist one webhook; nothing is parsed beyond what the adapter needs to name
     the delivery.
 
     Raises Unauthorized (unknown shop) or SignatureError (401) with nothing stored, BadRequest
     (400) for a body that is not UTF-8, NotFound (404) for an unknown platform.
     """
-    cls, candidates, shop = identify(service, platform, headers)
+    cls, candidates, shop = identify(shops, platform, headers)
     if not candidates:
         raise Unauthorized(f"no {platform} shop is configured", {"shop": ["add the shop to the shops file"]})
     # A set-up ping may carry no shop header at all (WooCommerce's does not): ask any shop's adapter.
@@ -137,8 +140,8 @@ def receive(service: LadderService, platform: str, headers: Mapping[str, str], b
     if len(topic) > 128:
         raise BadRequest("the topic is too long", {"topic": ["at most 128 characters"]})
     row = {"platform": platform, "shop_id": shop.id, "delivery_id": delivery_id, "topic": topic,
-           "headers": stored_headers(headers), "body": text, "received_at": _now(), "status": "received"}
-    pk = _insert(service.db, row)
+           "headers": stored_headers(headers), "body": text, "received_at": utcnow(), "status": "received"}
+    pk = _insert(db, row)
     if pk is None:
         return ReceiveResult(200, None, True, f"delivery {delivery_id} already received", shop.id)
     return ReceiveResult(200, pk, False, "accepted", shop.id)
@@ -172,52 +175,81 @@ def _known(conn: sa.Connection, row: Mapping[str, Any]) -> bool:
 
 
 # ---------------------------------------------------------------- process
-def process(service: LadderService, pk: int) -> None:
-    """Parse a received row and apply it; mark it processed, ignored or failed.
+def apply_inbound(db: sa.Engine, shop_id: str, programme: Programme, inbound: Inbound, source: str) -> list[str]:
+    """What a shop adapter made of one verified webhook: links, events, redactions.
 
+    Vendor events are stored keep-first (the same vendor id always means the same event).
+    Returns the customers whose fold changed (to process).  Invalid events raise BadRequest.
+    """
+    touched: list[str] = identity.link_all(db, shop_id, inbound.links)
+    if inbound.events:
+        try:
+            parsed = events_mod.parse_events(list(inbound.events))
+        except ValidationError as exc:
+            raise BadRequest(f"the {source} payload mapped to invalid events", exc.normalized_messages()) from None
+        ledger.check_acceptable(programme, parsed, utcnow())
+        result = ledger.store_events(db, shop_id, parsed, source, keep_first=True)
+        touched += result.customers
+        touched += identity.link_guests(db, shop_id, parsed)
+    if inbound.redact_customer:
+        new_id = identity.redact_customer(db, shop_id, inbound.redact_customer)
+        touched += [new_id] if new_id else []
+    if inbound.redact_shop:
+        touched += identity.redact_shop(db, shop_id)
+    return list(dict.fromkeys(touched))
+
+
+def process(db: sa.Engine, shops: Shops, pk: int, adapter_factory: Callable[[ShopConfig], Adapter],
+            programme_for: Callable[[ShopConfig], Programme]) -> list[tuple[str, str]]:
+    """Parse a received row and apply it; mark it processed, ignored or failed.  Returns the
+    (shop, customer) pairs to process next.
+
+    ``adapter_factory(shop)`` gives the shop's adapter (one that can ask the ledger who owns an
+    order); ``programme_for(shop)`` its programme (events are checked against its currency).
     A row no longer ``received`` (processed meanwhile, redundant enqueue) is left alone.
     BadRequest/Conflict (from parsing or applying) fail the row permanently; anything else
     propagates so the queue retries, and the row stays ``received`` for the sweeper.
     """
     t = store.inbox
-    with service.db.connect() as conn:
+    with db.connect() as conn:
         row = conn.execute(sa.select(t).where(t.c.pk == pk)).first()
     if row is None:
         log.warning("inbox row %s does not exist", pk)
-        return
+        return []
     if row.status != "received":
         log.debug("inbox row %s is already %s", pk, row.status)
-        return
-    shop = service.shops.get(row.shop_id) if row.shop_id else None
+        return []
+    shop = shops.get(row.shop_id) if row.shop_id else None
     if shop is None or shop.platform != row.platform:
-        _mark(service, pk, "failed", f"shop {row.shop_id!r} ({row.platform}) is no longer configured")
-        return
-    adapter = service.adapter(shop.id)  # knows our ledger (e.g. who owns a refunded order)
+        _mark(db, pk, "failed", f"shop {row.shop_id!r} ({row.platform}) is no longer configured")
+        return []
+    adapter = adapter_factory(shop)
     try:
         inbound = adapter.parse(row.topic or "", row.headers or {}, row.body.encode("utf-8"))
         if inbound.empty:
-            _mark(service, pk, "ignored", inbound.note or f"nothing to do for topic {row.topic}")
-            return
-        service.apply_inbound(shop.id, inbound, source=row.platform)
+            _mark(db, pk, "ignored", inbound.note or f"nothing to do for topic {row.topic}")
+            return []
+        touched = apply_inbound(db, shop.id, programme_for(shop), inbound, source=row.platform)
     except (BadRequest, Conflict, NotSupported, Rejected) as exc:
         # permanent: a malformed payload, or a shop API that refuses (or cannot be asked) what
         # parsing needed; a retry cannot fix these. RateLimited / Unavailable propagate: retried.
         log.warning("inbox row %s (%s %s) failed: %s", pk, row.platform, row.topic, exc.message)
-        _mark(service, pk, "failed", _error_text(exc))
-        return
-    _mark(service, pk, "processed", inbound.note or None)
+        _mark(db, pk, "failed", _error_text(exc))
+        return []
+    _mark(db, pk, "processed", inbound.note or None)
+    return [(shop.id, customer_id) for customer_id in touched]
 
 
 def _error_text(exc: LadderError) -> str:
     return f"{exc.message}: {exc.errors}" if exc.errors else exc.message
 
 
-def _mark(service: LadderService, pk: int, status: str, error: str | None) -> None:
+def _mark(db: sa.Engine, pk: int, status: str, error: str | None) -> None:
     t = store.inbox
-    with store.begin_write(service.db) as conn:
+    with store.begin_write(db) as conn:
         # Only a received row moves: a concurrent run that finished first keeps its verdict,
         # and a redaction's "redacted" mark on the error column is not overwritten.
-        values: dict[str, Any] = {"status": status, "processed_at": _now()}
+        values: dict[str, Any] = {"status": status, "processed_at": utcnow()}
         if error is not None:
             values["error"] = sa.func.coalesce(t.c.error, error)
         conn.execute(t.update().where(t.c.pk == pk, t.c.status == "received").values(**values))
@@ -228,26 +260,24 @@ def _mark(service: LadderService, pk: int, status: str, error: str | None) -> No
 SWEEP_GIVE_UP = timedelta(days=7)
 
 
-def sweep(service: LadderService, older_than: timedelta = SWEEP_AFTER, now: datetime | None = None) -> list[int]:
+def sweep(db: sa.Engine, older_than: timedelta = SWEEP_AFTER, now: datetime | None = None) -> list[int]:
     """Pks of rows still ``received`` that arrived at least ``older_than`` ago (and less than
     SWEEP_GIVE_UP ago), oldest first."""
     t = store.inbox
-    now = now or _now()
-    with service.db.connect() as conn:
+    now = now or utcnow()
+    with db.connect() as conn:
         return [r.pk for r in conn.execute(sa.select(t.c.pk).where(
             t.c.status == "received", t.c.received_at <= now - older_than,
             t.c.received_at > now - SWEEP_GIVE_UP).order_by(t.c.pk))]
 
 
 # ---------------------------------------------------------------- export / replay
-def export(service: LadderService, since: datetime | None = None, *, platform: str | None = None,
+def export(db: sa.Engine, since: datetime | None = None, *, platform: str | None = None,
            shop_id: str | None = None) -> Iterator[dict[str, Any]]:
     """Stored webhooks as ``{"platform", "headers", "body", "received_at"}`` records, oldest
     first — one JSON line each is the ``ladder replay`` format.  Redacted rows are skipped: their
     body is gone.  Reads in batches, so a long export holds no connection while it is consumed.
     """
-    from .service import to_jsonable
-
     t = store.inbox
     where = [sa.or_(t.c.error.is_(None), t.c.error != "redacted")]
     if since is not None:
@@ -258,18 +288,18 @@ def export(service: LadderService, since: datetime | None = None, *, platform: s
         where.append(t.c.shop_id == shop_id)
     last = 0
     while True:
-        with service.db.connect() as conn:
+        with db.connect() as conn:
             rows = conn.execute(sa.select(t.c.pk, t.c.platform, t.c.headers, t.c.body, t.c.received_at)
                                 .where(t.c.pk > last, *where).order_by(t.c.pk).limit(_EXPORT_BATCH)).all()
         for r in rows:
             yield {"platform": r.platform, "headers": dict(r.headers or {}), "body": r.body,
-                   "received_at": to_jsonable(r.received_at)}
+                   "received_at": iso(r.received_at)}
         if len(rows) < _EXPORT_BATCH:
             return
         last = rows[-1].pk
 
 
-def replay(service: LadderService, records: Iterable[Mapping[str, Any]],
+def replay(db: sa.Engine, shops: Shops, records: Iterable[Mapping[str, Any]],
            enqueue: Callable[[int], Any] | None = None,
            on_reject: Callable[[int, str], Any] | None = None) -> dict[str, int]:
     """Send recorded webhooks through :func:`receive` again: signatures are verified again and
@@ -284,7 +314,7 @@ def replay(service: LadderService, records: Iterable[Mapping[str, Any]],
     for n, record in enumerate(records, 1):
         try:
             platform, headers, body = _record_parts(record)
-            result = receive(service, platform, headers, body)
+            result = receive(db, shops, platform, headers, body)
         except (BadRequest, Unauthorized, NotFound) as exc:
             counts["rejected"] += 1
             if on_reject is not None:

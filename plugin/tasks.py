@@ -46,9 +46,7 @@ def register_tasks(huey: Any, service: Any) -> Tasks:
 
     @huey.task(retries=5, retry_delay=2, name="ladder.process_inbox")
     def process_inbox(pk: int) -> None:
-        from . import inbox
-
-        inbox.process(service, pk)
+        service.process_inbox(pk)  # enqueues the customers the row touched
 
     # Deliveries retry through the outbox's own schedule (Retry-After, backoff), not Huey's
     # retries: the outbox row records every attempt and decides when the next one is due.
@@ -66,13 +64,13 @@ def register_tasks(huey: Any, service: Any) -> Tasks:
     # ending, lapse deadlines, month starts), inbox rows left unprocessed, deliveries due.
     @huey.periodic_task(crontab(minute="*"), name="ladder.sweep")
     def sweep() -> None:
-        counts = service.sweep()
+        customers = service.sweep()
         for pk in service.unprocessed_inbox():
             process_inbox(pk)
         for pk in service.due_deliveries():
             deliver(pk)
-        if counts["stale"] or counts["due"]:
-            log.info("sweep: %(stale)d customers with unapplied events, %(due)d due wake-ups", counts)
+        if customers:
+            log.info("sweep: %d customers with unapplied events or a due wake-up", customers)
 
     tasks = Tasks(huey=huey, process=process_customer, sweep=sweep, process_inbox=process_inbox, deliver=deliver)
     service.bind_queue(tasks.enqueue, tasks.enqueue_delivery)

@@ -50,7 +50,7 @@ def test_unexpected_errors_answer_json_500_without_traceback(ladder_settings, au
     def boom(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(service, "customer_view", boom)
+    monkeypatch.setattr(service, "customer", boom)
     response = app.test_client().get("/api/v1/shops/default/customers/c-1", headers=auth)
     assert response.status_code == 500
     assert response.get_json() == {"code": "internal_error",

@@ -19,7 +19,8 @@ from loyalty_ladder.adapters.base import Inbound, get_header, hmac_sha256_base64
 from loyalty_ladder.adapters.generic import GenericAdapter
 from loyalty_ladder.config import ShopConfig
 from loyalty_ladder.errors import BadRequest, NotFound, SignatureError, Unauthorized
-from loyalty_ladder.service import LadderService, utcnow
+from loyalty_ladder.clock import utcnow
+from loyalty_ladder.service import LadderService
 
 pytestmark = pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
@@ -104,7 +105,7 @@ def ledger(service, shop: str = "acme") -> list[str]:
 # ---------------------------------------------------------------- receive
 def test_a_signed_webhook_is_stored_raw_and_nothing_is_applied_yet(service):
     headers, body = signed(events(), Authorization="Bearer nope", **{"X-Api-Token": "t", "X-Ladder-Topic": "events"})
-    result = inbox.receive(service, "generic", headers, body)
+    result = inbox.receive(service.db, service.shops, "generic", headers, body)
     assert (result.status_code, result.duplicate, result.status, result.shop_id) == (200, False, "accepted", "acme")
     [row] = rows(service)
     assert row.pk == result.inbox_pk
@@ -120,14 +121,14 @@ def test_a_signed_webhook_is_stored_raw_and_nothing_is_applied_yet(service):
 
 def test_the_previous_secret_is_accepted_during_a_rotation(service):
     headers, body = signed(events(), secret="old-secret")
-    assert inbox.receive(service, "generic", headers, body).status == "accepted"
+    assert inbox.receive(service.db, service.shops, "generic", headers, body).status == "accepted"
 
 
 @pytest.mark.parametrize("secret", ["beta-secret", "wrong", ""])
 def test_a_bad_signature_is_refused_and_nothing_is_stored(service, secret):
     headers, body = signed(events(), secret=secret)
     with pytest.raises(SignatureError) as err:
-        inbox.receive(service, "generic", headers, body)
+        inbox.receive(service.db, service.shops, "generic", headers, body)
     assert err.value.http_status == 401
     assert rows(service) == []
 
@@ -136,7 +137,7 @@ def test_a_missing_signature_is_refused(service):
     headers, body = signed(events())
     del headers["X-Ladder-Hmac-Sha256"]
     with pytest.raises(SignatureError):
-        inbox.receive(service, "generic", headers, body)
+        inbox.receive(service.db, service.shops, "generic", headers, body)
     assert rows(service) == []
 
 
@@ -148,52 +149,52 @@ def test_an_unknown_or_unnamed_shop_is_refused_and_nothing_is_stored(service, sh
     else:
         headers["X-Ladder-Shop"] = shop
     with pytest.raises(Unauthorized) as err:
-        inbox.receive(service, "generic", headers, body)
+        inbox.receive(service.db, service.shops, "generic", headers, body)
     assert err.value.http_status == 401 and not isinstance(err.value, SignatureError)
     assert rows(service) == []
 
 
 def test_shops_are_matched_by_normalised_domain_or_by_id_without_one(service):
     headers, body = signed(events(), secret="beta-secret", shop="HTTPS://BETA.example/")
-    assert inbox.receive(service, "generic", headers, body).shop_id == "beta"
+    assert inbox.receive(service.db, service.shops, "generic", headers, body).shop_id == "beta"
     # a shop without domain is named by its id; without a secret it accepts no signed webhook
     headers, body = signed(events(), secret="", shop="default")
     with pytest.raises(SignatureError, match="events API"):
-        inbox.receive(service, "generic", headers, body)
+        inbox.receive(service.db, service.shops, "generic", headers, body)
 
 
 def test_a_signature_of_another_shop_of_the_same_platform_is_refused(service):
     headers, body = signed(events(), secret="beta-secret", shop="acme.example")
     with pytest.raises(SignatureError):
-        inbox.receive(service, "generic", headers, body)
+        inbox.receive(service.db, service.shops, "generic", headers, body)
 
 
 def test_an_unknown_platform_is_not_found(service):
     headers, body = signed(events())
     with pytest.raises(NotFound):
-        inbox.receive(service, "magento", headers, body)
+        inbox.receive(service.db, service.shops, "magento", headers, body)
 
 
 def test_a_platform_without_configured_shops_refuses_everything(service):
     service.shops = {k: v for k, v in SHOPS.items() if v.platform != "pinging"}
     with pytest.raises(Unauthorized, match="no pinging shop"):
-        inbox.receive(service, "pinging", {"Content-Type": "application/x-www-form-urlencoded"}, b"webhook_id=3")
+        inbox.receive(service.db, service.shops, "pinging", {"Content-Type": "application/x-www-form-urlencoded"}, b"webhook_id=3")
 
 
 def test_the_same_delivery_twice_is_a_no_op(service):
     headers, body = signed(events())
-    first = inbox.receive(service, "generic", headers, body)
-    again = inbox.receive(service, "generic", headers, body)
+    first = inbox.receive(service.db, service.shops, "generic", headers, body)
+    again = inbox.receive(service.db, service.shops, "generic", headers, body)
     assert (again.status_code, again.inbox_pk, again.duplicate, again.status) == (200, None, True, "duplicate")
     assert [r.pk for r in rows(service)] == [first.inbox_pk]
     # the same delivery id at another shop is another delivery
     headers, body = signed(events(), secret="beta-secret", shop="beta.example")
-    assert inbox.receive(service, "generic", headers, body).status == "accepted"
+    assert inbox.receive(service.db, service.shops, "generic", headers, body).status == "accepted"
 
 
 def test_a_duplicate_that_races_past_the_check_is_still_a_no_op(service, monkeypatch):
     headers, body = signed(events())
-    inbox.receive(service, "generic", headers, body)
+    inbox.receive(service.db, service.shops, "generic", headers, body)
     real, calls = inbox._known, []
 
     def blind_first(conn, row):  # the other request inserted between our check and our insert
@@ -201,32 +202,32 @@ def test_a_duplicate_that_races_past_the_check_is_still_a_no_op(service, monkeyp
         return False if len(calls) == 1 else real(conn, row)
 
     monkeypatch.setattr(inbox, "_known", blind_first)
-    result = inbox.receive(service, "generic", headers, body)
+    result = inbox.receive(service.db, service.shops, "generic", headers, body)
     assert result.duplicate and len(calls) == 2 and len(rows(service)) == 1
 
 
 def test_a_body_that_is_not_utf8_is_a_bad_request_and_nothing_is_stored(service):
     headers, body = signed(b'{"name": "\xff\xfe"}')
     with pytest.raises(BadRequest) as err:
-        inbox.receive(service, "generic", headers, body)
+        inbox.receive(service.db, service.shops, "generic", headers, body)
     assert err.value.http_status == 400 and rows(service) == []
 
 
 def test_a_ping_is_answered_and_stored_nowhere_without_a_signature(service):
     form = {"Content-Type": "application/x-www-form-urlencoded"}
-    result = inbox.receive(service, "pinging", form, b"webhook_id=12")
+    result = inbox.receive(service.db, service.shops, "pinging", form, b"webhook_id=12")
     assert (result.status_code, result.inbox_pk, result.duplicate, result.status) == (200, None, False, "ping")
     assert rows(service) == []
     # anything else unsigned is still refused
     with pytest.raises(Unauthorized):
-        inbox.receive(service, "pinging", {"Content-Type": "application/json"}, b"webhook_id=12")
+        inbox.receive(service.db, service.shops, "pinging", {"Content-Type": "application/json"}, b"webhook_id=12")
 
 
 def test_an_over_long_delivery_id_is_kept_as_a_stable_hash(service):
     long_id = "d" * 300
     headers, body = signed(events(), delivery=long_id)
-    inbox.receive(service, "generic", headers, body)
-    assert inbox.receive(service, "generic", headers, body).duplicate
+    inbox.receive(service.db, service.shops, "generic", headers, body)
+    assert inbox.receive(service.db, service.shops, "generic", headers, body).duplicate
     [row] = rows(service)
     assert row.delivery_id.startswith("sha256:") and len(row.delivery_id) <= store.EXTERNAL_ID
 
@@ -234,9 +235,9 @@ def test_an_over_long_delivery_id_is_kept_as_a_stable_hash(service):
 # ---------------------------------------------------------------- process
 def receive_and_process(service, body, **kw) -> int:
     headers, raw = signed(body, **kw)
-    pk = inbox.receive(service, "generic", headers, raw).inbox_pk
+    pk = inbox.receive(service.db, service.shops, "generic", headers, raw).inbox_pk
     assert pk is not None
-    inbox.process(service, pk)
+    service.process_inbox(pk)
     return pk
 
 
@@ -248,7 +249,7 @@ def test_processing_applies_the_events_and_marks_the_row_processed(service):
     view = service.customer_view("acme", "ana")
     assert view["stage"] is not None and view["pending_events"] == 0
     # running the job again (a redundant enqueue) changes nothing
-    inbox.process(service, pk)
+    service.process_inbox(pk)
     assert rows(service)[0].processed_at == row.processed_at
 
 
@@ -271,58 +272,59 @@ def test_a_delivery_with_nothing_to_do_is_ignored_with_the_adapters_note(service
     body = b"{}"
     headers = {"X-Pinging-Source": "pings.example", "X-Ladder-Topic": "noop",
                "X-Ladder-Hmac-Sha256": hmac_sha256_base64("ping-secret", body)}
-    pk = inbox.receive(service, "pinging", headers, body).inbox_pk
-    inbox.process(service, pk)
+    pk = inbox.receive(service.db, service.shops, "pinging", headers, body).inbox_pk
+    service.process_inbox(pk)
     [row] = rows(service)
     assert (row.status, row.error) == ("ignored", "noop deliveries carry nothing")
 
 
 def test_a_transient_failure_propagates_and_leaves_the_row_for_a_retry(service, monkeypatch):
     headers, raw = signed(events())
-    pk = inbox.receive(service, "generic", headers, raw).inbox_pk
+    pk = inbox.receive(service.db, service.shops, "generic", headers, raw).inbox_pk
 
     def down(*args, **kwargs):
         raise sa.exc.OperationalError("INSERT", {}, Exception("database is locked"))
 
     with monkeypatch.context() as m:
-        m.setattr(service, "apply_inbound", down)
+        m.setattr(inbox, "apply_inbound", down)
         with pytest.raises(sa.exc.OperationalError):
-            inbox.process(service, pk)
+            service.process_inbox(pk)
     assert rows(service)[0].status == "received"
-    inbox.process(service, pk)
+    service.process_inbox(pk)
     assert rows(service)[0].status == "processed"
 
 
 def test_apply_inbound_gets_the_parsed_inbound_and_the_platform_as_source(service, monkeypatch):
     seen = []
-    monkeypatch.setattr(service, "apply_inbound", lambda shop_id, inbound, source: seen.append((shop_id, inbound, source)))
+    monkeypatch.setattr(inbox, "apply_inbound",
+                        lambda db, shop_id, programme, inbound, source: seen.append((shop_id, inbound, source)) or [])
     receive_and_process(service, events())
     assert seen == [("acme", Inbound(events=tuple(events())), "generic")]
 
 
 def test_a_row_of_a_shop_no_longer_configured_fails(service):
     headers, raw = signed(events())
-    pk = inbox.receive(service, "generic", headers, raw).inbox_pk
+    pk = inbox.receive(service.db, service.shops, "generic", headers, raw).inbox_pk
     service.shops = {k: v for k, v in SHOPS.items() if k != "acme"}
-    inbox.process(service, pk)
+    service.process_inbox(pk)
     assert rows(service)[0].status == "failed" and "no longer configured" in rows(service)[0].error
 
 
 def test_processing_a_missing_row_does_nothing(service):
-    inbox.process(service, 12345)
+    service.process_inbox(12345)
     assert rows(service) == []
 
 
 # ---------------------------------------------------------------- sweep
 def test_sweep_finds_rows_left_received(service):
-    first = inbox.receive(service, "generic", *signed(events("ana"), delivery="a")).inbox_pk
-    second = inbox.receive(service, "generic", *signed(events("bob"), delivery="b")).inbox_pk
+    first = inbox.receive(service.db, service.shops, "generic", *signed(events("ana"), delivery="a")).inbox_pk
+    second = inbox.receive(service.db, service.shops, "generic", *signed(events("bob"), delivery="b")).inbox_pk
     now = utcnow()
-    assert inbox.sweep(service, timedelta(seconds=60), now=now) == []  # too fresh: its job may still run
+    assert inbox.sweep(service.db, timedelta(seconds=60), now=now) == []  # too fresh: its job may still run
     later = now + timedelta(minutes=5)
-    assert inbox.sweep(service, timedelta(seconds=60), now=later) == [first, second]
-    inbox.process(service, first)
-    assert inbox.sweep(service, timedelta(seconds=60), now=later) == [second]
+    assert inbox.sweep(service.db, timedelta(seconds=60), now=later) == [first, second]
+    service.process_inbox(first)
+    assert inbox.sweep(service.db, timedelta(seconds=60), now=later) == [second]
 
 
 # ---------------------------------------------------------------- export / replay
@@ -332,23 +334,23 @@ def test_export_then_replay_into_a_fresh_database_gives_the_same_inbox(service, 
                   signed(b"{not json", delivery="c"),
                   signed(events("cy"), secret="beta-secret", shop="beta.example", delivery="a")]
     for headers, raw in deliveries:
-        inbox.process(service, inbox.receive(service, "generic", headers, raw).inbox_pk)
-    records = [json.loads(json.dumps(r)) for r in inbox.export(service)]  # through JSON lines and back
+        service.process_inbox(inbox.receive(service.db, service.shops, "generic", headers, raw).inbox_pk)
+    records = [json.loads(json.dumps(r)) for r in inbox.export(service.db)]  # through JSON lines and back
     assert [r["platform"] for r in records] == ["generic"] * 4
     assert [r["body"] for r in records] == [raw.decode() for _, raw in deliveries]
     assert all(set(r) == {"platform", "headers", "body", "received_at"} for r in records)
     assert records[0]["received_at"].endswith("Z")
 
     # the same records into the same database: every one is a known delivery
-    assert inbox.replay(service, records) == {"accepted": 0, "duplicates": 4, "pings": 0, "rejected": 0}
+    assert inbox.replay(service.db, service.shops, records) == {"accepted": 0, "duplicates": 4, "pings": 0, "rejected": 0}
 
     other = LadderService(replace(ladder_settings, database_url=f"sqlite:///{tmp_path / 'other.db'}"), shops=SHOPS)
     try:
         enqueued: list[int] = []
-        counts = inbox.replay(other, records, enqueue=enqueued.append)
+        counts = inbox.replay(other.db, other.shops, records, enqueue=enqueued.append)
         assert counts == {"accepted": 4, "duplicates": 0, "pings": 0, "rejected": 0}
         for pk in enqueued:
-            inbox.process(other, pk)
+            other.process_inbox(pk)
         assert [(r.shop_id, r.delivery_id, r.status) for r in rows(other)] == [
             (r.shop_id, r.delivery_id, r.status) for r in rows(service)]
         assert ledger(other) == ledger(service) and ledger(other, "beta") == ledger(service, "beta") == ["cy-created"]
@@ -357,19 +359,19 @@ def test_export_then_replay_into_a_fresh_database_gives_the_same_inbox(service, 
 
 
 def test_export_filters_by_time_platform_and_shop(service):
-    inbox.receive(service, "generic", *signed(events("ana"), delivery="a"))
+    inbox.receive(service.db, service.shops, "generic", *signed(events("ana"), delivery="a"))
     cut = utcnow()
-    inbox.receive(service, "generic", *signed(events("bob"), delivery="b", secret="beta-secret", shop="beta.example"))
-    assert [json.loads(r["body"])[0]["customer_id"] for r in inbox.export(service, since=cut)] == ["bob"]
-    assert [json.loads(r["body"])[0]["customer_id"] for r in inbox.export(service, shop_id="acme")] == ["ana"]
-    assert list(inbox.export(service, platform="pinging")) == []
+    inbox.receive(service.db, service.shops, "generic", *signed(events("bob"), delivery="b", secret="beta-secret", shop="beta.example"))
+    assert [json.loads(r["body"])[0]["customer_id"] for r in inbox.export(service.db, since=cut)] == ["bob"]
+    assert [json.loads(r["body"])[0]["customer_id"] for r in inbox.export(service.db, shop_id="acme")] == ["ana"]
+    assert list(inbox.export(service.db, platform="pinging")) == []
 
 
 def test_export_pages_through_many_rows(service, monkeypatch):
     monkeypatch.setattr(inbox, "_EXPORT_BATCH", 2)
     for i in range(5):
-        inbox.receive(service, "generic", *signed(events(f"c{i}"), delivery=f"d{i}"))
-    assert [json.loads(r["body"])[0]["customer_id"] for r in inbox.export(service)] == [f"c{i}" for i in range(5)]
+        inbox.receive(service.db, service.shops, "generic", *signed(events(f"c{i}"), delivery=f"d{i}"))
+    assert [json.loads(r["body"])[0]["customer_id"] for r in inbox.export(service.db)] == [f"c{i}" for i in range(5)]
 
 
 def test_replay_verifies_signatures_again_and_reports_refused_records(service):
@@ -380,7 +382,7 @@ def test_replay_verifies_signatures_again_and_reports_refused_records(service):
                {"platform": "generic", "headers": headers, "body": raw.decode()},
                {"platform": "pinging", "headers": {"Content-Type": "application/x-www-form-urlencoded"},
                 "body": "webhook_id=4"}]
-    counts = inbox.replay(service, records, on_reject=lambda n, msg: refused.append((n, msg)))
+    counts = inbox.replay(service.db, service.shops, records, on_reject=lambda n, msg: refused.append((n, msg)))
     assert counts == {"accepted": 1, "duplicates": 0, "pings": 1, "rejected": 3}
     assert [n for n, _ in refused] == [1, 2, 3]
     assert "signature" in refused[0][1]

@@ -194,7 +194,7 @@ def test_a_queue_that_is_down_still_acknowledges_and_leaves_the_row_for_the_swee
     assert post(client, events()).get_json() == {"status": "accepted"}
     [row] = rows(service)
     assert row.status == "received"
-    assert inbox.sweep(service, older_than=timedelta(0)) == [row.pk]
+    assert inbox.sweep(service.db, older_than=timedelta(0)) == [row.pk]
 
 
 @pytest.mark.parametrize("platform", ["generic", "magento"])

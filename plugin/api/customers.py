@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from ..documents import CustomerDocumentSchema, ExplanationSchema
 from ..globals import ladder
 from .auth import ADMIN_SECURITY, require_admin
 
@@ -18,18 +19,17 @@ ERRORS = {"401": {"description": "missing or wrong admin token"},
 @blp.route("/<string:shop>/customers/<string:customer_id>")
 class Customer(MethodView):
     @blp.doc(security=ADMIN_SECURITY, responses=ERRORS)
-    @blp.response(200, description="{stage, subgroup, lapsed, turn, since, history, facts, rewards, next, "
-                                   "rule_version, pending_events}")
+    @blp.response(200, CustomerDocumentSchema, description="the customer's stage, history, facts, rewards and next step")
     def get(self, shop: str, customer_id: str):
         """The customer's stage, history, facts, rewards and next step."""
-        return ladder().service.customer_view(shop, customer_id)
+        return ladder().service.customer(shop, customer_id)
 
 
 @blp.route("/<string:shop>/customers/<string:customer_id>/explain")
 class Explain(MethodView):
     @blp.doc(security=ADMIN_SECURITY, responses=ERRORS)
-    @blp.response(200, description="why this stage, what gets to the next, when lapse would come, "
-                                   "each reward granted / withheld / reversed with its reason")
+    @blp.response(200, ExplanationSchema, description="why this stage, what gets to the next, when lapse would "
+                  "come, each reward granted / withheld / reversed with its reason")
     def get(self, shop: str, customer_id: str):
         """Explain the customer's position, with the trace of every comparison."""
-        return ladder().service.explain(shop, customer_id)
+        return ladder().service.explanation(shop, customer_id)

@@ -5,6 +5,7 @@ from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from ..documents import AcceptResultSchema
 from ..errors import BadRequest
 from ..globals import ladder
 from .auth import ADMIN_SECURITY, require_admin
@@ -30,7 +31,7 @@ class Events(MethodView):
         "404": {"description": "unknown shop"},
         "409": {"description": "an id reused with other content; nothing stored"},
     })
-    @blp.response(202, description="every event persisted (or already known with the same content)")
+    @blp.response(202, AcceptResultSchema, description="every event persisted (or already known with the same content)")
     def post(self, shop: str):
         """Accept one event or a list of events for a shop.
 
@@ -49,5 +50,4 @@ class Events(MethodView):
         if not isinstance(payload, (dict, list)):
             raise BadRequest("expected an event object or a list of events",
                              {"_schema": ["expected an object or a list"]})
-        result = ladder().service.accept_events(shop, payload, source="api")
-        return result.to_dict()
+        return ladder().service.accept_events(shop, payload, source="api")

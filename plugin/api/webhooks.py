@@ -25,9 +25,9 @@ from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from .. import inbox
-from ..globals import ladder
+from ..documents import WebhookResultSchema
 from ..errors import NotFound
+from ..globals import ladder
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ class Webhook(MethodView):
         "401": {"description": "unknown shop, or a missing or wrong signature; nothing stored"},
         "404": {"description": "no adapter for this platform"},
     })
-    @blp.response(200, description='{"status": "accepted" | "duplicate" | "ping"}')
+    @blp.response(200, WebhookResultSchema, description="accepted (stored, processing enqueued), duplicate "
+                  "(this delivery was already received) or ping (a set-up ping, stored nowhere)")
     def post(self, platform: str):
         """Receive one webhook: verify it, store it, acknowledge it; it is processed on the queue.
 
@@ -65,7 +66,7 @@ class Webhook(MethodView):
         # form parsing (the WooCommerce ping is form-encoded) must not consume the stream first.
         body = request.get_data(cache=False)
         state = ladder()
-        result = inbox.receive(state.service, platform, request.headers, body)
+        result = state.service.receive_webhook(platform, request.headers, body)
         if result.inbox_pk is not None:
             try:
                 state.tasks.process_inbox(result.inbox_pk)

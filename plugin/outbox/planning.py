@@ -1,0 +1,270 @@
+"""Planning deliveries: the jobs a reconcile implies, written in the reconcile's own transaction,
+so an award and the jobs that carry it commit together or not at all.
+
+* granted (award status ``due``; ``historical`` ones are never delivered): a ``grant`` job (none
+  for a platform without a shop API: its integrator fetches due awards), and ``notify`` jobs per
+  channel that wait for the grant; a type needing a capability the shop lacks →
+  ``needs_manual_action`` at once (award too);
+* reversed: a pending grant is ``cancelled``; a delivered one gets a ``revoke``;
+* shop in shadow mode: rows are ``shadow`` and never run.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from .. import store
+from ..clock import iso_or_none, utcnow
+from ..config import ShopConfig
+from .documents import EVENT_GRANTED, EVENT_REVERSED, customer_profile
+
+#: what a reward type needs from the shop; a shop without it gets ``needs_manual_action`` at once
+REQUIRED_CAPABILITY: dict[str, str] = {
+    "discount": "discount_codes",
+    "tag": "tags",
+    "vip_service": "tags",
+    "deferred_payment": "payment_terms",
+}
+#: rewards that are nothing but a notice: with a notification channel they need no grant job
+NOTICE_ONLY_TYPES = ("greeting",)
+#: rewards never e-mailed to the customer: stage tags are the shop's segmentation, not a gift
+NOT_EMAILED_TYPES = ("tag",)
+
+#: the platform without a shop API (generic events): awards stay `due` for the integrator to fetch
+GENERIC_PLATFORM = "generic"
+
+
+def arm_row(conn: sa.Connection, now: datetime, award: Mapping[str, Any], existing: Mapping[str, Any] | None,
+            action: str, channel: str | None, status: str, *, due: bool, reason: str | None = None,
+            event: str | None = None) -> int:
+    """Create a delivery row, or re-arm an existing one for a new round (its past kept in
+    ``detail.history``, its ``generation`` counted up so a notice gets a new event id)."""
+    t = store.deliveries
+    next_at = now if (status == "pending" and due) else None
+    last_error = reason if status != "pending" else None
+    if existing is None:
+        detail: dict[str, Any] = {"generation": 1}
+    else:
+        old = dict(existing.get("detail") or {})
+        past = list(old.get("history") or [])
+        past.append({"status": existing["status"], "external_id": existing["external_id"],
+                     "last_error": existing["last_error"], "event": old.get("event"),
+                     "at": iso_or_none(existing["updated_at"])})
+        detail = {"generation": int(old.get("generation", 1)) + 1, "history": past[-10:]}
+    if event:
+        detail["event"] = event
+    if reason:
+        detail["reason"] = reason
+    if existing is None:
+        return int(conn.execute(t.insert().values(
+            award_key=award["key"], shop_id=award["shop_id"], customer_id=award["customer_id"], action=action,
+            channel=channel, status=status, attempts=0, last_error=last_error, external_id=None, detail=detail,
+            created_at=now, updated_at=now, next_attempt_at=next_at, delivered_at=None)).inserted_primary_key[0])
+    conn.execute(t.update().where(t.c.pk == existing["pk"]).values(
+        status=status, attempts=0, last_error=last_error, external_id=None, detail=detail, updated_at=now,
+        next_attempt_at=next_at, delivered_at=None))
+    return int(existing["pk"])
+
+
+@dataclass
+class _Planner:
+    conn: sa.Connection
+    shop: ShopConfig
+    smtp_configured: bool
+    now: datetime
+    to_run: list[int]
+
+    # ------------------------------------------------------------ row helpers
+    def rows_for(self, key: str) -> dict[tuple[str, str | None], dict[str, Any]]:
+        t = store.deliveries
+        return {(r["action"], r["channel"]): dict(r) for r in self.conn.execute(
+            sa.select(t).where(t.c.award_key == key)).mappings()}
+
+    def arm(self, award: Mapping[str, Any], existing: Mapping[str, Any] | None, action: str,
+            channel: str | None, status: str, *, due: bool, reason: str | None = None,
+            event: str | None = None) -> int:
+        pk = arm_row(self.conn, self.now, award, existing, action, channel, status, due=due, reason=reason,
+                     event=event)
+        if status == "pending" and due:
+            self.to_run.append(pk)
+        return pk
+
+    def set_status(self, row: Mapping[str, Any], status: str, reason: str) -> None:
+        t = store.deliveries
+        detail = dict(row.get("detail") or {})
+        detail["reason"] = reason
+        self.conn.execute(t.update().where(t.c.pk == row["pk"]).values(
+            status=status, last_error=reason, detail=detail, next_attempt_at=None, updated_at=self.now))
+
+    def award_status(self, award: Mapping[str, Any], status: str, reason: str) -> None:
+        set_award_status(self.conn, award, status, reason, self.now)
+
+    # ------------------------------------------------------------ decisions
+    def initial_status(self, award: Mapping[str, Any]) -> tuple[str, str | None]:
+        if self.shop.shadow:
+            return "shadow", "shop in shadow mode: computed, not delivered"
+        need = REQUIRED_CAPABILITY.get(award["type"])
+        if need is not None and need not in self.shop.capabilities:
+            have = ", ".join(self.shop.capabilities) or "none"
+            return "needs_manual_action", (
+                f"{award['type']} needs the shop capability '{need}', which shop '{self.shop.id}' "
+                f"({self.shop.platform}) lacks (it has: {have})")
+        return "pending", None
+
+    def channels(self, award: Mapping[str, Any], email: str | None) -> list[str]:
+        out = []
+        if self.smtp_configured and email and award["type"] not in NOT_EMAILED_TYPES:
+            out.append("email")
+        if self.shop.notify_webhook_url:
+            out.append("webhook")
+        return out
+
+    # ------------------------------------------------------------ grant
+    def grant(self, award: Mapping[str, Any]) -> None:
+        rows = self.rows_for(award["key"])
+        profile = customer_profile(self.conn, award["shop_id"], award["customer_id"])
+        channels = self.channels(award, profile["email"])
+        status, reason = self.initial_status(award)
+        grant_row = rows.get(("grant", None))
+
+        if self.shop.platform == GENERIC_PLATFORM:
+            # No shop API: the integrator reads due awards from the customer endpoint and hands
+            # them over itself, so the award stays `due`; only the notices are ours to send.
+            self.notices(award, rows, channels, EVENT_GRANTED, due=True)
+            return
+        if award["type"] in NOTICE_ONLY_TYPES and channels and grant_row is None:
+            # The notice is the reward: it runs now, and its success delivers the award.
+            self.notices(award, rows, channels, EVENT_GRANTED, due=True)
+            return
+
+        if grant_row is not None and grant_row["status"] == "pending":
+            return  # still on its way (or waiting for a retry): nothing new to plan
+        if grant_row is not None and grant_row["status"] == "shadow" and status == "shadow":
+            return
+        if grant_row is not None and grant_row["status"] == "delivered":
+            revoke = rows.get(("revoke", None))
+            if revoke is None or revoke["status"] not in ("delivered", "shadow"):
+                # The object the grant created still exists in the shop: nothing to deliver.
+                if revoke is not None and revoke["status"] == "pending":
+                    self.set_status(revoke, "cancelled", "granted again before the revoke ran")
+                    self.cancel_notices(rows, EVENT_REVERSED, "granted again before the reversal was announced")
+                self.award_status(award, "delivered",
+                                  "implied again; what the shop holds from the earlier delivery still stands")
+                return
+            # The revoke removed it: deliver it again below.
+
+        self.arm(award, grant_row, "grant", None, status, due=True, reason=reason)
+        if status == "needs_manual_action":
+            self.award_status(award, "needs_manual_action", reason or "")
+        elif status in ("pending", "shadow"):
+            # Notices wait for the grant (status pending, not due) or mirror a shadow grant.
+            self.notices(award, rows, channels, EVENT_GRANTED, due=False)
+
+    def notices(self, award: Mapping[str, Any], rows: Mapping[tuple[str, str | None], Mapping[str, Any]],
+                channels: Sequence[str], event: str, *, due: bool) -> None:
+        status = "shadow" if self.shop.shadow else "pending"
+        for channel in channels:
+            row = rows.get(("notify", channel))
+            if row is not None:
+                same = (row.get("detail") or {}).get("event") == event
+                if same and row["status"] in ("pending", "delivered", "shadow"):
+                    continue  # already told (or about to be): never twice
+            self.arm(award, row, "notify", channel, status, due=due, event=event)
+
+    def cancel_notices(self, rows: Mapping[tuple[str, str | None], Mapping[str, Any]], event: str | None,
+                       reason: str) -> None:
+        for (action, _channel), row in rows.items():
+            if action == "notify" and row["status"] == "pending" and (
+                    event is None or (row.get("detail") or {}).get("event") == event):
+                self.set_status(row, "cancelled", reason)
+
+    # ------------------------------------------------------------ reverse
+    def reverse(self, award: Mapping[str, Any]) -> None:
+        rows = self.rows_for(award["key"])
+        grant_row = rows.get(("grant", None))
+        revoke = rows.get(("revoke", None))
+        if grant_row is None or grant_row["status"] in ("pending", "failed", "cancelled"):
+            if grant_row is not None and grant_row["status"] == "pending":
+                self.set_status(grant_row, "cancelled", "award reversed before it was delivered")
+            self.cancel_notices(rows, None, "award reversed before the customer was told")
+            if grant_row is None:  # a notice-only reward, or a generic shop: the notice was the delivery
+                self.announce_reversal(award, rows)
+            return
+        self.cancel_notices(rows, EVENT_GRANTED, "award reversed before the customer was told")
+        if revoke is not None and revoke["status"] == "pending":
+            return
+        status = grant_row["status"]
+        if status == "delivered":
+            self.arm(award, revoke, "revoke", None, "shadow" if self.shop.shadow else "pending", due=True,
+                     reason="shop in shadow mode: computed, not delivered" if self.shop.shadow else None)
+            self.announce_reversal(award, rows)
+        elif status == "shadow":
+            self.arm(award, revoke, "revoke", None, "shadow", due=False,
+                     reason="shop in shadow mode: computed, not delivered")
+        elif status == "needs_manual_action":
+            self.arm(award, revoke, "revoke", None, "needs_manual_action", due=False,
+                     reason="award reversed: if it was handed over by hand, take it back by hand")
+
+    def announce_reversal(self, award: Mapping[str, Any],
+                          rows: Mapping[tuple[str, str | None], Mapping[str, Any]]) -> None:
+        """Tell the shop's marketing tool of a reversal, only if it heard of the grant."""
+        row = rows.get(("notify", "webhook"))
+        if (self.shop.notify_webhook_url and row is not None and row["status"] == "delivered"
+                and (row.get("detail") or {}).get("event") == EVENT_GRANTED):
+            self.arm(award, row, "notify", "webhook", "shadow" if self.shop.shadow else "pending", due=True,
+                     event=EVENT_REVERSED)
+
+
+def plan(conn: sa.Connection, shop: ShopConfig, granted: Iterable[str], reversed_: Iterable[str], *,
+         smtp_configured: bool = False, now: datetime | None = None) -> list[int]:
+    """Plan the delivery jobs of a reconcile: call inside its transaction, after the awards rows
+    are written, with the keys it granted and reversed.  Returns the pks to run now.
+
+    * granted (award status ``due``; ``historical`` ones are never delivered): a ``grant`` job
+      (none for a ``generic`` shop: its integrator fetches due awards), and
+      ``notify`` jobs per channel (``email`` when ``smtp_configured`` and the customer has an
+      address, ``webhook`` when the shop has ``notify_webhook_url``) that wait for the grant;
+      a type needing a capability the shop lacks → ``needs_manual_action`` at once (award too);
+    * reversed: a pending grant is ``cancelled``; a delivered one gets a ``revoke``;
+    * shop in shadow mode: rows are ``shadow`` and never run.
+    Re-planning the same keys changes nothing (rows are unique per award, action and channel).
+    """
+    now = now or utcnow()
+    granted, reversed_ = list(dict.fromkeys(granted)), list(dict.fromkeys(reversed_))
+    keys = [*granted, *reversed_]
+    if not keys:
+        return []
+    t = store.awards
+    awards: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(keys), 500):
+        for r in conn.execute(sa.select(t).where(t.c.key.in_(keys[i:i + 500]))).mappings():
+            awards[r["key"]] = dict(r)
+    planner = _Planner(conn, shop, smtp_configured, now, [])
+    for key in granted:
+        award = awards.get(key)
+        if award is not None and award["status"] == "due":
+            planner.grant(award)
+    for key in reversed_:
+        award = awards.get(key)
+        if award is not None and award["status"] == "reversed":
+            planner.reverse(award)
+    return list(dict.fromkeys(planner.to_run))
+
+
+def set_award_status(conn: sa.Connection, award: Mapping[str, Any], status: str, reason: str,
+                     now: datetime) -> None:
+    """Change an award's status and write its audit row (as the service's reconcile does)."""
+    t = store.awards
+    conn.execute(t.update().where(t.c.key == award["key"]).values(status=status, reason=reason, updated_at=now))
+    conn.execute(store.award_log.insert().values(award_key=award["key"], at=now, status=status, reason=reason,
+                                                 rule_version=award.get("rule_version")))
+
+
+def _log_award(conn: sa.Connection, award: Mapping[str, Any], reason: str, now: datetime) -> None:
+    """An audit row that keeps the award's status (e.g. a revoke's result on a reversed award)."""
+    conn.execute(store.award_log.insert().values(award_key=award["key"], at=now, status=award["status"],
+                                                 reason=reason, rule_version=award.get("rule_version")))

@@ -1,0 +1,181 @@
+"""Read views: the customer document, the explanation, a customer's stored data, and the
+what-if ``simulate``.  Nothing here writes; the documents are dumped by :mod:`.documents`.
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from . import award_store, identity, ledger, store
+from . import ladder as ladder_mod
+from .clock import iso_or_none, utcnow
+from .engine import CompiledProgramme
+from .errors import NotFound
+from .processing import fold, history_of, load_inputs, next_to_dict
+from .programme import Programme
+
+
+def customer_view(db: sa.Engine, shop_id: str, customer_id: str) -> dict[str, Any]:
+    """The customer document (a guest id answers for the account it joined); NotFound for a
+    customer with no accepted event."""
+    with db.connect() as conn:
+        customer_id = identity.canonical(conn, shop_id, customer_id)
+        ids = identity.ids_of(conn, shop_id, customer_id)
+        ev = store.events
+        total, pending = conn.execute(
+            sa.select(sa.func.count(), sa.func.sum(sa.case((ev.c.applied_at.is_(None), 1), else_=0)))
+            .where(ev.c.shop_id == shop_id, ev.c.customer_id.in_(ids))).one()
+        if not total:
+            raise NotFound(f"no customer '{customer_id}' in shop '{shop_id}'",
+                           {"customer_id": ["no accepted event for this customer"]})
+        row = conn.execute(sa.select(store.customers).where(store.customers.c.shop_id == shop_id,
+                                                            store.customers.c.customer_id == customer_id)).first()
+        rewards = award_store.recorded_awards(conn, shop_id, customer_id)
+    state = (row.state if row is not None else None) or {}
+    return {
+        "shop": shop_id,
+        "customer_id": customer_id,
+        "stage": row.stage if row else None,
+        "subgroup": row.subgroup if row else None,
+        "lapsed": bool(row.lapsed) if row else False,
+        "turn": row.turn if row else 1,
+        "since": row.since if row else None,
+        "history": state.get("history", []),
+        "facts": state.get("facts", {}),
+        "rewards": rewards,
+        "next": state.get("next"),
+        "lapse_at": state.get("lapse_at"),
+        "rule_version": row.rule_version if row else None,
+        "pending_events": int(pending or 0),
+    }
+
+
+def customer_data(db: sa.Engine, shop_id: str, customer_id: str) -> dict[str, Any]:
+    """Everything stored about a customer (answers a data request): their document and ledger."""
+    view = customer_view(db, shop_id, customer_id)
+    with db.connect() as conn:
+        rows = ledger.rows_of(conn, shop_id, identity.ids_of(conn, shop_id, view["customer_id"]))
+    return {"customer": view, "events": rows}
+
+
+def explain(db: sa.Engine, programme: Programme, compiled: CompiledProgramme, shop_id: str, customer_id: str,
+            as_of: datetime | None = None) -> dict[str, Any]:
+    """Why this stage, what gets to the next, when lapse would come, and each reward's fate."""
+    as_of = as_of or utcnow()
+    view = customer_view(db, shop_id, customer_id)
+    customer_id = view["customer_id"]
+    with db.connect() as conn:
+        inputs = load_inputs(conn, shop_id, customer_id)
+    state = fold(programme, compiled, inputs, as_of, shop_id, customer_id)
+    return explain_state(programme, compiled, state, view["rewards"], as_of)
+
+
+def passed_through(state: ladder_mod.LadderState, stages: Sequence[str]) -> list[str]:
+    """Which of ``stages`` the customer only passed through (left in the instant they entered)."""
+    out = []
+    for here, after in itertools.pairwise(state.history):
+        if here.stage in stages and after.at == here.at and here.turn == after.turn and here.stage != after.stage:
+            out.append(here.stage)
+    return out
+
+
+def _withheld_because(reward: Any, state: ladder_mod.LadderState, holds: bool) -> str | None:
+    passed = passed_through(state, reward.trigger.stages) if reward.trigger.kind == "stage" else []
+    if passed:
+        return (f"passed through stage {', '.join(passed)} in the same moment; stage rewards are "
+                "for customers who are in the stage at a wake-up")
+    if reward.trigger.stages and state.stage not in reward.trigger.stages:
+        return f"only for stages {', '.join(reward.trigger.stages)}; the customer is in {state.stage}"
+    if reward.subgroups and state.subgroup not in reward.subgroups:
+        return f"only for subgroups {', '.join(reward.subgroups)}; the customer is {state.subgroup}"
+    if not holds:
+        return "its condition does not hold now"
+    return {"order": "granted per counting order in its stages; none yet",
+            "event": f"granted per '{reward.trigger.event}' event; none yet",
+            "period": "granted at the start of each period while in its stages",
+            "lapse": "granted when the customer lapses",
+            "stage": "granted at the next wake-up in its stage"}.get(reward.trigger.kind)
+
+
+def explain_state(programme: Programme, compiled: CompiledProgramme, state: ladder_mod.LadderState,
+                  recorded: Sequence[Mapping[str, Any]], as_of: datetime) -> dict[str, Any]:
+    """The explanation document: stage, next step, lapse, and every reward's fate with a reason."""
+    evaluation = compiled.evaluate(state.facts, trace=True)
+    by_condition: dict[str, list[Any]] = {}
+    for entry in evaluation.trace:
+        by_condition.setdefault(entry.condition, []).append(entry)
+    stage_text = "not on the ladder yet" if state.stage is None else (
+        f"in stage {state.stage} since {iso_or_none(state.since)} "
+        f"(turn {state.turn})" + (", lapsed" if state.lapsed else ""))
+    recorded_by_reward: dict[str, list[Mapping[str, Any]]] = {}
+    for rec in recorded:
+        recorded_by_reward.setdefault(rec["reward_id"], []).append(rec)
+    rewards = []
+    for reward in programme.rewards:
+        cid = f"reward:{reward.id}"
+        recs = recorded_by_reward.get(reward.id, [])
+        rewards.append({
+            "reward": reward.id, "type": reward.type, "trigger": reward.trigger.kind,
+            "condition_holds": cid in evaluation.holds, "condition": by_condition.get(cid, []),
+            "awards": recs,
+            "withheld_because": None if recs else _withheld_because(reward, state, cid in evaluation.holds),
+        })
+    stages = [{"stage": s.id, "holds": f"stage:{s.id}" in evaluation.holds,
+               "condition": by_condition.get(f"stage:{s.id}", []), "min_stay_days": s.min_stay_days,
+               "lapse_after_days": s.lapse_after_days} for s in programme.stages]
+    return {
+        "stage": state.stage, "subgroup": state.subgroup, "lapsed": state.lapsed, "turn": state.turn,
+        "as_of": as_of, "rule_version": programme.version, "why": stage_text,
+        "history": history_of(state),
+        "stages": stages,
+        "subgroups": [{"subgroup": g.id, "holds": f"subgroup:{g.id}" in evaluation.holds,
+                       "condition": by_condition.get(f"subgroup:{g.id}", [])} for g in programme.subgroups],
+        "next": next_to_dict(state.next),
+        "lapse_at": state.lapse_at,
+        "rewards": rewards,
+    }
+
+
+def state_view(state: ladder_mod.LadderState, shop_id: str, customer_id: str) -> dict[str, Any]:
+    """A folded (not stored) state as the customer document would show it."""
+    return {
+        "shop": shop_id, "customer_id": customer_id, "stage": state.stage, "subgroup": state.subgroup,
+        "lapsed": state.lapsed, "turn": state.turn, "since": state.since, "history": history_of(state),
+        "facts": state.facts, "next": next_to_dict(state.next), "lapse_at": state.lapse_at,
+        "rule_version": state.rule_version,
+        "rewards": [{"key": a.key, "reward_id": a.reward_id, "type": a.type, "customer_id": customer_id,
+                     "status": "historical" if a.historical else "due", "reason": award_store.grant_reason(a),
+                     "rule_version": state.rule_version, "scope": a.scope, "scope_ref": a.scope_ref,
+                     "stage": a.stage, "turn": a.turn, "granted_at": a.granted_at, "value": a.value,
+                     "params": a.params, "reversed_at": None} for a in state.awards],
+    }
+
+
+def simulate(programme: Programme, compiled: CompiledProgramme, raw_events: Sequence[Mapping[str, Any]],
+             as_of: datetime | None = None, trace: bool = False,
+             labels: Sequence[str] | None = None) -> dict[str, Any]:
+    """Events in, per-customer result (and trace) out; nothing is stored.
+
+    The events are checked as the API checks them (schema, currency, an id reused with other
+    content), so what simulates is what the live server would accept; only future times are
+    allowed here (a what-if may look ahead)."""
+    parsed, names = ledger.parse_labelled(list(raw_events), labels, "invalid events")
+    ledger.check_acceptable(programme, parsed, None, names)
+    ledger.check_unique(parsed, names)
+    if as_of is None:
+        as_of = max((e.occurred_at for e in parsed), default=utcnow())
+    by_customer: dict[str, list[Any]] = {}
+    for event in parsed:
+        by_customer.setdefault(event.customer_id, []).append(event)
+    out = {}
+    for customer_id, evs in by_customer.items():
+        state = ladder_mod.fold(programme, compiled, evs, as_of, shop="simulate", customer_id=customer_id)
+        doc = state_view(state, "simulate", customer_id)
+        if trace:
+            doc["explain"] = explain_state(programme, compiled, state, doc["rewards"], as_of)
+        out[customer_id] = doc
+    return {"as_of": as_of, "rule_version": programme.version, "customers": out}
