@@ -63,14 +63,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import durable_rules_engine
 from durable.engine import Host, Ruleset
 
 from .errors import EngineError
 from .factspec import FACTS
-from .programme import AllOf, AnyOf, Comparison, Condition, Not, Programme
+from .programme import AllOf, AnyOf, Comparison, Condition, Not, Programme, condition_id
 
 #: limits checked by the rule-file validator and again by ``compile``: durable freezes building a
 #: ruleset with ~512 tests on one field and rejects facts with 254+ properties.
@@ -112,6 +112,35 @@ class TraceEntry:
 class Evaluation:
     holds: frozenset[str]
     trace: tuple[TraceEntry, ...] = ()
+
+
+#: why the engine refuses a programme: over one of ``LIMITS`` (the first three), two literals
+#: of one fact it cannot tell apart, or a comparison it cannot compile at all
+ProblemKind = Literal["tests_per_field", "conditions", "fields", "literals_too_close",
+                      "literals_equal", "unsupported"]
+LIMIT_KINDS: frozenset[str] = frozenset({"tests_per_field", "conditions", "fields"})
+
+
+@dataclass(frozen=True)
+class ProgrammeProblem:
+    """One reason :func:`check_programme` gives, as data.
+
+    The rule-file validator words and positions each problem itself from these fields (which
+    fact, which condition, how many against which limit); ``message`` is the engine's own
+    sentence, used when ``compile`` refuses a programme.  Fields that do not apply are ``None``.
+    """
+
+    kind: ProblemKind
+    message: str
+    condition: str | None = None  # the condition id concerned ("stage:regular"), when one is
+    fact: str | None = None  # the fact concerned, when one is
+    field: str | None = None  # the posted engine field (tests_per_field)
+    count: int | None = None  # tests on the field, conditions or fields in the programme
+    limit: int | None = None  # the ``LIMITS`` value exceeded
+    values: tuple[Any, ...] = ()  # the literals concerned (literals_*), as written
+
+    def __str__(self) -> str:
+        return self.message
 
 
 # ================================================================= compilation (pure Python)
@@ -185,14 +214,15 @@ def _nnf(cond: Condition, negate: bool = False) -> _Node:
 def _leaf_json(cmp: Comparison, negate: bool) -> Any:
     spec = FACTS.get(cmp.fact)
     if spec is None:
-        raise EngineError(f"unknown fact {cmp.fact!r}")
+        raise EngineError(f"unknown fact {cmp.fact!r}", {"fact": cmp.fact})
     if spec.kind == "tags":
         if cmp.op != "contains" or not isinstance(cmp.value, str):
-            raise EngineError(f"{cmp.fact} only supports 'contains' with a tag, not {cmp.op} {cmp.value!r}")
+            raise EngineError(f"{cmp.fact} only supports 'contains' with a tag, not {cmp.op} {cmp.value!r}",
+                              {"fact": cmp.fact})
         test: Any = {tag_field(cmp.value): 0 if negate else 1}
     else:
         if cmp.op not in spec.ops:
-            raise EngineError(f"{cmp.fact} ({spec.kind}) does not support '{cmp.op}'")
+            raise EngineError(f"{cmp.fact} ({spec.kind}) does not support '{cmp.op}'", {"fact": cmp.fact})
         op = _NEGATED[cmp.op] if negate else cmp.op
         lit = _literal(spec.kind, cmp.value)
         test = {cmp.fact: lit} if op == "eq" else {_DURABLE_OP[op]: {cmp.fact: lit}}
@@ -253,9 +283,9 @@ class _Plan:
 
 def _conditions(programme: Programme) -> tuple[tuple[str, Condition | None], ...]:
     return (
-        *((f"stage:{s.id}", s.when) for s in programme.stages),
-        *((f"subgroup:{g.id}", g.when) for g in programme.subgroups),
-        *((f"reward:{r.id}", r.when) for r in programme.rewards),
+        *((condition_id("stage", s.id), s.when) for s in programme.stages),
+        *((condition_id("subgroup", g.id), g.when) for g in programme.subgroups),
+        *((condition_id("reward", r.id), r.when) for r in programme.rewards),
     )
 
 
@@ -280,25 +310,33 @@ def _plan(programme: Programme) -> _Plan:
     literals: dict[str, dict[float, Any]] = {}
     tags: dict[str, str] = {}
     for cid, when in conditions:
-        for cmp in _comparisons(when):
-            spec = FACTS.get(cmp.fact)
-            if spec is None:
-                raise EngineError(f"{cid}: unknown fact {cmp.fact!r}")
-            if spec.kind == "tags":
-                if isinstance(cmp.value, str):
-                    tags.setdefault(tag_field(cmp.value), cmp.value)
-            else:
-                literals.setdefault(cmp.fact, {}).setdefault(_literal(spec.kind, cmp.value), cmp.value)
-        if when is None:
-            always.add(cid)
-            continue
-        node = _nnf(when)
-        if node[0] == "const":
-            (always if node[1] else never).add(cid)
-            continue
-        name = f"r{len(rules)}"
-        rules[name] = _to_json(node)
-        rule_conditions[name] = cid
+        try:
+            for cmp in _comparisons(when):
+                spec = FACTS.get(cmp.fact)
+                if spec is None:
+                    raise EngineError(f"{cid}: unknown fact {cmp.fact!r}", {"fact": cmp.fact})
+                if spec.kind == "tags":
+                    if isinstance(cmp.value, str):
+                        tags.setdefault(tag_field(cmp.value), cmp.value)
+                else:
+                    try:
+                        image = _literal(spec.kind, cmp.value)
+                    except EngineError as error:
+                        raise EngineError(error.message, {"fact": cmp.fact}) from error
+                    literals.setdefault(cmp.fact, {}).setdefault(image, cmp.value)
+            if when is None:
+                always.add(cid)
+                continue
+            node = _nnf(when)
+            if node[0] == "const":
+                (always if node[1] else never).add(cid)
+                continue
+            name = f"r{len(rules)}"
+            rules[name] = _to_json(node)
+            rule_conditions[name] = cid
+        except EngineError as error:
+            # the same message, plus where: check_programme reports it as data
+            raise EngineError(error.message, {**error.errors, "condition": cid}) from error
     counts: dict[str, int] = {}
     for expr in rules.values():
         _count_tests(expr, counts)
@@ -329,30 +367,58 @@ def tests_per_fact(programme: Programme) -> dict[str, int]:
     return dict(_plan(programme).counts)
 
 
-def check_programme(programme: Programme) -> list[str]:
-    """Why the engine would refuse ``programme`` (empty when it compiles)."""
+def field_fact(field: str) -> str | None:
+    """The fact behind a posted field (``has__<fact>`` and ``tag__<tag>`` are derived from one);
+    ``None`` for the catch-all's ``ok__``."""
+    if field.startswith(_HAS):
+        return field[len(_HAS):]
+    if field.startswith(_TAG):
+        return "tags"
+    return field if field in FACTS else None
+
+
+def check_programme(programme: Programme) -> list[ProgrammeProblem]:
+    """Why the engine would refuse ``programme`` (empty when it compiles).
+
+    Each problem is data (see :class:`ProgrammeProblem`) so the rule-file validator can point at
+    the fact or condition concerned without reading the messages.
+    """
     try:
         plan = _plan(programme)
     except EngineError as error:
-        return [error.message]
+        return [ProgrammeProblem("unsupported", error.message, condition=error.errors.get("condition"),
+                                 fact=error.errors.get("fact"))]
+    limit = LIMITS["tests_per_field"]
     problems = [
-        f"field '{field}' needs {n} engine tests, more than the limit of {LIMITS['tests_per_field']}"
-        for field, n in sorted(plan.counts.items()) if n > LIMITS["tests_per_field"]
+        ProgrammeProblem("tests_per_field",
+                         f"field '{field}' needs {n} engine tests, more than the limit of {limit}",
+                         fact=field_fact(field), field=field, count=n, limit=limit)
+        for field, n in sorted(plan.counts.items()) if n > limit
     ]
-    if len(plan.conditions) > LIMITS["conditions"]:
-        problems.append(f"the programme has {len(plan.conditions)} conditions, more than the limit "
-                        f"of {LIMITS['conditions']}")
-    if len(plan.counts) > LIMITS["fields"]:
-        problems.append(f"the programme posts {len(plan.counts)} fields, more than the limit "
-                        f"of {LIMITS['fields']}")
+    limit = LIMITS["conditions"]
+    if len(plan.conditions) > limit:
+        problems.append(ProgrammeProblem(
+            "conditions",
+            f"the programme has {len(plan.conditions)} conditions, more than the limit of {limit}",
+            condition=plan.conditions[limit][0], count=len(plan.conditions), limit=limit,
+        ))
+    limit = LIMITS["fields"]
+    if len(plan.counts) > limit:
+        problems.append(ProgrammeProblem(
+            "fields", f"the programme posts {len(plan.counts)} fields, more than the limit of {limit}",
+            count=len(plan.counts), limit=limit,
+        ))
     for fact, _, _, lits in plan.numeric:
         images = sorted(lits)
         for low, high in itertools.pairwise(images):
             if math.nextafter(low, math.inf) >= high:
-                problems.append(f"the literals {lits[low]} and {lits[high]} of '{fact}' are too close "
-                                "to compare exactly")
+                problems.append(ProgrammeProblem(
+                    "literals_too_close",
+                    f"the literals {lits[low]} and {lits[high]} of '{fact}' are too close to compare exactly",
+                    fact=fact, values=(lits[low], lits[high]),
+                ))
     by_image: dict[tuple[str, float], list[Any]] = {}
-    for cid, when in plan.conditions:
+    for _, when in plan.conditions:
         for cmp in _comparisons(when):
             kind = FACTS[cmp.fact].kind
             if kind not in ("tags", "bool"):
@@ -361,8 +427,12 @@ def check_programme(programme: Programme) -> list[str]:
                     values.append(cmp.value)
     for (fact, _), values in sorted(by_image.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         if len(values) > 1:
-            problems.append(f"the literals {' and '.join(str(v) for v in values)} of '{fact}' "
-                            "are the same number to the rule engine")
+            problems.append(ProgrammeProblem(
+                "literals_equal",
+                f"the literals {' and '.join(str(v) for v in values)} of '{fact}' are the same number "
+                "to the rule engine",
+                fact=fact, values=tuple(values),
+            ))
     return problems
 
 
@@ -581,7 +651,7 @@ class Engine:
                     raise EngineError(f"another programme with version {programme.version} is already "
                                       "compiled (is its canonical text set?)")
                 return cached
-            problems = check_programme(programme)
+            problems = [problem.message for problem in check_programme(programme)]
             if problems:
                 raise EngineError("the rule engine cannot compile this programme: " + "; ".join(problems),
                                   {"problems": problems})

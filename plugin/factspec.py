@@ -69,11 +69,3 @@ FACTS: dict[str, FactSpec] = {
     )
 }
 
-
-def suggest(name: str, candidates: list[str] | None = None) -> str | None:
-    """The closest known name to a misspelt one, for 'did you mean' hints."""
-    import difflib
-
-    pool = candidates if candidates is not None else list(FACTS)
-    match = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
-    return match[0] if match else None

@@ -74,6 +74,34 @@ def condition_to_data(cond: Condition | None) -> Any:
     return {key: [condition_to_data(i) for i in cond.items]}
 
 
+# --------------------------------------------------------------- condition ids
+#: what a condition belongs to; its id is ``<kind>:<item id>`` (``stage:regular``)
+CONDITION_KINDS = ("stage", "subgroup", "reward")
+
+
+def condition_id(kind: str, item_id: str) -> str:
+    """The id of the ``when`` of a stage, subgroup or reward (``stage:regular``).
+
+    The engine answers with these ids and the ladder, awards and traces read them back, so they
+    are spelt here only: a kind-id pair stays one string everywhere.
+    """
+    if kind not in CONDITION_KINDS:
+        raise ValueError(f"unknown condition kind {kind!r}; one of {', '.join(CONDITION_KINDS)}")
+    return f"{kind}:{item_id}"
+
+
+def parse_condition_id(cid: str) -> tuple[str, str]:
+    """``(kind, item id)`` of a condition id; the inverse of :func:`condition_id`.
+
+    Item ids never contain ``:`` (rule files restrict them to ``[a-z][a-z0-9_-]*``), so the first
+    colon separates the two; ``ValueError`` for anything that is not a condition id.
+    """
+    kind, sep, item_id = cid.partition(":")
+    if not sep or kind not in CONDITION_KINDS or not item_id:
+        raise ValueError(f"not a condition id: {cid!r} (expected stage:<id>, subgroup:<id> or reward:<id>)")
+    return kind, item_id
+
+
 # --------------------------------------------------------------- programme
 TRIGGERS = ("stage", "order", "period", "event", "lapse")
 PERIODS = ("month", "quarter", "year")

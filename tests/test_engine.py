@@ -21,6 +21,7 @@ from loyalty_ladder import factspec
 from loyalty_ladder.engine import LIMITS, Evaluation, TraceEntry, get_engine, tag_field
 from loyalty_ladder.errors import EngineError
 from loyalty_ladder.programme import (
+    CONDITION_KINDS,
     AllOf,
     AnyOf,
     Comparison,
@@ -33,7 +34,9 @@ from loyalty_ladder.programme import (
     Subgroup,
     Trigger,
     canonical_json,
+    condition_id,
     condition_to_data,
+    parse_condition_id,
 )
 
 from . import reference_eval
@@ -343,6 +346,51 @@ def test_literals_the_engine_cannot_tell_apart_are_refused() -> None:
                               Comparison("net_spent", "lt", Decimal("0.1000000000000000000001"))])
     with pytest.raises(EngineError, match="same number"):
         get_engine().compile(programme)
+
+
+def test_check_programme_problems_are_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The validator positions problems from these fields, never from the messages."""
+    many = AnyOf(tuple(Comparison("days_since_last_order", "eq", i) for i in range(LIMITS["tests_per_field"] + 1)))
+    problems = engine_mod.check_programme(programme_of([many]))
+    assert [(p.kind, p.field, p.fact, p.count, p.limit) for p in problems] == [
+        ("tests_per_field", "days_since_last_order", "days_since_last_order", 201, 200),
+        ("tests_per_field", "has__days_since_last_order", "days_since_last_order", 201, 200),
+    ]
+    assert str(problems[0]) == problems[0].message == (
+        "field 'days_since_last_order' needs 201 engine tests, more than the limit of 200")
+
+    [over] = engine_mod.check_programme(programme_of([None] * (LIMITS["conditions"] + 1)))
+    assert (over.kind, over.condition, over.count, over.limit) == (
+        "conditions", f"stage:s{LIMITS['conditions']}", LIMITS["conditions"] + 1, LIMITS["conditions"])
+
+    [equal] = engine_mod.check_programme(programme_of([
+        Comparison("net_spent", "gte", Decimal("0.1")),
+        Comparison("net_spent", "lt", Decimal("0.1000000000000000000001")),
+    ]))
+    assert (equal.kind, equal.fact, equal.values) == (
+        "literals_equal", "net_spent", (Decimal("0.1"), Decimal("0.1000000000000000000001")))
+
+    [unsupported] = engine_mod.check_programme(programme_of([None, Comparison("orders_count", "gte", 2**60)]))
+    assert (unsupported.kind, unsupported.condition, unsupported.fact) == ("unsupported", "stage:s1", "orders_count")
+    assert "too large" in unsupported.message
+
+    monkeypatch.setitem(LIMITS, "fields", 1)
+    [fields] = engine_mod.check_programme(programme_of([Comparison("referrals", "gte", 1)]))
+    assert (fields.kind, fields.count, fields.limit) == ("fields", 2, 1)
+    assert engine_mod.field_fact("ok__") is None and engine_mod.field_fact("tag__vip") == "tags"
+
+
+def test_condition_ids_are_built_and_parsed_in_one_place() -> None:
+    assert condition_id("stage", "regular") == "stage:regular"
+    for kind in CONDITION_KINDS:
+        assert parse_condition_id(condition_id(kind, "a-b_1")) == (kind, "a-b_1")
+    for bad in ("regular", "stage:", "level:x", ":x"):
+        with pytest.raises(ValueError):
+            parse_condition_id(bad)
+    with pytest.raises(ValueError):
+        condition_id("level", "x")
+    compiled = get_engine().compile(programme_of([None], [None], [None]))
+    assert compiled.condition_ids == ("stage:s0", "subgroup:g0", "reward:r0")
 
 
 # ------------------------------------------------------------------ lifecycle

@@ -369,6 +369,26 @@ def test_what_the_engine_cannot_compile_is_refused_at_the_comparison() -> None:
     assert "'first_order_at'" in problem.message
 
 
+def test_a_literal_the_engine_cannot_hold_is_a_problem_at_its_comparison() -> None:
+    """Integers beyond 2**53 are not exact as doubles: refused, where written, not a traceback."""
+    with pytest.raises(RuleFileError) as info:
+        rulefile.load_text(MINIMAL + "  - id: huge\n    when: {fact: referrals, gte: 100000000000000000000}\n",
+                           name="h.yaml")
+    assert [str(p) for p in info.value.problems] == [
+        ("h.yaml:6:18: the rule engine cannot compile this programme: the literal 100000000000000000000 "
+         "is too large for the rule engine (limit 2**53)"),
+    ]
+
+
+def test_the_package_keeps_the_module_names() -> None:
+    """``loyalty_ladder.rulefile`` was one module: what it offered is still importable from it."""
+    for name in ("RULE_SUFFIXES", "default_programme_path", "load_programme", "load_text", "validate",
+                 "parse_decimal", "parse_condition", "parse_trigger", "programme_data", "SettingsSchema",
+                 "StageSchema", "SubgroupSchema", "RewardSchema", "PARAMS_SCHEMAS", "AtKey", "ID_PATTERN"):
+        assert hasattr(rulefile, name), name
+    assert set(rulefile.__all__) <= set(dir(rulefile))
+
+
 def test_rulefile_does_not_need_a_writable_copy(tmp_path: Path) -> None:
     """Validating never writes next to the rule files (they may live in a read-only package)."""
     target = tmp_path / "rules"

@@ -1,0 +1,92 @@
+"""Rule files (YAML) → a validated :class:`~loyalty_ladder.programme.Programme`.
+
+A programme is every ``*.yaml``/``*.yml`` file of one directory (sorted by name, not recursive,
+hidden files skipped) or a single file; every problem is reported as ``path:line:col: message``
+with a hint, all of them at once, as :class:`~loyalty_ladder.errors.RuleFileError`.  The format
+is documented in ``docs/rules.md``.
+
+One concept per module, in reading order:
+
+* ``positions`` – YAML composed into data plus the line/column of every path (``Source``);
+* ``messages`` – how values and hints are worded, ``AtKey`` for problems at a key;
+* ``literals`` – ids, float-free decimals, money and times as typed values;
+* ``conditions`` / ``triggers`` – the recursive ``when:`` and the ``on:`` of rewards, parsed by hand;
+* ``fields`` / ``schemas`` – marshmallow fields and the schemas (``unknown=RAISE``);
+* ``report`` – marshmallow's nested errors → positioned problems;
+* ``crosscheck`` – ids, references and order across items and files;
+* ``limits`` – what the rule engine would refuse, positioned;
+* ``version`` – the built ``Programme`` and the normalised data its version hash covers;
+* ``loader`` – reading a directory or file, merging, the public entry points.
+
+Everything importable from ``loyalty_ladder.rulefile`` before it became a package still is.
+"""
+from __future__ import annotations
+
+from .conditions import COMPARISON_OPS, LOGIC_KEYS, parse_condition
+from .literals import DECIMAL_PATTERN, ID_PATTERN, MAX_DECIMAL_PLACES, parse_decimal
+from .loader import RULE_SUFFIXES, TOP_KEYS, default_programme_path, load_programme, load_text, validate
+from .messages import AtKey, Errors
+from .positions import Path_
+from .schemas import (
+    CODE_PREFIX_PATTERN,
+    CURRENCY_PATTERN,
+    NET_DAYS,
+    NOTIFY_KINDS,
+    OCCASIONS,
+    PARAMS_SCHEMAS,
+    DebtForgivenessParams,
+    DeferredPaymentParams,
+    DiscountParams,
+    FreeServiceParams,
+    GiftParams,
+    GreetingParams,
+    PointsParams,
+    RewardSchema,
+    SettingsSchema,
+    StageSchema,
+    SubgroupSchema,
+    TagParams,
+    VipServiceParams,
+)
+from .triggers import parse_trigger
+from .version import programme_data
+
+__all__ = [
+    "CODE_PREFIX_PATTERN",
+    "COMPARISON_OPS",
+    "CURRENCY_PATTERN",
+    "DECIMAL_PATTERN",
+    "ID_PATTERN",
+    "LOGIC_KEYS",
+    "MAX_DECIMAL_PLACES",
+    "NET_DAYS",
+    "NOTIFY_KINDS",
+    "OCCASIONS",
+    "PARAMS_SCHEMAS",
+    "RULE_SUFFIXES",
+    "TOP_KEYS",
+    "AtKey",
+    "DebtForgivenessParams",
+    "DeferredPaymentParams",
+    "DiscountParams",
+    "Errors",
+    "FreeServiceParams",
+    "GiftParams",
+    "GreetingParams",
+    "Path_",
+    "PointsParams",
+    "RewardSchema",
+    "SettingsSchema",
+    "StageSchema",
+    "SubgroupSchema",
+    "TagParams",
+    "VipServiceParams",
+    "default_programme_path",
+    "load_programme",
+    "load_text",
+    "parse_condition",
+    "parse_decimal",
+    "parse_trigger",
+    "programme_data",
+    "validate",
+]
