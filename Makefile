@@ -1,6 +1,6 @@
 # Two entry points a fresh machine needs: `make serve` and `make test`.
 # Each creates its own virtualenv in .venv and installs the project into it.
-PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3.10 || command -v python3)
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 VENV   ?= .venv
 HOST   ?= 127.0.0.1
 PORT   ?= 8000

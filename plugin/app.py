@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 from . import __version__
 from .api import customers, events, health, webhooks
 from .config import SETTING_NAMES, Settings, load_settings
+from .documents import ErrorSchema
 from .errors import ConfigError, LadderError
 from .events import EventSchema
 from .globals import EXTENSION, LadderState, ladder
@@ -33,7 +34,10 @@ BLUEPRINTS = (health, events, customers, webhooks)
 
 
 class LadderApi(Api):
-    """flask-smorest's Api with our one JSON error shape ``{code, message, errors}``."""
+    """flask-smorest's Api with our one JSON error shape ``{code, message, errors}``, which is
+    also the ``Error`` component of ``/openapi.json`` (with a string ``code``)."""
+
+    ERROR_SCHEMA = ErrorSchema
 
     def handle_http_exception(self, error: HTTPException):  # type: ignore[override]
         data = getattr(error, "data", None) or {}

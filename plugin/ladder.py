@@ -57,7 +57,7 @@ from typing import Any, Protocol
 from .awards import ImpliedAward, imply
 from .events import Event
 from .facts import FactsAccumulator
-from .programme import Programme, Reward, Settings, Stage
+from .programme import Programme, Reward, Settings, Stage, condition_id
 
 
 # ------------------------------------------------------------------ protocol
@@ -197,7 +197,7 @@ def _aware(t: datetime) -> datetime:
 
 def _holds(holds: frozenset[str], kind: str, item_id: str, when: Any) -> bool:
     # a missing condition always holds; the engine says so too, this is belt and braces
-    return when is None or f"{kind}:{item_id}" in holds
+    return when is None or condition_id(kind, item_id) in holds
 
 
 @dataclass
@@ -452,7 +452,7 @@ def _next_step(programme: Programme, evaluator: Evaluator, machine: _Fold,
     nxt = stages[target]
     missing: list[dict[str, Any]] = []
     if nxt.when is not None:
-        condition = f"stage:{nxt.id}"
+        condition = condition_id("stage", nxt.id)
         evaluation = evaluator.evaluate(facts, trace=True)
         if condition not in evaluation.holds:
             # the failing comparisons are what is missing (for `any`, each alternative)

@@ -16,7 +16,7 @@ from .clock import iso_or_none, utcnow
 from .engine import CompiledProgramme
 from .errors import NotFound
 from .processing import fold, history_of, load_inputs, next_to_dict
-from .programme import Programme
+from .programme import Programme, condition_id
 
 
 def customer_view(db: sa.Engine, shop_id: str, customer_id: str) -> dict[str, Any]:
@@ -116,7 +116,7 @@ def explain_state(programme: Programme, compiled: CompiledProgramme, state: ladd
         recorded_by_reward.setdefault(rec["reward_id"], []).append(rec)
     rewards = []
     for reward in programme.rewards:
-        cid = f"reward:{reward.id}"
+        cid = condition_id("reward", reward.id)
         recs = recorded_by_reward.get(reward.id, [])
         rewards.append({
             "reward": reward.id, "type": reward.type, "trigger": reward.trigger.kind,
@@ -124,16 +124,16 @@ def explain_state(programme: Programme, compiled: CompiledProgramme, state: ladd
             "awards": recs,
             "withheld_because": None if recs else _withheld_because(reward, state, cid in evaluation.holds),
         })
-    stages = [{"stage": s.id, "holds": f"stage:{s.id}" in evaluation.holds,
-               "condition": by_condition.get(f"stage:{s.id}", []), "min_stay_days": s.min_stay_days,
+    stages = [{"stage": s.id, "holds": condition_id("stage", s.id) in evaluation.holds,
+               "condition": by_condition.get(condition_id("stage", s.id), []), "min_stay_days": s.min_stay_days,
                "lapse_after_days": s.lapse_after_days} for s in programme.stages]
     return {
         "stage": state.stage, "subgroup": state.subgroup, "lapsed": state.lapsed, "turn": state.turn,
         "as_of": as_of, "rule_version": programme.version, "why": stage_text,
         "history": history_of(state),
         "stages": stages,
-        "subgroups": [{"subgroup": g.id, "holds": f"subgroup:{g.id}" in evaluation.holds,
-                       "condition": by_condition.get(f"subgroup:{g.id}", [])} for g in programme.subgroups],
+        "subgroups": [{"subgroup": g.id, "holds": condition_id("subgroup", g.id) in evaluation.holds,
+                       "condition": by_condition.get(condition_id("subgroup", g.id), [])} for g in programme.subgroups],
         "next": next_to_dict(state.next),
         "lapse_at": state.lapse_at,
         "rewards": rewards,

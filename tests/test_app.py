@@ -55,3 +55,57 @@ def test_unexpected_errors_answer_json_500_without_traceback(ladder_settings, au
     assert response.status_code == 500
     assert response.get_json() == {"code": "internal_error",
                                    "message": "internal error; the details are in the server log", "errors": {}}
+
+
+def _readme_embedding_example() -> str:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Embedding in a Flask app"):]
+    return section[section.index("```python") + len("```python"):section.index("```", section.index("```python") + 9)]
+
+
+def test_the_readme_embedding_example_works_as_written(tmp_path, monkeypatch):
+    """Run the README's code block itself, in an empty directory with no LADDER_* environment."""
+    import os
+
+    for name in [n for n in os.environ if n.startswith("LADDER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.delenv("SHOP_LOYALTY_TOKEN", raising=False)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "shop_app"}
+    exec(compile(_readme_embedding_example(), "README.md", "exec"), namespace)
+    app = namespace["app"]
+    state = app.extensions[EXTENSION]
+    assert state.settings.database_url == "sqlite:///loyalty.db"
+    assert (tmp_path / "loyalty.db").exists()
+    client = app.test_client()
+    headers = {"Authorization": "Bearer change-me"}
+    assert client.get("/loyalty/api/v1/shops/default/customers/c-1", headers=headers).status_code == 404
+    assert client.get("/loyalty/api/v1/shops/default/customers/c-1").status_code == 401
+    assert "/loyalty/api/v1/shops/{shop}/events" in client.get("/loyalty/openapi.json").get_json()["paths"]
+    state.service.db.dispose()
+
+
+def test_embedded_settings_come_from_app_config_over_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("LADDER_ADMIN_TOKEN", "from-env")
+    monkeypatch.setenv("LADDER_DATABASE_URL", f"sqlite:///{tmp_path / 'env.db'}")
+    app = Flask("shop")
+    app.config["LADDER_ADMIN_TOKEN"] = "from-app-config"
+    LoyaltyLadder(app, immediate_queue=True)
+    state = app.extensions[EXTENSION]
+    assert state.settings.admin_token == "from-app-config"
+    assert state.settings.database_url.endswith("env.db")
+    client = app.test_client()
+    assert client.get("/api/v1/shops/default/customers/x", headers={"Authorization": "Bearer from-env"}
+                      ).status_code == 401
+    assert client.get("/api/v1/shops/default/customers/x", headers={"Authorization": "Bearer from-app-config"}
+                      ).status_code == 404
+    state.service.db.dispose()
+
+
+def test_without_a_token_anywhere_the_extension_names_where_to_set_one(tmp_path, monkeypatch):
+    monkeypatch.delenv("LADDER_ADMIN_TOKEN", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r'app.config\["LADDER_ADMIN_TOKEN"\]'):
+        LoyaltyLadder(Flask("shop"))

@@ -7,13 +7,14 @@ from flask_smorest import Blueprint
 from ..documents import CustomerDocumentSchema, ExplanationSchema
 from ..globals import ladder
 from .auth import ADMIN_SECURITY, require_admin
+from .responses import error_responses
 
 URL_PREFIX = "/api/v1/shops"
 blp = Blueprint("customers", __name__, description="Where a customer stands on the ladder, and why")
 blp.before_request(require_admin)
 
-ERRORS = {"401": {"description": "missing or wrong admin token"},
-          "404": {"description": "unknown shop, or a customer with no accepted event"}}
+ERRORS = error_responses(_401="missing or wrong admin token",
+                         _404="unknown shop, or a customer with no accepted event")
 
 
 @blp.route("/<string:shop>/customers/<string:customer_id>")

@@ -9,6 +9,7 @@ from ..documents import AcceptResultSchema
 from ..errors import BadRequest
 from ..globals import ladder
 from .auth import ADMIN_SECURITY, require_admin
+from .responses import error_responses
 
 URL_PREFIX = "/api/v1/shops"
 blp = Blueprint("events", __name__, description="Customer events from any shop (the generic JSON API)")
@@ -25,12 +26,12 @@ EVENT_BODY = {
 
 @blp.route("/<string:shop>/events")
 class Events(MethodView):
-    @blp.doc(requestBody=EVENT_BODY, security=ADMIN_SECURITY, responses={
-        "400": {"description": "invalid JSON or an invalid item (per-item errors); nothing stored"},
-        "401": {"description": "missing or wrong admin token"},
-        "404": {"description": "unknown shop"},
-        "409": {"description": "an id reused with other content; nothing stored"},
-    })
+    @blp.doc(requestBody=EVENT_BODY, security=ADMIN_SECURITY, responses=error_responses(
+        _400="invalid JSON or an invalid item (per-item errors); nothing stored",
+        _401="missing or wrong admin token",
+        _404="unknown shop",
+        _409="an id reused with other content; nothing stored",
+    ))
     @blp.response(202, AcceptResultSchema, description="every event persisted (or already known with the same content)")
     def post(self, shop: str):
         """Accept one event or a list of events for a shop.

@@ -5,6 +5,7 @@ import sqlalchemy as sa
 from flask_smorest import Blueprint
 
 from .. import __version__
+from ..documents import HealthSchema
 from ..globals import ladder
 
 URL_PREFIX = ""
@@ -12,7 +13,9 @@ blp = Blueprint("health", __name__, description="Liveness")
 
 
 @blp.route("/healthz")
-@blp.doc(security=[])
+@blp.doc(security=[], responses={"503": {"description": "the database does not answer", "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}}})
+@blp.response(200, HealthSchema)
 def healthz():
     """Liveness and database reachability."""
     state = ladder()
@@ -21,5 +24,6 @@ def healthz():
             conn.execute(sa.text("SELECT 1"))
         database = "ok"
     except sa.exc.SQLAlchemyError as exc:  # report, don't crash: this endpoint exists to tell
-        return {"status": "degraded", "database": f"error: {exc.__class__.__name__}", "version": __version__}, 503
+        degraded = {"status": "degraded", "database": f"error: {exc.__class__.__name__}", "version": __version__}
+        return HealthSchema().dump(degraded), 503
     return {"status": "ok", "database": database, "version": __version__}

@@ -28,6 +28,7 @@ from flask_smorest import Blueprint
 from ..documents import WebhookResultSchema
 from ..errors import NotFound
 from ..globals import ladder
+from .responses import error_responses
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,11 @@ WEBHOOK_BODY = {
 
 @blp.route("/<string:platform>")
 class Webhook(MethodView):
-    @blp.doc(requestBody=WEBHOOK_BODY, security=[], responses={
-        "400": {"description": "the body is not UTF-8; nothing stored"},
-        "401": {"description": "unknown shop, or a missing or wrong signature; nothing stored"},
-        "404": {"description": "no adapter for this platform"},
-    })
+    @blp.doc(requestBody=WEBHOOK_BODY, security=[], responses=error_responses(
+        _400="the body is not UTF-8; nothing stored",
+        _401="unknown shop, or a missing or wrong signature; nothing stored",
+        _404="no adapter for this platform",
+    ))
     @blp.response(200, WebhookResultSchema, description="accepted (stored, processing enqueued), duplicate "
                   "(this delivery was already received) or ping (a set-up ping, stored nowhere)")
     def post(self, platform: str):

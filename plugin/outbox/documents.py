@@ -7,8 +7,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .. import store
-from ..clock import iso_or_none
+from .. import identity, store
+from ..documents import AWARD
 
 #: the events a notice announces (the outgoing webhook's ``event`` and the e-mail's subject)
 EVENT_GRANTED = "award.granted"
@@ -22,9 +22,8 @@ def customer_profile(conn: sa.Connection, shop_id: str, customer_id: str) -> dic
     to them) in the ledger's order (``occurred_at``, id), so it is as current as the ledger,
     even inside the reconcile transaction before ``customers`` is updated.
     """
-    ev, links = store.events, store.customer_links
-    ids = [customer_id, *(r.alias_id for r in conn.execute(
-        sa.select(links.c.alias_id).where(links.c.shop_id == shop_id, links.c.customer_id == customer_id)))]
+    ev = store.events
+    ids = identity.ids_of(conn, shop_id, customer_id)
     rows = conn.execute(sa.select(ev.c.event_id, ev.c.occurred_at, ev.c.body)
                         .where(ev.c.shop_id == shop_id, ev.c.customer_id.in_(ids))).all()
     profile: dict[str, Any] = {"customer_id": customer_id, "email": None, "locale": None,
@@ -42,15 +41,9 @@ def customer_profile(conn: sa.Connection, shop_id: str, customer_id: str) -> dic
 
 
 def award_document(award: Mapping[str, Any]) -> dict[str, Any]:
-    """An award row as adapters, templates and the outgoing webhook see it (JSON-friendly)."""
-    value = award.get("value")
-    return {
-        "key": award["key"], "reward": award["reward_id"], "type": award["type"], "status": award["status"],
-        "params": dict(award.get("params") or {}), "value": None if value is None else str(value),
-        "stage": award.get("stage"), "turn": award.get("turn"), "customer_id": award["customer_id"],
-        "scope": award.get("scope"), "scope_ref": award.get("scope_ref"),
-        "granted_at": iso_or_none(award.get("granted_at")),
-    }
+    """An award row as adapters, templates and the outgoing webhook see it: the same
+    :class:`~loyalty_ladder.documents.AwardSchema` document the customer endpoint shows."""
+    return AWARD.dump(award)
 
 
 def first_stage(conn: sa.Connection, shop_id: str, customer_id: str) -> str | None:
