@@ -17,18 +17,20 @@ import hmac
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import requests
+from marshmallow import Schema
 
 from ..config import ShopConfig
 from ..errors import NotSupported
 
 __all__ = [
     "Adapter",
+    "AdapterSettings",
     "Delivery",
     "DeliveryResult",
     "Inbound",
@@ -149,16 +151,52 @@ def verify_hmac_base64(header_value: str | None, body: bytes, secrets: Iterable[
     return ok
 
 
+# ---------------------------------------------------------------- the platform's shop keys
+class AdapterSettings(Schema):
+    """Base of an adapter's :attr:`Adapter.settings_schema`: the platform's own keys of a shop entry.
+
+    The shops file merges these fields with the common ones (``id``, ``platform``, ``domain`` …)
+    into one ``unknown=RAISE`` schema, so a typo in a platform key is an error with a
+    did-you-mean, like a typo in a common key.  Declare per field, in ``metadata``:
+
+    * ``{"secret": True}``: the value may be ``env:NAME`` (resolved from the environment when the
+      shops file is read) and is never shown by ``repr(shop)``;
+    * ``{"required": True}``: the key is required in every mode; ``{"required": "live"}``:
+      required unless the shop is in ``mode: shadow`` (which delivers nothing, so needs no
+      credentials).
+
+    Defaults are marshmallow's ``load_default``; a declared key without a value and without a
+    default is present as ``None`` in :attr:`ShopConfig.settings`.  A field must not redefine a
+    common key; require a common key with :attr:`Adapter.required_keys` instead.
+    """
+
+
 # ---------------------------------------------------------------- the interface
 class Adapter(ABC):
     """One configured shop on one platform.
 
     Subclasses set ``platform`` (the registry key and the URL ``/webhooks/<platform>``) and
-    ``capabilities`` (what :meth:`deliver` can carry: ``discount_codes``, ``tags`` …).
+    ``capabilities`` (what :meth:`deliver` can carry: ``discount_codes``, ``tags`` …).  The class
+    attributes below are the platform knowledge the core asks for, so the core never names a
+    platform itself.
     """
 
     platform: ClassVar[str]
     capabilities: ClassVar[tuple[str, ...]] = ()
+    #: the platform's own keys of a shop entry (credentials, API version …); see AdapterSettings
+    settings_schema: ClassVar[type[Schema]] = AdapterSettings
+    #: common shop keys this platform needs in every mode (``domain`` to match webhooks …)
+    required_keys: ClassVar[tuple[str, ...]] = ()
+    #: common shop keys it needs only to deliver, i.e. unless ``mode: shadow`` (``api_url`` …)
+    live_required_keys: ClassVar[tuple[str, ...]] = ()
+    #: the shops' webhooks arrive at ``POST /webhooks/<platform>`` (False: the platform has its
+    #: own way in, like the generic events API)
+    serves_webhooks: ClassVar[bool] = True
+    #: the platform has a shop API that :meth:`deliver` carries awards to.  False: awards stay
+    #: ``due`` for the integrator to fetch; only notices are sent
+    has_shop_api: ClassVar[bool] = True
+    #: the first part of this platform's vendor event ids (``shopify:order:…``, ``woo:order:…``)
+    event_prefix: ClassVar[str] = ""
 
     def __init__(self, shop: ShopConfig, session: requests.Session | None = None,
                  timeout: float = DEFAULT_TIMEOUT):
@@ -181,6 +219,38 @@ class Adapter(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} shop={self.shop.id!r}>"
+
+    # ------------------------------------------------------------ platform knowledge (class level)
+    @classmethod
+    def secret_keys(cls) -> frozenset[str]:
+        """The keys of :attr:`settings_schema` marked ``metadata={"secret": True}``."""
+        return frozenset(name for name, f in cls.settings_schema._declared_fields.items()
+                         if f.metadata.get("secret"))
+
+    @classmethod
+    def required_settings(cls, mode: str) -> tuple[str, ...]:
+        """Every key (common or the platform's own) a shop entry in ``mode`` must give."""
+        own = cls.settings_schema._declared_fields.items()
+        always = [*cls.required_keys, *(n for n, f in own if f.metadata.get("required") is True)]
+        if mode == "shadow":
+            return tuple(dict.fromkeys(always))
+        live = [*cls.live_required_keys, *(n for n, f in own if f.metadata.get("required") == "live")]
+        return tuple(dict.fromkeys([*always, *live]))
+
+    @classmethod
+    def order_event_ids(cls, order_id: str) -> list[str]:
+        """The ids of the vendor events that name an order's owner (placed, paid, cancelled), so
+        the core can find who owns an order it already holds; empty when the platform's events
+        carry no such scheme (generic events name their customer themselves)."""
+        if not cls.event_prefix:
+            return []
+        return [f"{cls.event_prefix}:order:{order_id}:{what}" for what in ("placed", "paid", "cancelled")]
+
+    @classmethod
+    def matches_shop(cls, shop: ShopConfig, hint: str | None) -> bool:
+        """Whether a webhook whose :meth:`shop_hint` is ``hint`` comes from ``shop``: by domain."""
+        wanted = normalise_domain(hint)
+        return wanted is not None and normalise_domain(shop.domain) == wanted
 
     # ------------------------------------------------------------ inbound
     @classmethod
@@ -244,8 +314,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def retry_after_seconds(value: str | None, default: float) -> float:

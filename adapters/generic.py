@@ -28,9 +28,10 @@ from typing import Any, ClassVar
 
 from marshmallow import ValidationError
 
+from ..config import ShopConfig
 from ..errors import BadRequest, NotSupported, SignatureError
 from ..events import parse_events
-from .base import Adapter, Delivery, DeliveryResult, Inbound, get_header, verify_hmac_base64
+from .base import Adapter, Delivery, DeliveryResult, Inbound, get_header, normalise_domain, verify_hmac_base64
 
 SHOP_HEADER = "X-Ladder-Shop"
 SIGNATURE_HEADER = "X-Ladder-Hmac-Sha256"
@@ -40,8 +41,21 @@ DEFAULT_TOPIC = "events"
 
 
 class GenericAdapter(Adapter):
+    """Our own JSON events: no platform keys, no webhook endpoint, no shop API."""
+
     platform: ClassVar[str] = "generic"
     capabilities: ClassVar[tuple[str, ...]] = ()
+    #: generic shops post to the events API (``/api/v1/shops/<shop>/events``), not ``/webhooks/``
+    serves_webhooks: ClassVar[bool] = False
+    #: nothing to deliver to: awards stay ``due`` for the integrator, who fetches them
+    has_shop_api: ClassVar[bool] = False
+
+    @classmethod
+    def matches_shop(cls, shop: ShopConfig, hint: str | None) -> bool:
+        """By domain, or by id for a shop without a domain (like the built-in ``default``)."""
+        if shop.domain:
+            return super().matches_shop(shop, hint)
+        return shop.id == (normalise_domain(hint) or "")
 
     @classmethod
     def shop_hint(cls, headers: Mapping[str, str]) -> str | None:
@@ -63,7 +77,7 @@ class GenericAdapter(Adapter):
 
     def parse(self, topic: str, headers: Mapping[str, str], body: bytes) -> Inbound:
         """One event object or a non-empty list of them, validated like the events API does."""
-        from ..service import MAX_EVENTS_PER_REQUEST  # late: the service may come to import adapters
+        from ..events import MAX_EVENTS_PER_REQUEST
 
         if topic != DEFAULT_TOPIC:
             raise BadRequest(f"unknown generic topic {topic!r}", {"topic": [f"expected {DEFAULT_TOPIC!r}"]})

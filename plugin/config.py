@@ -15,6 +15,7 @@ Empty environment variables count as unset.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -326,21 +327,25 @@ def load_settings(
 
 
 # ================================================================ the shops file
-PLATFORMS = ("shopify", "woocommerce", "generic")
-PLATFORM_CAPABILITIES: dict[str, tuple[str, ...]] = {
-    "shopify": ("discount_codes", "tags", "store_credit", "payment_terms"),
-    "woocommerce": ("discount_codes", "tags"),
-    "generic": (),
-}
-DEFAULT_API_VERSION = {"shopify": "2025-07"}
+# A shop entry has common keys (below) and its platform's own keys, which the platform's adapter
+# declares (``Adapter.settings_schema``: credentials, API version …).  This module knows no
+# platform: it asks the adapter registry, lazily, because the adapters import ShopConfig.
 SHOP_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-SECRET_FIELDS = ("webhook_secret", "previous_webhook_secret", "access_token", "consumer_key", "consumer_secret")
 _ENV_REF = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)$")
+#: a platform key whose name says credential is hidden from repr even when no adapter said so
+#: (a ShopConfig built by hand in a test or an embedding app)
+_CREDENTIAL_WORDS = ("secret", "token", "password", "key")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class ShopConfig:
-    """One connected shop, as the shops file describes it (secrets already resolved)."""
+    """One connected shop, as the shops file describes it (secrets already resolved).
+
+    The common keys are fields; the platform's own keys are in :attr:`settings` (every key its
+    adapter declares, ``None`` when not given), read with :meth:`option` or, for existing
+    callers, as attributes (``shop.access_token``).  Keyword arguments that are not common keys
+    become settings, so ``ShopConfig(id=…, platform="shopify", access_token=…)`` keeps working.
+    """
 
     id: str
     platform: str
@@ -348,16 +353,50 @@ class ShopConfig:
     webhook_secret: str | None = field(default=None, repr=False)
     previous_webhook_secret: str | None = field(default=None, repr=False)
     api_url: str | None = None
-    api_version: str | None = None
-    access_token: str | None = field(default=None, repr=False)
-    consumer_key: str | None = field(default=None, repr=False)
-    consumer_secret: str | None = field(default=None, repr=False)
     programme: Path | None = None
     currency: str = "EUR"
     timezone: str = "UTC"
     mode: str = "live"
     capabilities: tuple[str, ...] = ()
     notify_webhook_url: str | None = None
+    #: the platform's own keys (from its adapter's settings schema)
+    settings: Mapping[str, Any] = field(default_factory=dict, repr=False, hash=False)
+    #: which of :attr:`settings` are secrets (hidden from repr)
+    secret_settings: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+
+    def __init__(self, id: str, platform: str, domain: str | None = None, webhook_secret: str | None = None,
+                 previous_webhook_secret: str | None = None, api_url: str | None = None,
+                 programme: Path | None = None, currency: str = "EUR", timezone: str = "UTC", mode: str = "live",
+                 capabilities: tuple[str, ...] = (), notify_webhook_url: str | None = None,
+                 settings: Mapping[str, Any] | None = None, secret_settings: frozenset[str] = frozenset(),
+                 **platform_settings: Any) -> None:
+        values = {"id": id, "platform": platform, "domain": domain, "webhook_secret": webhook_secret,
+                  "previous_webhook_secret": previous_webhook_secret, "api_url": api_url, "programme": programme,
+                  "currency": currency, "timezone": timezone, "mode": mode, "capabilities": tuple(capabilities),
+                  "notify_webhook_url": notify_webhook_url,
+                  "settings": {**(settings or {}), **platform_settings},
+                  "secret_settings": frozenset(secret_settings)}
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        # only called when normal lookup fails: a platform key read as an attribute
+        settings = self.__dict__.get("settings")
+        if settings is not None and not name.startswith("_") and name in settings:
+            return settings[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def option(self, key: str, default: Any = None) -> Any:
+        """A platform key's value (``shop.option("access_token")``); ``default`` when unset."""
+        value = self.settings.get(key)
+        return default if value is None else value
+
+    def __repr__(self) -> str:  # secrets never end up in logs via repr()
+        shown = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr]
+        for key, value in self.settings.items():
+            hidden = key in self.secret_settings or any(word in key.lower() for word in _CREDENTIAL_WORDS)
+            shown.append(f"{key}={'***' if hidden and value else repr(value)}")
+        return f"ShopConfig({', '.join(shown)})"
 
     @property
     def shadow(self) -> bool:
@@ -373,22 +412,21 @@ DEFAULT_SHOP = ShopConfig(id="default", platform="generic")
 
 
 _url = validate.URL(schemes={"http", "https"}, require_tld=False)
+_SECRET = {"secret": True}
 
 
 class _ShopSchema(Schema):
+    """The common keys of a shop entry; a platform's own keys are merged in (see _entry_schema)."""
+
     class Meta:
         unknown = RAISE
 
     id = mf.String(required=True)
     platform = mf.String(required=True, validate=lambda value: _known_platform(value))
     domain = mf.String()
-    webhook_secret = mf.String()
-    previous_webhook_secret = mf.String()
+    webhook_secret = mf.String(metadata=_SECRET)
+    previous_webhook_secret = mf.String(metadata=_SECRET)
     api_url = mf.String(validate=_url)
-    api_version = mf.String()
-    access_token = mf.String()
-    consumer_key = mf.String()
-    consumer_secret = mf.String()
     programme = mf.String()
     currency = mf.String(validate=validate.Regexp(r"^[A-Z]{3}$", error="must be a 3-letter upper-case ISO 4217 code"))
     timezone = mf.String()
@@ -397,7 +435,8 @@ class _ShopSchema(Schema):
     notify_webhook_url = mf.String(validate=_url)
 
 
-SHOP_KEYS = tuple(f.name for f in fields(ShopConfig))
+#: the common keys of a shop entry
+SHOP_KEYS = tuple(_ShopSchema._declared_fields)
 
 
 def _registered_adapters() -> dict[str, Any]:
@@ -407,28 +446,50 @@ def _registered_adapters() -> dict[str, Any]:
     return load_adapters()
 
 
+def _adapter_load_error(platform: str) -> str | None:
+    from .adapters.registry import load_errors
+
+    return load_errors().get(platform)
+
+
 def _known_platform(value: str) -> None:
-    """The built-in platforms, or one a third party registered in the entry-point group."""
-    if value in PLATFORMS or value in _registered_adapters():
+    """A platform registered in the entry-point group (the built-in ones included)."""
+    adapters = _registered_adapters()
+    if value in adapters:
         return
-    known = sorted({*PLATFORMS, *_registered_adapters()})
-    raise ValidationError(f"unknown platform {value!r}; known: {', '.join(known)} "
+    broken = _adapter_load_error(value)
+    if broken:
+        raise ValidationError(broken)
+    raise ValidationError(f"unknown platform {value!r}; known: {', '.join(sorted(adapters)) or 'none'} "
                           "(a third-party platform registers in the 'loyalty_ladder.adapters' entry-point group)")
 
 
 def platform_capabilities(platform: str) -> tuple[str, ...]:
-    if platform in PLATFORM_CAPABILITIES:
-        return PLATFORM_CAPABILITIES[platform]
+    """What the platform's adapter can deliver; () for an unknown platform."""
     adapter = _registered_adapters().get(platform)
     return tuple(getattr(adapter, "capabilities", ()))
 
 
-def _shop_problems(item: dict[str, Any], env: Mapping[str, str]) -> list[tuple[str, str]]:
+@functools.cache
+def _entry_schema_class(adapter: type) -> type[Schema]:
+    """The common keys plus ``adapter.settings_schema``'s, as one ``unknown=RAISE`` schema."""
+    own = adapter.settings_schema
+    clash = sorted(set(own._declared_fields) & set(SHOP_KEYS))
+    if clash:
+        raise ConfigError(f"adapter {adapter.__name__} redefines common shop keys: {', '.join(clash)}",
+                          {"platform": [f"the {adapter.platform} adapter's settings schema is invalid"]})
+    return type(f"{adapter.__name__}ShopSchema", (_ShopSchema, own), {"Meta": _ShopSchema.Meta})
+
+
+def _shop_problems(item: dict[str, Any], env: Mapping[str, str], schema: Schema,
+                   adapter: Any) -> list[tuple[str, str]]:
     """Checks the schema cannot express; resolves ``env:NAME`` secrets in place."""
     problems: list[tuple[str, str]] = []
     if not SHOP_ID_RE.match(item["id"]):
         problems.append(("id", "must be lower-case letters, digits, '-' or '_', starting with a letter or digit"))
-    for key in SECRET_FIELDS:
+    for key, declared in schema.fields.items():
+        if not declared.metadata.get("secret"):
+            continue
         raw = item.get(key)
         ref = _ENV_REF.match(raw) if isinstance(raw, str) else None
         if ref:
@@ -440,20 +501,18 @@ def _shop_problems(item: dict[str, Any], env: Mapping[str, str]) -> list[tuple[s
         elif raw is not None and raw == "":
             problems.append((key, "must not be empty"))
     platform = item["platform"]
-    if platform in ("shopify", "woocommerce"):
-        required = ["domain", "webhook_secret"]
-        if item.get("mode", "live") != "shadow":
-            required.append("api_url")
-            required += ["access_token"] if platform == "shopify" else ["consumer_key", "consumer_secret"]
-        for key in required:
-            if not item.get(key):
-                problems.append((key, f"required for platform {platform}"))
+    mode = item.get("mode", "live")
+    always = set(adapter.required_settings("shadow"))
+    for key in adapter.required_settings(mode):
+        if not item.get(key):
+            problems.append((key, f"required for platform {platform}"
+                                  + ("" if key in always else " (unless mode: shadow)")))
     if "timezone" in item:
         try:
             ZoneInfo(item["timezone"])
         except (ZoneInfoNotFoundError, ValueError):
             problems.append(("timezone", f"unknown time zone {item['timezone']!r}"))
-    has = platform_capabilities(platform)
+    has = tuple(adapter.capabilities)
     for cap in item.get("capabilities", ()):
         if cap not in has:
             problems.append(
@@ -463,7 +522,12 @@ def _shop_problems(item: dict[str, Any], env: Mapping[str, str]) -> list[tuple[s
 
 
 def load_shops(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> dict[str, ShopConfig]:
-    """Read and validate the shops file; without one, a single generic shop ``default``."""
+    """Read and validate the shops file; without one, a single generic shop ``default``.
+
+    Each entry is validated by the common schema merged with its platform adapter's settings
+    schema, so the platform's own keys get the same treatment as the common ones: unknown keys
+    (with did-you-mean), required keys, ``env:NAME`` secrets, defaults.
+    """
     if path is None:
         return {DEFAULT_SHOP.id: DEFAULT_SHOP}
     env = os.environ if env is None else env
@@ -475,7 +539,6 @@ def load_shops(path: str | os.PathLike[str] | None, env: Mapping[str, str] | Non
         raise ConfigError(f"{path}: expected a list of shops, got {type(data).__name__}", {"file": str(path)})
 
     shops: dict[str, ShopConfig] = {}
-    schema = _ShopSchema()
     for index, raw in enumerate(data):
         label = f"shop #{index + 1}"
         if isinstance(raw, Mapping) and isinstance(raw.get("id"), str):
@@ -483,19 +546,22 @@ def load_shops(path: str | os.PathLike[str] | None, env: Mapping[str, str] | Non
         where = f"{path}: {label}"
         if not isinstance(raw, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+        platform = raw.get("platform")
+        adapter = _registered_adapters().get(platform) if isinstance(platform, str) else None
+        schema = _entry_schema_class(adapter)() if adapter is not None else _ShopSchema()
         try:
             item: dict[str, Any] = schema.load(raw)
         except ValidationError as exc:
-            _raise_problems(where, _marshmallow_problems(exc.messages, SHOP_KEYS))
-        problems = _shop_problems(item, env)
+            _raise_problems(where, _marshmallow_problems(exc.messages, tuple(schema.fields)))
+        assert adapter is not None  # an unregistered platform fails the schema
+        problems = _shop_problems(item, env, schema, adapter)
         if item["id"] in shops:
             problems.append(("id", "duplicate shop id"))
         if problems:
             _raise_problems(where, problems)
-        platform = item["platform"]
         if "programme" in item:
             item["programme"] = path.parent / item["programme"]
-        item.setdefault("api_version", DEFAULT_API_VERSION.get(platform))
-        item["capabilities"] = tuple(item.get("capabilities", platform_capabilities(platform)))
-        shops[item["id"]] = ShopConfig(**item)
+        item["capabilities"] = tuple(item.get("capabilities", adapter.capabilities))
+        own = {key: item.pop(key, None) for key in adapter.settings_schema._declared_fields}
+        shops[item["id"]] = ShopConfig(**item, settings=own, secret_settings=adapter.secret_keys())
     return shops

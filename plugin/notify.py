@@ -40,9 +40,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import requests
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from .adapters.base import hmac_sha256_base64, parse_retry_after
+from .adapters.base import hmac_sha256_base64
+from .adapters.http import send
 from .config import Settings, ShopConfig
-from .errors import ConfigError, RateLimited, Rejected, Unavailable
+from .errors import ConfigError, Rejected, Unavailable
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 DEFAULT_LOCALE = "en"
@@ -322,20 +323,8 @@ class Notifier:
             EVENT_ID_HEADER: notice.event_id,
             EVENT_HEADER: notice.event,
         }
-        try:
-            response = self.session.post(shop.notify_webhook_url, data=body, headers=headers, timeout=self.timeout,
-                                         allow_redirects=False)
-        except requests.Timeout:
-            raise Unavailable(f"the notification webhook timed out after {self.timeout:g} s") from None
-        except requests.RequestException as exc:
-            raise Unavailable(f"the notification webhook is unreachable: {type(exc).__name__}") from None
-        code = response.status_code
-        if 200 <= code < 300:
-            return notice.event_id
-        snippet = response.text[:300].strip()
-        if code == 429:
-            raise RateLimited(f"the notification webhook answered 429 {snippet}".strip(),
-                              retry_after=parse_retry_after(response.headers.get("Retry-After")))
-        if code >= 500 or code == 408:
-            raise Unavailable(f"the notification webhook answered {code} {snippet}".strip())
-        raise Rejected(f"the notification webhook answered {code} {snippet}".strip())
+        # one translation of HTTP failures for shops and receivers alike (adapters/http.py);
+        # redirects are not followed: a moved receiver must be reconfigured, not guessed
+        send(self.session, "POST", shop.notify_webhook_url, who="the notification webhook", timeout=self.timeout,
+             data=body, headers=headers, allow_redirects=False)
+        return notice.event_id

@@ -321,3 +321,30 @@ def test_generic_deliver_is_not_supported():
                         customer={"customer_id": "ana"})
     with pytest.raises(NotSupported, match="acme/ana/welcome"):
         GenericAdapter(GENERIC).deliver(delivery)
+
+
+# ---------------------------------------------------------------- platform knowledge on the classes
+def test_builtin_adapters_declare_what_the_core_used_to_special_case():
+    from loyalty_ladder.adapters.shopify import ShopifyAdapter
+    from loyalty_ladder.adapters.woocommerce import WooCommerceAdapter
+
+    assert not GenericAdapter.serves_webhooks and not GenericAdapter.has_shop_api
+    assert ShopifyAdapter.serves_webhooks and ShopifyAdapter.has_shop_api
+    assert WooCommerceAdapter.serves_webhooks and WooCommerceAdapter.has_shop_api
+    assert GenericAdapter.order_event_ids("1") == []
+    assert ShopifyAdapter.order_event_ids("9") == ["shopify:order:9:placed", "shopify:order:9:paid",
+                                                   "shopify:order:9:cancelled"]
+    assert WooCommerceAdapter.order_event_ids("9") == ["woo:order:9:placed", "woo:order:9:paid",
+                                                       "woo:order:9:cancelled"]
+    assert ShopifyAdapter.secret_keys() == {"access_token"}
+    assert WooCommerceAdapter.secret_keys() == {"consumer_key", "consumer_secret"}
+    assert ShopifyAdapter.required_settings("live") == ("domain", "webhook_secret", "api_url", "access_token")
+    assert ShopifyAdapter.required_settings("shadow") == ("domain", "webhook_secret")
+
+
+def test_shops_are_matched_by_domain_and_generic_ones_without_a_domain_by_id():
+    assert TinyAdapter.matches_shop(shop(domain="https://Tiny.example/"), "tiny.example")
+    assert not TinyAdapter.matches_shop(shop(domain=None, id="tiny.example"), "tiny.example")
+    assert not TinyAdapter.matches_shop(shop(), None)
+    assert GenericAdapter.matches_shop(ShopConfig(id="default", platform="generic"), "default")
+    assert GenericAdapter.matches_shop(GENERIC, "acme.example") and not GenericAdapter.matches_shop(GENERIC, "acme")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from loyalty_ladder.adapters.shopify import ShopifyAdapter
 from loyalty_ladder.config import (
     DEFAULT_SHOP,
-    PLATFORM_CAPABILITIES,
     Settings,
     ShopConfig,
     default_queue_file,
@@ -235,14 +235,18 @@ def test_shops_file(tmp_path):
     assert list(shops) == ["demo", "woo", "plain"]
     demo = shops["demo"]
     assert demo.webhook_secret == "hush" and demo.access_token == "shpat_1"
-    assert demo.api_version == "2025-07"
-    assert demo.capabilities == PLATFORM_CAPABILITIES["shopify"]
+    assert demo.api_version == "2025-07"  # the adapter's default
+    assert demo.settings == {"api_version": "2025-07", "access_token": "shpat_1"}
+    assert demo.option("access_token") == "shpat_1" and demo.secret_settings == {"access_token"}
+    assert demo.capabilities == ShopifyAdapter.capabilities
     assert demo.timezone == "Europe/Vilnius" and demo.zone.key == "Europe/Vilnius"
     assert demo.currency == "EUR" and demo.mode == "live" and not demo.shadow
     assert demo.programme == tmp_path / "conf" / "rules"
-    assert "hush" not in repr(demo)
+    assert "hush" not in repr(demo) and "shpat_1" not in repr(demo) and "2025-07" in repr(demo)
     woo = shops["woo"]
-    assert woo.capabilities == ("tags",) and woo.api_version is None
+    assert woo.capabilities == ("tags",) and woo.option("api_version") is None
+    assert woo.settings == {"consumer_key": "ck", "consumer_secret": "cs"}
+    assert "'cs'" not in repr(woo) and "'ck'" not in repr(woo)
     assert shops["plain"] == ShopConfig(id="plain", platform="generic")
 
 
@@ -270,6 +274,15 @@ def test_missing_secret_variable_is_named(tmp_path):
      "capabilities", "has no capability 'store_credit'"),
     ("{id: a, platform: generic, api_url: 'not a url'}", "api_url", "URL"),
     ("{id: a, platform: generic, webhok_secret: s}", "webhok_secret", "did you mean 'webhook_secret'"),
+    # the platform's own keys come from its adapter: typos get a did-you-mean too …
+    ("{id: a, platform: shopify, domain: d, webhook_secret: s, api_url: 'https://x', acess_token: t}",
+     "acess_token", "did you mean 'access_token'"),
+    # … and another platform's keys are unknown keys
+    ("{id: a, platform: generic, access_token: t}", "access_token", "unknown key"),
+    ("{id: a, platform: shopify, domain: d, webhook_secret: s, api_url: 'https://x'}", "access_token",
+     "required for platform shopify (unless mode: shadow)"),
+    ("{id: a, platform: woocommerce, domain: d, webhook_secret: s, api_url: 'https://x', consumer_key: '', consumer_secret: c}",
+     "consumer_key", "must not be empty"),
     ("{platform: generic}", "id", "required"),
 ])
 def test_invalid_shop(tmp_path, item, key, needle):
@@ -279,6 +292,25 @@ def test_invalid_shop(tmp_path, item, key, needle):
     assert "shop #2" in str(info.value)
     assert key in info.value.errors
     assert needle in str(info.value)
+
+
+def test_platform_secrets_resolve_from_the_environment(tmp_path):
+    path = write(tmp_path / "shops.yaml", "- {id: w, platform: woocommerce, domain: d, webhook_secret: s,"
+                 " api_url: 'https://w.example', consumer_key: 'env:WOO_CK', consumer_secret: 'env:WOO_CS'}\n")
+    shop = load_shops(path, env={"WOO_CK": "ck_live", "WOO_CS": "cs_live"})["w"]
+    assert shop.option("consumer_key") == "ck_live" and shop.consumer_secret == "cs_live"
+    with pytest.raises(ConfigError, match="WOO_CS is not set") as info:
+        load_shops(path, env={"WOO_CK": "ck_live"})
+    assert "consumer_secret" in info.value.errors
+
+
+def test_shop_config_takes_platform_keys_as_keywords_and_hides_credentials():
+    shop = ShopConfig(id="s", platform="shopify", access_token="shpat_x", api_version="2025-07")
+    assert shop.settings == {"access_token": "shpat_x", "api_version": "2025-07"}
+    assert shop.access_token == "shpat_x" and shop.option("missing", "d") == "d"
+    assert "shpat_x" not in repr(shop)
+    with pytest.raises(AttributeError):
+        shop.no_such_key  # noqa: B018
 
 
 def test_shadow_shop_needs_no_api_credentials(tmp_path):

@@ -19,7 +19,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from responses import matchers
 
-from loyalty_ladder.adapters.base import verify_hmac_base64
+from loyalty_ladder.adapters.base import parse_retry_after, verify_hmac_base64
 from loyalty_ladder.config import Settings, ShopConfig
 from loyalty_ladder.errors import ConfigError, RateLimited, Rejected, Unavailable
 from loyalty_ladder.notify import (
@@ -29,7 +29,6 @@ from loyalty_ladder.notify import (
     consent_problem,
     is_promotional,
     language,
-    parse_retry_after,
     parse_smtp_url,
 )
 
@@ -184,8 +183,7 @@ def test_smtp_url_parsing():
 
 
 def test_retry_after_parsing():
-    from datetime import datetime, timezone
-    UTC = timezone.utc  # datetime.UTC needs Python 3.11
+    from datetime import UTC, datetime
 
     now = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
     assert parse_retry_after("17", now) == 17.0
@@ -260,7 +258,9 @@ def test_webhook_errors(answer, error, retry_after):
     if error is RateLimited:
         assert caught.value.retry_after == retry_after
     if answer.get("status") == 404:
-        assert "404 no such hook" in caught.value.message
+        assert "HTTP 404: no such hook" in caught.value.message
+    if answer.get("status") == 301:
+        assert "redirected to https://elsewhere.example/" in caught.value.message
 
 
 def test_webhook_needs_a_secret_to_sign_with():
@@ -273,8 +273,7 @@ def test_webhook_needs_a_secret_to_sign_with():
 def test_outbox_sends_the_email_and_respects_consent(tmp_path, smtp_server):
     """A delivered grant arms its notices; the real notifier mails the transactional one and
     cancels the promotional one of a customer without consent."""
-    from datetime import datetime, timezone
-    UTC = timezone.utc  # datetime.UTC needs Python 3.11
+    from datetime import UTC, datetime
 
     from loyalty_ladder import outbox, store
     from loyalty_ladder.adapters.base import DeliveryResult

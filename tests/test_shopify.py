@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ TOKEN = "shpat_test_token"
 API = "https://demo.myshopify.com"
 VERSION = "2025-07"
 GRAPHQL = f"{API}/admin/api/{VERSION}/graphql.json"
-NOW = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
 TOPICS = {
     "orders_create.json": "orders/create",
@@ -598,7 +598,7 @@ def test_sync_pages_through_customers_and_orders(adapter: ShopifyAdapter) -> Non
     responses.post(GRAPHQL, match=[graphql("ordersPage", {"first": 100, "after": None, "query": search})],
                    json=page("orders", [ORDER_NODE], None))
     lines: list[str] = []
-    events = list(adapter.sync(datetime(2025, 1, 1, tzinfo=timezone.utc), lines.append))
+    events = list(adapter.sync(datetime(2025, 1, 1, tzinfo=UTC), lines.append))
     parse_events(events)
     assert [e["id"] for e in events[:2]] == ["shopify:customer:1:created",
                                             "shopify:customer:1:updated:2025-01-05T10:00:00Z"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -30,7 +30,7 @@ SHOP = ShopConfig(
 )
 BASIC = "Basic " + base64.b64encode(b"ck_123:cs_456").decode()
 AUTH = matchers.header_matcher({"Authorization": BASIC})
-NOW = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 JOHN = guest_id("john.doe@example.com")
 
 #: webhook fixture → topic (the file name is the topic with "." replaced by "_", plus a scenario)
@@ -245,7 +245,7 @@ def test_trash_restore_trash_lifecycle_in_the_facts(woo):
     responses.get(f"{REST}/orders/727", json=trashed_again)
     history = [*receive(woo, "order.created", raw("order_created.json")).events,
                *receive(woo, "order.deleted", raw("order_deleted.json")).events]
-    at = datetime(2017, 4, 1, tzinfo=timezone.utc)
+    at = datetime(2017, 4, 1, tzinfo=UTC)
     assert compute_facts(parse_events(history), at)["orders_count"] == 0
     history += receive(woo, "order.restored", raw("order_restored.json")).events
     assert compute_facts(parse_events(history), at)["orders_count"] == 1  # counts again
@@ -554,7 +554,7 @@ def test_sync_reads_every_page_into_the_webhook_events(woo):
                   headers={"X-WP-TotalPages": "2", "X-WP-Total": "2"},
                   match=[matchers.query_param_matcher({**order_query, "page": "2"}), AUTH])
     seen: list[str] = []
-    events = list(woo.sync(datetime(2017, 3, 1, tzinfo=timezone.utc), seen.append))
+    events = list(woo.sync(datetime(2017, 3, 1, tzinfo=UTC), seen.append))
     assert [e["id"] for e in events] == [
         "woo:customer:26:created",
         "woo:customer:25:created", "woo:customer:25:updated:2017-03-21T19:09:30",
