@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from . import awards as awards_mod
 from . import store
 from .jsonable import to_jsonable
+from .statuses import AwardStatus
 
 #: why an award stops being implied, unless the caller knows better (a guest merged)
 NOT_IMPLIED = "no longer implied by the customer's history (e.g. its order was refunded within the refund window)"
@@ -75,7 +76,7 @@ def record(conn: sa.Connection, shop_id: str, customer_id: str, implied: Sequenc
     plan = awards_mod.reconcile(list(implied), recorded)
     by_key = {r["key"]: r for r in recorded}
     for award in plan.grant:
-        status = "historical" if award.historical else "due"
+        status = AwardStatus.HISTORICAL if award.historical else AwardStatus.DUE
         reason = grant_reason(award)
         values = {"shop_id": shop_id, "customer_id": customer_id, "reward_id": award.reward_id, "type": award.type,
                   "scope": award.scope, "scope_ref": award.scope_ref, "stage": award.stage, "turn": award.turn,
@@ -90,8 +91,8 @@ def record(conn: sa.Connection, shop_id: str, customer_id: str, implied: Sequenc
     for key in reversed_keys:
         reason = reverse_reason or NOT_IMPLIED
         conn.execute(t.update().where(t.c.key == key)
-                     .values(status="reversed", reason=reason, reversed_at=now, updated_at=now, rule_version=version))
-        log(conn, key, now, "reversed", reason, version)
+                     .values(status=AwardStatus.REVERSED, reason=reason, reversed_at=now, updated_at=now, rule_version=version))
+        log(conn, key, now, AwardStatus.REVERSED, reason, version)
     for award in plan.update:
         old = by_key[award.key]
         reason = f"recomputed: {_change(old, award)}"

@@ -29,12 +29,13 @@ from marshmallow import ValidationError
 
 from . import events as events_mod
 from . import identity, ledger, store
-from .adapters.base import Adapter, Inbound, normalise_domain
+from .adapters.base import Adapter, Inbound
 from .adapters.registry import adapter_for, load_adapters
 from .clock import iso, utcnow
 from .config import ShopConfig
 from .errors import BadRequest, Conflict, LadderError, NotFound, NotSupported, Rejected, Unauthorized
 from .programme import Programme
+from .statuses import InboxStatus
 
 #: the shops by id, as the settings' shops file configures them
 Shops = Mapping[str, ShopConfig]
@@ -84,12 +85,9 @@ def stored_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return kept
 
 
-def _matches(shop: ShopConfig, hint: str) -> bool:
-    """A shop is named by its domain; a shop without one (generic) by its id."""
-    wanted = normalise_domain(hint)
-    if shop.domain:
-        return normalise_domain(shop.domain) == wanted
-    return shop.id == (wanted or "")
+def served_platforms() -> list[str]:
+    """The platforms whose adapters receive webhooks at ``/webhooks/<platform>``."""
+    return [name for name, cls in load_adapters().items() if cls.serves_webhooks]
 
 
 def identify(shops: Shops, platform: str, headers: Mapping[str, str]) -> tuple[type[Adapter], list[ShopConfig], ShopConfig | None]:
@@ -98,10 +96,10 @@ def identify(shops: Shops, platform: str, headers: Mapping[str, str]) -> tuple[t
     cls = adapters.get(platform)
     if cls is None:
         raise NotFound(f"no webhook endpoint for platform {platform!r}",
-                       {"platform": [f"webhooks are served for: {', '.join(p for p in adapters if p != 'generic')}"]})
+                       {"platform": [f"webhooks are served for: {', '.join(served_platforms())}"]})
     candidates = [s for s in shops.values() if s.platform == platform]
     hint = cls.shop_hint(headers)
-    shop = next((s for s in candidates if _matches(s, hint)), None) if hint else None
+    shop = next((s for s in candidates if cls.matches_shop(s, hint)), None) if hint else None
     return cls, candidates, shop
 
 
@@ -140,7 +138,7 @@ def receive(db: sa.Engine, shops: Shops, platform: str, headers: Mapping[str, st
     if len(topic) > 128:
         raise BadRequest("the topic is too long", {"topic": ["at most 128 characters"]})
     row = {"platform": platform, "shop_id": shop.id, "delivery_id": delivery_id, "topic": topic,
-           "headers": stored_headers(headers), "body": text, "received_at": utcnow(), "status": "received"}
+           "headers": stored_headers(headers), "body": text, "received_at": utcnow(), "status": InboxStatus.RECEIVED}
     pk = _insert(db, row)
     if pk is None:
         return ReceiveResult(200, None, True, f"delivery {delivery_id} already received", shop.id)
@@ -216,27 +214,27 @@ def process(db: sa.Engine, shops: Shops, pk: int, adapter_factory: Callable[[Sho
     if row is None:
         log.warning("inbox row %s does not exist", pk)
         return []
-    if row.status != "received":
+    if row.status != InboxStatus.RECEIVED:
         log.debug("inbox row %s is already %s", pk, row.status)
         return []
     shop = shops.get(row.shop_id) if row.shop_id else None
     if shop is None or shop.platform != row.platform:
-        _mark(db, pk, "failed", f"shop {row.shop_id!r} ({row.platform}) is no longer configured")
+        _mark(db, pk, InboxStatus.FAILED, f"shop {row.shop_id!r} ({row.platform}) is no longer configured")
         return []
     adapter = adapter_factory(shop)
     try:
         inbound = adapter.parse(row.topic or "", row.headers or {}, row.body.encode("utf-8"))
         if inbound.empty:
-            _mark(db, pk, "ignored", inbound.note or f"nothing to do for topic {row.topic}")
+            _mark(db, pk, InboxStatus.IGNORED, inbound.note or f"nothing to do for topic {row.topic}")
             return []
         touched = apply_inbound(db, shop.id, programme_for(shop), inbound, source=row.platform)
     except (BadRequest, Conflict, NotSupported, Rejected) as exc:
         # permanent: a malformed payload, or a shop API that refuses (or cannot be asked) what
         # parsing needed; a retry cannot fix these. RateLimited / Unavailable propagate: retried.
         log.warning("inbox row %s (%s %s) failed: %s", pk, row.platform, row.topic, exc.message)
-        _mark(db, pk, "failed", _error_text(exc))
+        _mark(db, pk, InboxStatus.FAILED, _error_text(exc))
         return []
-    _mark(db, pk, "processed", inbound.note or None)
+    _mark(db, pk, InboxStatus.PROCESSED, inbound.note or None)
     return [(shop.id, customer_id) for customer_id in touched]
 
 
@@ -244,7 +242,7 @@ def _error_text(exc: LadderError) -> str:
     return f"{exc.message}: {exc.errors}" if exc.errors else exc.message
 
 
-def _mark(db: sa.Engine, pk: int, status: str, error: str | None) -> None:
+def _mark(db: sa.Engine, pk: int, status: InboxStatus, error: str | None) -> None:
     t = store.inbox
     with store.begin_write(db) as conn:
         # Only a received row moves: a concurrent run that finished first keeps its verdict,
@@ -252,7 +250,7 @@ def _mark(db: sa.Engine, pk: int, status: str, error: str | None) -> None:
         values: dict[str, Any] = {"status": status, "processed_at": utcnow()}
         if error is not None:
             values["error"] = sa.func.coalesce(t.c.error, error)
-        conn.execute(t.update().where(t.c.pk == pk, t.c.status == "received").values(**values))
+        conn.execute(t.update().where(t.c.pk == pk, t.c.status == InboxStatus.RECEIVED).values(**values))
 
 
 #: the sweeper stops re-trying a row this long after it arrived (a shop API down for good must
@@ -267,7 +265,7 @@ def sweep(db: sa.Engine, older_than: timedelta = SWEEP_AFTER, now: datetime | No
     now = now or utcnow()
     with db.connect() as conn:
         return [r.pk for r in conn.execute(sa.select(t.c.pk).where(
-            t.c.status == "received", t.c.received_at <= now - older_than,
+            t.c.status == InboxStatus.RECEIVED, t.c.received_at <= now - older_than,
             t.c.received_at > now - SWEEP_GIVE_UP).order_by(t.c.pk))]
 
 

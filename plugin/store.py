@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from sqlalchemy.engine import URL, Connection, Dialect, Engine, RowMapping, make
 from sqlalchemy.types import TypeDecorator
 
 from . import migrations as _migrations_package
+from .statuses import AwardStatus, DeliveryAction, DeliveryStatus, InboxStatus, NotifyChannel, check_in
 
 # Deterministic constraint names, so migrations can refer to them on every backend.
 NAMING_CONVENTION = {
@@ -70,7 +71,7 @@ class UTCDateTime(TypeDecorator[datetime]):
             raise TypeError(f"UTCDateTime needs a datetime, got {type(value).__name__}")
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(f"naive datetime {value.isoformat()} refused: give it a time zone")
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
         if dialect.name == "sqlite":
             return value.replace(tzinfo=None)
         return value
@@ -79,8 +80,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
 
 
 class Money(TypeDecorator[Decimal]):
@@ -110,7 +111,7 @@ class Money(TypeDecorator[Decimal]):
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 # String sizes: shop ids are short and URL-safe; shop-side ids (customers, events, orders)
@@ -197,7 +198,7 @@ customers = sa.Table(
     sa.Index(None, "next_wake_at"),
 )
 
-AWARD_STATUSES = ("due", "delivered", "needs_manual_action", "failed", "withheld", "reversed", "historical")
+AWARD_STATUSES = tuple(AwardStatus)
 
 awards = sa.Table(
     "awards",
@@ -212,7 +213,7 @@ awards = sa.Table(
     sa.Column("scope_ref", sa.String(EXTERNAL_ID), nullable=False),
     sa.Column("stage", sa.String(NAME), nullable=True),
     sa.Column("turn", sa.Integer, nullable=True),
-    sa.Column("status", sa.String(24), nullable=False),  # one of AWARD_STATUSES
+    sa.Column("status", sa.String(24), nullable=False),
     sa.Column("reason", sa.Text, nullable=True),
     sa.Column("params", sa.JSON, nullable=False, default=dict),
     sa.Column("value", Money(), nullable=True),
@@ -223,6 +224,7 @@ awards = sa.Table(
     sa.Column("reversed_at", UTCDateTime(), nullable=True),
     sa.Index(None, "shop_id", "customer_id"),
     sa.Index(None, "status"),
+    sa.CheckConstraint(check_in("status", AwardStatus), name="status"),
 )
 
 award_log = sa.Table(
@@ -234,9 +236,10 @@ award_log = sa.Table(
     sa.Column("status", sa.String(24), nullable=False),
     sa.Column("reason", sa.Text, nullable=True),
     sa.Column("rule_version", sa.String(VERSION), nullable=True),
+    sa.CheckConstraint(check_in("status", AwardStatus), name="status"),
 )
 
-INBOX_STATUSES = ("received", "processed", "failed", "ignored")
+INBOX_STATUSES = tuple(InboxStatus)
 
 inbox = sa.Table(
     "inbox",
@@ -251,11 +254,12 @@ inbox = sa.Table(
     sa.Column("headers", sa.JSON, nullable=False, default=dict),
     sa.Column("body", sa.Text, nullable=False),  # the raw body, exactly as signed
     sa.Column("received_at", UTCDateTime(), nullable=False, default=_now),
-    sa.Column("status", sa.String(16), nullable=False, default="received"),  # one of INBOX_STATUSES
+    sa.Column("status", sa.String(16), nullable=False, default=InboxStatus.RECEIVED.value),
     sa.Column("processed_at", UTCDateTime(), nullable=True),
     sa.Column("error", sa.Text, nullable=True),
     sa.UniqueConstraint("platform", "shop_id", "delivery_id"),
     sa.Index(None, "status", "received_at"),
+    sa.CheckConstraint(check_in("status", InboxStatus), name="status"),
 )
 
 
@@ -401,10 +405,10 @@ def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
             engine.dispose()
 
 
-# ---------------------------------------------------------------- the outbox (issue 4)
-DELIVERY_ACTIONS = ("grant", "revoke", "notify")
-DELIVERY_STATUSES = ("pending", "delivered", "failed", "needs_manual_action", "shadow", "cancelled")
-NOTIFY_CHANNELS = ("email", "webhook")
+# ---------------------------------------------------------------- the outbox
+DELIVERY_ACTIONS = tuple(DeliveryAction)
+DELIVERY_STATUSES = tuple(DeliveryStatus)
+NOTIFY_CHANNELS = tuple(NotifyChannel)
 
 #: One row per (award, action, channel): the job that carries an award to the shop (``grant``),
 #: undoes it (``revoke``) or tells the customer (``notify`` by ``email`` / ``webhook``).  A row is
@@ -417,9 +421,9 @@ deliveries = sa.Table(
     sa.Column("award_key", sa.String(AWARD_KEY), sa.ForeignKey("awards.key"), nullable=False),
     sa.Column("shop_id", sa.String(SHOP_ID), nullable=False),
     sa.Column("customer_id", sa.String(EXTERNAL_ID), nullable=False),
-    sa.Column("action", sa.String(16), nullable=False),  # one of DELIVERY_ACTIONS
-    sa.Column("channel", sa.String(16), nullable=True),  # notify only: one of NOTIFY_CHANNELS
-    sa.Column("status", sa.String(24), nullable=False, default="pending"),  # one of DELIVERY_STATUSES
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("channel", sa.String(16), nullable=True),  # notify only
+    sa.Column("status", sa.String(24), nullable=False, default=DeliveryStatus.PENDING.value),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("external_id", sa.String(EXTERNAL_ID), nullable=True),  # the shop's id of what we created
@@ -431,6 +435,10 @@ deliveries = sa.Table(
     sa.UniqueConstraint("award_key", "action", "channel"),
     sa.Index(None, "status", "next_attempt_at"),
     sa.Index(None, "shop_id", "customer_id"),
+    sa.CheckConstraint(check_in("action", DeliveryAction), name="action"),
+    sa.CheckConstraint(check_in("status", DeliveryStatus), name="status"),
+    # NULL passes a CHECK: grants and revokes have no channel
+    sa.CheckConstraint(check_in("channel", NotifyChannel), name="channel"),
 )
 # NULLs are distinct in a unique constraint, so (award, "grant", NULL) could repeat: a partial
 # unique index closes that gap on both SQLite and PostgreSQL.

@@ -17,6 +17,7 @@ from .engine import CompiledProgramme
 from .errors import NotFound
 from .processing import fold, history_of, load_inputs, next_to_dict
 from .programme import Programme, condition_id
+from .statuses import AwardStatus
 
 
 def customer_view(db: sa.Engine, shop_id: str, customer_id: str) -> dict[str, Any]:
@@ -148,7 +149,7 @@ def state_view(state: ladder_mod.LadderState, shop_id: str, customer_id: str) ->
         "facts": state.facts, "next": next_to_dict(state.next), "lapse_at": state.lapse_at,
         "rule_version": state.rule_version,
         "rewards": [{"key": a.key, "reward_id": a.reward_id, "type": a.type, "customer_id": customer_id,
-                     "status": "historical" if a.historical else "due", "reason": award_store.grant_reason(a),
+                     "status": AwardStatus.HISTORICAL if a.historical else AwardStatus.DUE, "reason": award_store.grant_reason(a),
                      "rule_version": state.rule_version, "scope": a.scope, "scope_ref": a.scope_ref,
                      "stage": a.stage, "turn": a.turn, "granted_at": a.granted_at, "value": a.value,
                      "params": a.params, "reversed_at": None} for a in state.awards],

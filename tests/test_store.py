@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta, timezone
-
-UTC = timezone.utc  # datetime.UTC needs Python 3.11
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -334,3 +332,45 @@ def test_lock_customer_read_modify_write_loses_no_update(engine):
         t.join(30)
     with engine.connect() as conn:
         assert conn.execute(sa.select(store.customers.c.turn)).scalar_one() == 1 + 4 * 5
+
+
+# ---------------------------------------------------------------- status CHECK constraints
+def _check_names(engine: sa.Engine) -> dict[str, set[str]]:
+    inspector = sa.inspect(engine)
+    return {t: {c["name"] for c in inspector.get_check_constraints(t)}
+            for t in ("awards", "award_log", "inbox", "deliveries")}
+
+
+def test_every_status_column_has_its_check_constraint(engine):
+    assert _check_names(engine) == {
+        "awards": {"ck_awards_status"}, "award_log": {"ck_award_log_status"}, "inbox": {"ck_inbox_status"},
+        "deliveries": {"ck_deliveries_action", "ck_deliveries_status", "ck_deliveries_channel"},
+    }
+
+
+def test_the_migration_checks_list_exactly_the_enums_values():
+    """Migration 0003 copies the values; a new status needs a new migration, and this says so."""
+    import importlib
+
+    from loyalty_ladder.statuses import AwardStatus, DeliveryAction, DeliveryStatus, InboxStatus, NotifyChannel
+
+    m = importlib.import_module("loyalty_ladder.migrations.versions.0003_status_checks")
+    assert set(m.AWARD) == set(AwardStatus) and set(m.INBOX) == set(InboxStatus)
+    assert set(m.ACTION) == set(DeliveryAction) and set(m.DELIVERY) == set(DeliveryStatus)
+    assert set(m.CHANNEL) == set(NotifyChannel)
+
+
+def test_a_status_outside_its_enum_is_refused_by_the_database(engine):
+    from loyalty_ladder.statuses import AwardStatus
+
+    with store.begin_write(engine) as conn:
+        conn.execute(store.awards.insert().values(**_award(key="k-ok", status=AwardStatus.DELIVERED)))
+    with pytest.raises(sa.exc.IntegrityError), store.begin_write(engine) as conn:
+        conn.execute(store.awards.insert().values(**_award(key="k-bad", status="deliverd")))
+    with pytest.raises(sa.exc.IntegrityError), store.begin_write(engine) as conn:
+        conn.execute(store.awards.update().where(store.awards.c.key == "k-ok").values(status="lost"))
+    with pytest.raises(sa.exc.IntegrityError), store.begin_write(engine) as conn:
+        conn.execute(store.inbox.insert().values(platform="shopify", shop_id="s", delivery_id="d", topic="t",
+                                                 headers={}, body="{}", status="done"))
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(store.awards.c.status)).scalars().all() == ["delivered"]

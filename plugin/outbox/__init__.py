@@ -19,8 +19,9 @@ for something else — a notice waits for its grant), ``delivered``, ``failed``,
 status follows its grant: ``due`` → ``delivered`` | ``failed`` | ``needs_manual_action``; a revoke
 leaves it ``reversed``.
 
-A ``generic`` shop has no API to deliver to: its integrator reads the ``due`` awards from the
-customer endpoint, so it gets no grant or revoke jobs, only notices (sent at once).
+A platform without a shop API (``generic``: its adapter's ``has_shop_api`` is false) has
+nothing to deliver to: its integrator reads the ``due`` awards from the customer endpoint, so
+it gets no grant or revoke jobs, only notices (sent at once).
 
 Notices (``notify``) are sent only after the grant is delivered (a customer must never receive a
 code that does not exist yet), except for rewards that *are* a notice (:data:`NOTICE_ONLY_TYPES`,
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 from .documents import EVENT_GRANTED, EVENT_REVERSED, award_document, customer_profile, first_stage
 from .planning import (
-    GENERIC_PLATFORM,
     NOT_EMAILED_TYPES,
     NOTICE_ONLY_TYPES,
     REQUIRED_CAPABILITY,
@@ -56,7 +56,7 @@ from .running import (
 
 __all__ = [
     "BACKOFF_BASE_SECONDS", "BACKOFF_MAX", "CLAIM_LEASE", "DEFAULT_RATE_LIMIT_WAIT", "EVENT_GRANTED",
-    "EVENT_REVERSED", "GENERIC_PLATFORM", "MAX_ATTEMPTS", "NOTICE_ONLY_TYPES", "NOT_EMAILED_TYPES",
+    "EVENT_REVERSED", "MAX_ATTEMPTS", "NOTICE_ONLY_TYPES", "NOT_EMAILED_TYPES",
     "REQUIRED_CAPABILITY", "AdapterFactory", "RunOutcome", "arm_row", "award_document", "backoff",
     "customer_profile", "due", "event_id", "first_stage", "plan", "run", "set_award_status",
 ]

@@ -18,8 +18,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from .. import store
+from ..adapters.registry import adapter_class
 from ..clock import iso_or_none, utcnow
 from ..config import ShopConfig
+from ..statuses import AwardStatus, DeliveryAction, DeliveryStatus, NotifyChannel
 from .documents import EVENT_GRANTED, EVENT_REVERSED, customer_profile
 
 #: what a reward type needs from the shop; a shop without it gets ``needs_manual_action`` at once
@@ -34,9 +36,6 @@ NOTICE_ONLY_TYPES = ("greeting",)
 #: rewards never e-mailed to the customer: stage tags are the shop's segmentation, not a gift
 NOT_EMAILED_TYPES = ("tag",)
 
-#: the platform without a shop API (generic events): awards stay `due` for the integrator to fetch
-GENERIC_PLATFORM = "generic"
-
 
 def arm_row(conn: sa.Connection, now: datetime, award: Mapping[str, Any], existing: Mapping[str, Any] | None,
             action: str, channel: str | None, status: str, *, due: bool, reason: str | None = None,
@@ -44,8 +43,8 @@ def arm_row(conn: sa.Connection, now: datetime, award: Mapping[str, Any], existi
     """Create a delivery row, or re-arm an existing one for a new round (its past kept in
     ``detail.history``, its ``generation`` counted up so a notice gets a new event id)."""
     t = store.deliveries
-    next_at = now if (status == "pending" and due) else None
-    last_error = reason if status != "pending" else None
+    next_at = now if (status == DeliveryStatus.PENDING and due) else None
+    last_error = reason if status != DeliveryStatus.PENDING else None
     if existing is None:
         detail: dict[str, Any] = {"generation": 1}
     else:
@@ -89,7 +88,7 @@ class _Planner:
             event: str | None = None) -> int:
         pk = arm_row(self.conn, self.now, award, existing, action, channel, status, due=due, reason=reason,
                      event=event)
-        if status == "pending" and due:
+        if status == DeliveryStatus.PENDING and due:
             self.to_run.append(pk)
         return pk
 
@@ -104,23 +103,28 @@ class _Planner:
         set_award_status(self.conn, award, status, reason, self.now)
 
     # ------------------------------------------------------------ decisions
+    @property
+    def live_status(self) -> DeliveryStatus:
+        """A new runnable row's status: ``shadow`` in a shadow-mode shop (never run), else ``pending``."""
+        return DeliveryStatus.SHADOW if self.shop.shadow else DeliveryStatus.PENDING
+
     def initial_status(self, award: Mapping[str, Any]) -> tuple[str, str | None]:
         if self.shop.shadow:
-            return "shadow", "shop in shadow mode: computed, not delivered"
+            return DeliveryStatus.SHADOW, "shop in shadow mode: computed, not delivered"
         need = REQUIRED_CAPABILITY.get(award["type"])
         if need is not None and need not in self.shop.capabilities:
             have = ", ".join(self.shop.capabilities) or "none"
-            return "needs_manual_action", (
+            return DeliveryStatus.NEEDS_MANUAL_ACTION, (
                 f"{award['type']} needs the shop capability '{need}', which shop '{self.shop.id}' "
                 f"({self.shop.platform}) lacks (it has: {have})")
-        return "pending", None
+        return DeliveryStatus.PENDING, None
 
     def channels(self, award: Mapping[str, Any], email: str | None) -> list[str]:
         out = []
         if self.smtp_configured and email and award["type"] not in NOT_EMAILED_TYPES:
-            out.append("email")
+            out.append(NotifyChannel.EMAIL)
         if self.shop.notify_webhook_url:
-            out.append("webhook")
+            out.append(NotifyChannel.WEBHOOK)
         return out
 
     # ------------------------------------------------------------ grant
@@ -129,9 +133,9 @@ class _Planner:
         profile = customer_profile(self.conn, award["shop_id"], award["customer_id"])
         channels = self.channels(award, profile["email"])
         status, reason = self.initial_status(award)
-        grant_row = rows.get(("grant", None))
+        grant_row = rows.get((DeliveryAction.GRANT, None))
 
-        if self.shop.platform == GENERIC_PLATFORM:
+        if not adapter_class(self.shop.platform).has_shop_api:
             # No shop API: the integrator reads due awards from the customer endpoint and hands
             # them over itself, so the award stays `due`; only the notices are ours to send.
             self.notices(award, rows, channels, EVENT_GRANTED, due=True)
@@ -141,81 +145,82 @@ class _Planner:
             self.notices(award, rows, channels, EVENT_GRANTED, due=True)
             return
 
-        if grant_row is not None and grant_row["status"] == "pending":
+        if grant_row is not None and grant_row["status"] == DeliveryStatus.PENDING:
             return  # still on its way (or waiting for a retry): nothing new to plan
-        if grant_row is not None and grant_row["status"] == "shadow" and status == "shadow":
+        if grant_row is not None and grant_row["status"] == DeliveryStatus.SHADOW and status == DeliveryStatus.SHADOW:
             return
-        if grant_row is not None and grant_row["status"] == "delivered":
-            revoke = rows.get(("revoke", None))
-            if revoke is None or revoke["status"] not in ("delivered", "shadow"):
+        if grant_row is not None and grant_row["status"] == DeliveryStatus.DELIVERED:
+            revoke = rows.get((DeliveryAction.REVOKE, None))
+            if revoke is None or revoke["status"] not in (DeliveryStatus.DELIVERED, DeliveryStatus.SHADOW):
                 # The object the grant created still exists in the shop: nothing to deliver.
-                if revoke is not None and revoke["status"] == "pending":
-                    self.set_status(revoke, "cancelled", "granted again before the revoke ran")
+                if revoke is not None and revoke["status"] == DeliveryStatus.PENDING:
+                    self.set_status(revoke, DeliveryStatus.CANCELLED, "granted again before the revoke ran")
                     self.cancel_notices(rows, EVENT_REVERSED, "granted again before the reversal was announced")
-                self.award_status(award, "delivered",
+                self.award_status(award, AwardStatus.DELIVERED,
                                   "implied again; what the shop holds from the earlier delivery still stands")
                 return
             # The revoke removed it: deliver it again below.
 
-        self.arm(award, grant_row, "grant", None, status, due=True, reason=reason)
-        if status == "needs_manual_action":
-            self.award_status(award, "needs_manual_action", reason or "")
-        elif status in ("pending", "shadow"):
+        self.arm(award, grant_row, DeliveryAction.GRANT, None, status, due=True, reason=reason)
+        if status == DeliveryStatus.NEEDS_MANUAL_ACTION:
+            self.award_status(award, AwardStatus.NEEDS_MANUAL_ACTION, reason or "")
+        elif status in (DeliveryStatus.PENDING, DeliveryStatus.SHADOW):
             # Notices wait for the grant (status pending, not due) or mirror a shadow grant.
             self.notices(award, rows, channels, EVENT_GRANTED, due=False)
 
     def notices(self, award: Mapping[str, Any], rows: Mapping[tuple[str, str | None], Mapping[str, Any]],
                 channels: Sequence[str], event: str, *, due: bool) -> None:
-        status = "shadow" if self.shop.shadow else "pending"
+        status = self.live_status
         for channel in channels:
-            row = rows.get(("notify", channel))
+            row = rows.get((DeliveryAction.NOTIFY, channel))
             if row is not None:
                 same = (row.get("detail") or {}).get("event") == event
-                if same and row["status"] in ("pending", "delivered", "shadow"):
+                if same and row["status"] in (DeliveryStatus.PENDING, DeliveryStatus.DELIVERED, DeliveryStatus.SHADOW):
                     continue  # already told (or about to be): never twice
-            self.arm(award, row, "notify", channel, status, due=due, event=event)
+            self.arm(award, row, DeliveryAction.NOTIFY, channel, status, due=due, event=event)
 
     def cancel_notices(self, rows: Mapping[tuple[str, str | None], Mapping[str, Any]], event: str | None,
                        reason: str) -> None:
         for (action, _channel), row in rows.items():
-            if action == "notify" and row["status"] == "pending" and (
+            if action == DeliveryAction.NOTIFY and row["status"] == DeliveryStatus.PENDING and (
                     event is None or (row.get("detail") or {}).get("event") == event):
-                self.set_status(row, "cancelled", reason)
+                self.set_status(row, DeliveryStatus.CANCELLED, reason)
 
     # ------------------------------------------------------------ reverse
     def reverse(self, award: Mapping[str, Any]) -> None:
         rows = self.rows_for(award["key"])
-        grant_row = rows.get(("grant", None))
-        revoke = rows.get(("revoke", None))
-        if grant_row is None or grant_row["status"] in ("pending", "failed", "cancelled"):
-            if grant_row is not None and grant_row["status"] == "pending":
-                self.set_status(grant_row, "cancelled", "award reversed before it was delivered")
+        grant_row = rows.get((DeliveryAction.GRANT, None))
+        revoke = rows.get((DeliveryAction.REVOKE, None))
+        unsent = (DeliveryStatus.PENDING, DeliveryStatus.FAILED, DeliveryStatus.CANCELLED)
+        if grant_row is None or grant_row["status"] in unsent:
+            if grant_row is not None and grant_row["status"] == DeliveryStatus.PENDING:
+                self.set_status(grant_row, DeliveryStatus.CANCELLED, "award reversed before it was delivered")
             self.cancel_notices(rows, None, "award reversed before the customer was told")
             if grant_row is None:  # a notice-only reward, or a generic shop: the notice was the delivery
                 self.announce_reversal(award, rows)
             return
         self.cancel_notices(rows, EVENT_GRANTED, "award reversed before the customer was told")
-        if revoke is not None and revoke["status"] == "pending":
+        if revoke is not None and revoke["status"] == DeliveryStatus.PENDING:
             return
         status = grant_row["status"]
-        if status == "delivered":
-            self.arm(award, revoke, "revoke", None, "shadow" if self.shop.shadow else "pending", due=True,
+        if status == DeliveryStatus.DELIVERED:
+            self.arm(award, revoke, DeliveryAction.REVOKE, None, self.live_status, due=True,
                      reason="shop in shadow mode: computed, not delivered" if self.shop.shadow else None)
             self.announce_reversal(award, rows)
-        elif status == "shadow":
-            self.arm(award, revoke, "revoke", None, "shadow", due=False,
+        elif status == DeliveryStatus.SHADOW:
+            self.arm(award, revoke, DeliveryAction.REVOKE, None, DeliveryStatus.SHADOW, due=False,
                      reason="shop in shadow mode: computed, not delivered")
-        elif status == "needs_manual_action":
-            self.arm(award, revoke, "revoke", None, "needs_manual_action", due=False,
+        elif status == DeliveryStatus.NEEDS_MANUAL_ACTION:
+            self.arm(award, revoke, DeliveryAction.REVOKE, None, DeliveryStatus.NEEDS_MANUAL_ACTION, due=False,
                      reason="award reversed: if it was handed over by hand, take it back by hand")
 
     def announce_reversal(self, award: Mapping[str, Any],
                           rows: Mapping[tuple[str, str | None], Mapping[str, Any]]) -> None:
         """Tell the shop's marketing tool of a reversal, only if it heard of the grant."""
-        row = rows.get(("notify", "webhook"))
-        if (self.shop.notify_webhook_url and row is not None and row["status"] == "delivered"
+        row = rows.get((DeliveryAction.NOTIFY, NotifyChannel.WEBHOOK))
+        if (self.shop.notify_webhook_url and row is not None and row["status"] == DeliveryStatus.DELIVERED
                 and (row.get("detail") or {}).get("event") == EVENT_GRANTED):
-            self.arm(award, row, "notify", "webhook", "shadow" if self.shop.shadow else "pending", due=True,
+            self.arm(award, row, DeliveryAction.NOTIFY, NotifyChannel.WEBHOOK, self.live_status, due=True,
                      event=EVENT_REVERSED)
 
 
@@ -246,11 +251,11 @@ def plan(conn: sa.Connection, shop: ShopConfig, granted: Iterable[str], reversed
     planner = _Planner(conn, shop, smtp_configured, now, [])
     for key in granted:
         award = awards.get(key)
-        if award is not None and award["status"] == "due":
+        if award is not None and award["status"] == AwardStatus.DUE:
             planner.grant(award)
     for key in reversed_:
         award = awards.get(key)
-        if award is not None and award["status"] == "reversed":
+        if award is not None and award["status"] == AwardStatus.REVERSED:
             planner.reverse(award)
     return list(dict.fromkeys(planner.to_run))
 

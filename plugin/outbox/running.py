@@ -27,6 +27,7 @@ from .. import notify, store
 from ..adapters.base import Delivery
 from ..clock import utcnow
 from ..errors import DeliveryError, NotFound, NotSupported, RateLimited, Rejected
+from ..statuses import AwardStatus, DeliveryAction, DeliveryStatus, NotifyChannel
 from .documents import EVENT_GRANTED, award_document, customer_profile, first_stage
 from .planning import NOTICE_ONLY_TYPES, _log_award, arm_row, set_award_status
 
@@ -62,7 +63,7 @@ def due(db: sa.Engine, now: datetime | None = None, limit: int = 500) -> list[in
     t = store.deliveries
     with db.connect() as conn:
         return [int(r.pk) for r in conn.execute(
-            sa.select(t.c.pk).where(t.c.status == "pending", t.c.next_attempt_at.is_not(None),
+            sa.select(t.c.pk).where(t.c.status == DeliveryStatus.PENDING, t.c.next_attempt_at.is_not(None),
                                     t.c.next_attempt_at <= now)
             .order_by(t.c.next_attempt_at, t.c.pk).limit(limit))]
 
@@ -115,34 +116,35 @@ def _close(conn: sa.Connection, row: Mapping[str, Any], status: str, reason: str
 def _claim(db: sa.Engine, pk: int, now: datetime) -> _Job | RunOutcome:
     with store.begin_write(db) as conn:
         row = _load(conn, pk, lock=True)
-        if row["status"] != "pending":
+        if row["status"] != DeliveryStatus.PENDING:
             return RunOutcome(row["status"])  # done, cancelled or shadow: running again does nothing
         if row["next_attempt_at"] is None:
-            return RunOutcome("pending")  # waits for something else (a notice for its grant)
+            return RunOutcome(DeliveryStatus.PENDING)  # waits for something else (a notice for its grant)
         if row["next_attempt_at"] > now:
-            return RunOutcome("pending", retry_at=row["next_attempt_at"])  # not yet, or in flight elsewhere
+            return RunOutcome(DeliveryStatus.PENDING, retry_at=row["next_attempt_at"])  # not yet, or in flight elsewhere
         award = _award(conn, row["award_key"])
         customer = customer_profile(conn, row["shop_id"], row["customer_id"])
         external_id = None
         stage_one = None
-        if row["action"] == "revoke":
-            grant_row = _sibling(conn, row["award_key"], "grant")
+        if row["action"] == DeliveryAction.REVOKE:
+            grant_row = _sibling(conn, row["award_key"], DeliveryAction.GRANT)
             external_id = grant_row["external_id"] if grant_row else None
-        elif row["action"] == "notify":
-            grant_row = _sibling(conn, row["award_key"], "grant")
+        elif row["action"] == DeliveryAction.NOTIFY:
+            grant_row = _sibling(conn, row["award_key"], DeliveryAction.GRANT)
             granted_event = (row.get("detail") or {}).get("event", EVENT_GRANTED) == EVENT_GRANTED
-            if granted_event and grant_row is not None and grant_row["status"] == "pending":
+            if granted_event and grant_row is not None and grant_row["status"] == DeliveryStatus.PENDING:
                 conn.execute(store.deliveries.update().where(store.deliveries.c.pk == pk)
                              .values(next_attempt_at=None, updated_at=now))
-                return RunOutcome("pending")  # armed again when the grant is delivered
-            if granted_event and grant_row is not None and grant_row["status"] != "delivered":
-                return _close(conn, row, "cancelled", f"the reward was not delivered ({grant_row['status']})", now)
+                return RunOutcome(DeliveryStatus.PENDING)  # armed again when the grant is delivered
+            if granted_event and grant_row is not None and grant_row["status"] != DeliveryStatus.DELIVERED:
+                return _close(conn, row, DeliveryStatus.CANCELLED,
+                              f"the reward was not delivered ({grant_row['status']})", now)
             stage_one = first_stage(conn, row["shop_id"], row["customer_id"])
             problem = notify.consent_problem(award_document(award), customer, stage_one)
             if problem:
-                return _close(conn, row, "cancelled", problem, now)
-            if row["channel"] == "email" and not customer.get("email"):
-                return _close(conn, row, "cancelled", "the customer has no e-mail address", now)
+                return _close(conn, row, DeliveryStatus.CANCELLED, problem, now)
+            if row["channel"] == NotifyChannel.EMAIL and not customer.get("email"):
+                return _close(conn, row, DeliveryStatus.CANCELLED, "the customer has no e-mail address", now)
         conn.execute(store.deliveries.update().where(store.deliveries.c.pk == pk).values(
             attempts=row["attempts"] + 1, next_attempt_at=now + CLAIM_LEASE, updated_at=now))
         row["attempts"] += 1
@@ -152,7 +154,7 @@ def _claim(db: sa.Engine, pk: int, now: datetime) -> _Job | RunOutcome:
 def _call(job: _Job, adapter_factory: AdapterFactory, notifier: Any) -> tuple[str | None, str]:
     """The slow part, outside any transaction: (external id, detail), or a DeliveryError."""
     row = job.row
-    if row["action"] == "notify":
+    if row["action"] == DeliveryAction.NOTIFY:
         notice = notify.Notice(channel=row["channel"], event=(row.get("detail") or {}).get("event", EVENT_GRANTED),
                                event_id=event_id(row), shop_id=row["shop_id"], award=award_document(job.award),
                                customer=job.customer)
@@ -178,39 +180,40 @@ def _finish_success(conn: sa.Connection, row: dict[str, Any], external_id: str |
         detail["result"] = detail_text
     detail.pop("failures", None)
     conn.execute(t.update().where(t.c.pk == row["pk"]).values(
-        status="delivered", external_id=external_id, last_error=None, detail=detail, next_attempt_at=None,
+        status=DeliveryStatus.DELIVERED, external_id=external_id, last_error=None, detail=detail, next_attempt_at=None,
         delivered_at=now, updated_at=now))
     follow: list[int] = []
     where = f" (shop id {external_id})" if external_id else ""
     action = row["action"]
-    if action == "grant":
-        if was == "pending" and award["status"] == "due":
-            set_award_status(conn, award, "delivered", f"delivered to the shop{where}", now)
+    if action == DeliveryAction.GRANT:
+        if was == DeliveryStatus.PENDING and award["status"] == AwardStatus.DUE:
+            set_award_status(conn, award, AwardStatus.DELIVERED, f"delivered to the shop{where}", now)
             follow += _arm_waiting_notices(conn, award["key"], now)
-        elif award["status"] == "reversed":
+        elif award["status"] == AwardStatus.REVERSED:
             # Reversed while the call was in flight: it exists in the shop now, so take it back.
             _log_award(conn, award, f"delivered{where} after it was reversed; revoking it", now)
-            follow += _rearm(conn, award, "revoke", now)
-        elif award["status"] == "due":
-            set_award_status(conn, award, "delivered", f"delivered to the shop{where}", now)
+            follow += _rearm(conn, award, DeliveryAction.REVOKE, now)
+        elif award["status"] == AwardStatus.DUE:
+            set_award_status(conn, award, AwardStatus.DELIVERED, f"delivered to the shop{where}", now)
             follow += _arm_waiting_notices(conn, award["key"], now)
-    elif action == "revoke":
-        if award["status"] == "reversed":
+    elif action == DeliveryAction.REVOKE:
+        if award["status"] == AwardStatus.REVERSED:
             _log_award(conn, award, f"revoked in the shop{where}", now)
         else:
             # Granted again while the revoke was in flight: the object is gone, deliver it again.
             _log_award(conn, award, "revoked in the shop while it was granted again; delivering it again", now)
-            follow += _rearm(conn, award, "grant", now)
-    elif action == "notify" and award["type"] in NOTICE_ONLY_TYPES and award["status"] == "due" \
-            and _sibling(conn, award["key"], "grant") is None:
-        set_award_status(conn, award, "delivered", f"sent by {row['channel']}", now)
-    return RunOutcome("delivered", follow_up=tuple(follow))
+            follow += _rearm(conn, award, DeliveryAction.GRANT, now)
+    elif action == DeliveryAction.NOTIFY and award["type"] in NOTICE_ONLY_TYPES and award["status"] == AwardStatus.DUE \
+            and _sibling(conn, award["key"], DeliveryAction.GRANT) is None:
+        set_award_status(conn, award, AwardStatus.DELIVERED, f"sent by {row['channel']}", now)
+    return RunOutcome(DeliveryStatus.DELIVERED, follow_up=tuple(follow))
 
 
 def _arm_waiting_notices(conn: sa.Connection, key: str, now: datetime) -> list[int]:
     t = store.deliveries
     pks = [int(r.pk) for r in conn.execute(sa.select(t.c.pk).where(
-        t.c.award_key == key, t.c.action == "notify", t.c.status == "pending", t.c.next_attempt_at.is_(None)))]
+        t.c.award_key == key, t.c.action == DeliveryAction.NOTIFY, t.c.status == DeliveryStatus.PENDING,
+        t.c.next_attempt_at.is_(None)))]
     if pks:
         conn.execute(t.update().where(t.c.pk.in_(pks)).values(next_attempt_at=now, updated_at=now))
     return pks
@@ -219,18 +222,18 @@ def _arm_waiting_notices(conn: sa.Connection, key: str, now: datetime) -> list[i
 def _rearm(conn: sa.Connection, award: Mapping[str, Any], action: str, now: datetime) -> list[int]:
     """Arm a compensation found only after the fact (a late success); return its pk to run."""
     existing = _sibling(conn, award["key"], action)
-    if existing is not None and existing["status"] == "pending":
+    if existing is not None and existing["status"] == DeliveryStatus.PENDING:
         conn.execute(store.deliveries.update().where(store.deliveries.c.pk == existing["pk"])
                      .values(next_attempt_at=now, updated_at=now))
         return [int(existing["pk"])]
-    return [arm_row(conn, now, award, existing, action, None, "pending", due=True)]
+    return [arm_row(conn, now, award, existing, action, None, DeliveryStatus.PENDING, due=True)]
 
 
 def _finish_error(conn: sa.Connection, row: dict[str, Any], exc: Exception, now: datetime) -> RunOutcome:
     t = store.deliveries
     message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     detail = dict(row.get("detail") or {})
-    if row["status"] != "pending":
+    if row["status"] != DeliveryStatus.PENDING:
         # Cancelled while the call was in flight, and nothing was created: nothing more to do.
         conn.execute(t.update().where(t.c.pk == row["pk"]).values(last_error=message, updated_at=now))
         return RunOutcome(row["status"])
@@ -239,9 +242,9 @@ def _finish_error(conn: sa.Connection, row: dict[str, Any], exc: Exception, now:
         retry_at = now + max(wait, timedelta(0))
         conn.execute(t.update().where(t.c.pk == row["pk"]).values(
             last_error=f"rate limited: {message}", next_attempt_at=retry_at, updated_at=now))
-        return RunOutcome("pending", retry_at=retry_at)
+        return RunOutcome(DeliveryStatus.PENDING, retry_at=retry_at)
     if isinstance(exc, (Rejected, NotSupported)):
-        status = "needs_manual_action" if isinstance(exc, NotSupported) else "failed"
+        status = DeliveryStatus.NEEDS_MANUAL_ACTION if isinstance(exc, NotSupported) else DeliveryStatus.FAILED
         conn.execute(t.update().where(t.c.pk == row["pk"]).values(
             status=status, last_error=message, next_attempt_at=None, updated_at=now))
         _award_after_error(conn, row, status, message, now)
@@ -254,26 +257,27 @@ def _finish_error(conn: sa.Connection, row: dict[str, Any], exc: Exception, now:
     if failures >= MAX_ATTEMPTS:
         reason = f"gave up after {failures} failed attempts: {message}"
         conn.execute(t.update().where(t.c.pk == row["pk"]).values(
-            status="failed", last_error=reason, detail=detail, next_attempt_at=None, updated_at=now))
-        _award_after_error(conn, row, "failed", reason, now)
-        return RunOutcome("failed")
+            status=DeliveryStatus.FAILED, last_error=reason, detail=detail, next_attempt_at=None, updated_at=now))
+        _award_after_error(conn, row, DeliveryStatus.FAILED, reason, now)
+        return RunOutcome(DeliveryStatus.FAILED)
     retry_at = now + backoff(failures)
     conn.execute(t.update().where(t.c.pk == row["pk"]).values(
         last_error=message, detail=detail, next_attempt_at=retry_at, updated_at=now))
-    return RunOutcome("pending", retry_at=retry_at)
+    return RunOutcome(DeliveryStatus.PENDING, retry_at=retry_at)
 
 
 def _award_after_error(conn: sa.Connection, row: Mapping[str, Any], status: str, message: str,
                        now: datetime) -> None:
     award = _award(conn, row["award_key"])
-    if row["action"] == "grant" and award["status"] == "due":
+    if row["action"] == DeliveryAction.GRANT and award["status"] == AwardStatus.DUE:
         set_award_status(conn, award, status, message, now)
         t = store.deliveries
-        conn.execute(t.update().where(t.c.award_key == award["key"], t.c.action == "notify",
-                                      t.c.status == "pending")
-                     .values(status="cancelled", last_error="the reward was not delivered", next_attempt_at=None,
+        conn.execute(t.update().where(t.c.award_key == award["key"], t.c.action == DeliveryAction.NOTIFY,
+                                      t.c.status == DeliveryStatus.PENDING)
+                     .values(status=DeliveryStatus.CANCELLED, last_error="the reward was not delivered",
+                             next_attempt_at=None,
                              updated_at=now))
-    elif row["action"] == "revoke":
+    elif row["action"] == DeliveryAction.REVOKE:
         _log_award(conn, award, f"revoke {status}: {message}", now)
 
 
