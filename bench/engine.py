@@ -24,7 +24,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from loyalty_ladder.engine import CompiledProgramme, get_engine, tag_field
 from loyalty_ladder.programme import AllOf, Comparison, Condition, Not, Programme, canonical_json
 
 ROOT = Path(__file__).resolve().parent.parent
-NOW = datetime(2026, 3, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
 TARGET_RAW, TARGET_BUSINESS_RULES = 0.8, 1.3
 
 Facts = Mapping[str, Any]
@@ -370,7 +370,7 @@ that all outputs are equal. Median of {args.runs} interleaved runs.
 
 - Command: `python bench/engine.py --customers {args.customers} --runs {args.runs}`
 - Machine: {machine()}
-- Date: {datetime.now(timezone.utc):%Y-%m-%d}
+- Date: {datetime.now(UTC):%Y-%m-%d}
 - Customers for whom each stage condition holds: {reach}
 
 | evaluator | evals/s | vs raw durable_rules |

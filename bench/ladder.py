@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,8 @@ from loyalty_ladder.ladder import fold
 from loyalty_ladder.programme import AllOf, AnyOf, Comparison, Condition, Not, Programme
 
 ROOT = Path(__file__).resolve().parent.parent
-START = datetime(2025, 1, 1, tzinfo=timezone.utc)
-AS_OF = datetime(2026, 1, 1, tzinfo=timezone.utc)
+START = datetime(2025, 1, 1, tzinfo=UTC)
+AS_OF = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 # ------------------------------------------------------------------ histories

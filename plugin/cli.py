@@ -12,7 +12,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -49,16 +49,16 @@ def _parse_time(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value)  # Python 3.11 reads "Z" itself
     except ValueError:
         raise click.BadParameter(f"'{value}' is not an ISO 8601 time", param_hint=name) from None
     if parsed.tzinfo is None:
         raise click.BadParameter(f"'{value}' has no time zone; add Z or +HH:MM", param_hint=name)
     try:
-        utc = parsed.astimezone(timezone.utc)
+        utc = parsed.astimezone(UTC)
     except OverflowError:
         utc = None
-    if utc is None or not datetime(1970, 1, 1, tzinfo=timezone.utc) <= utc <= datetime(2200, 1, 1, tzinfo=timezone.utc):
+    if utc is None or not datetime(1970, 1, 1, tzinfo=UTC) <= utc <= datetime(2200, 1, 1, tzinfo=UTC):
         raise click.BadParameter(f"'{value}' is out of range (1970–2200)", param_hint=name)
     return utc
 

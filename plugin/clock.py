@@ -5,17 +5,17 @@ Every module that stamps or prints a time uses these two, so the whole code base
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def utcnow() -> datetime:
     """The current instant, timezone-aware, in UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def iso(value: datetime) -> str:
     """An aware datetime as UTC ISO 8601 with ``Z`` (``2026-03-02T10:00:00Z``)."""
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def iso_or_none(value: datetime | None) -> str | None:

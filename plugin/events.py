@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 
@@ -99,8 +99,8 @@ class Money(fields.Field):
         return str(Decimal(value).quantize(CENT))
 
 
-EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
-LATEST = datetime(2200, 1, 1, tzinfo=timezone.utc)
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 class AwareTime(fields.Field):
@@ -126,7 +126,7 @@ class AwareTime(fields.Field):
         if parsed.tzinfo is None or parsed.utcoffset() is None:
             raise self.make_error("naive")
         try:
-            utc = parsed.astimezone(timezone.utc)
+            utc = parsed.astimezone(UTC)
         except OverflowError:
             raise self.make_error("range") from None
         if not EARLIEST <= utc <= LATEST:
@@ -141,7 +141,7 @@ class AwareTime(fields.Field):
 
 def format_time(value: datetime) -> str:
     """UTC ISO 8601 with ``Z``; the one spelling used in ``raw``."""
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _id_field(required: bool = True) -> fields.String:

@@ -50,7 +50,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -161,15 +161,15 @@ def excluded_orders(events: Sequence[Event], settings: Settings) -> frozenset[st
 
 
 def month_start(t: datetime) -> datetime:
-    return datetime(t.year, t.month, 1, tzinfo=timezone.utc)
+    return datetime(t.year, t.month, 1, tzinfo=UTC)
 
 
 def next_month_start(t: datetime) -> datetime:
     """The first instant of the calendar month after the one ``t`` is in (UTC)."""
-    u = t.astimezone(timezone.utc)
+    u = t.astimezone(UTC)
     if u.month == 12:
-        return datetime(u.year + 1, 1, 1, tzinfo=timezone.utc)
-    return datetime(u.year, u.month + 1, 1, tzinfo=timezone.utc)
+        return datetime(u.year + 1, 1, 1, tzinfo=UTC)
+    return datetime(u.year, u.month + 1, 1, tzinfo=UTC)
 
 
 def period_id(t: datetime, every: str | None) -> str:
@@ -192,7 +192,7 @@ def starts_period(t: datetime, every: str | None) -> bool:
 
 def _aware(t: datetime) -> datetime:
     """Times read back from SQLite come without a zone; ours are always UTC."""
-    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def _holds(holds: frozenset[str], kind: str, item_id: str, when: Any) -> bool:

@@ -30,7 +30,7 @@ import smtplib
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
@@ -257,7 +257,7 @@ class Notifier:
         msg["Subject"] = rendered.subject
         msg["From"] = self.smtp.sender
         msg["To"] = str(to)
-        msg["Date"] = format_datetime(datetime.now(timezone.utc))
+        msg["Date"] = format_datetime(datetime.now(UTC))
         msg["Message-ID"] = make_msgid(idstring=notice.event_id, domain=self.smtp.sender.rpartition("@")[2] or None)
         msg["Auto-Submitted"] = "auto-generated"  # no vacation replies to a notice
         msg[EVENT_ID_HEADER] = notice.event_id

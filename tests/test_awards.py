@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -11,7 +11,7 @@ import pytest
 from loyalty_ladder.awards import award_key, discount_code, imply, reconcile
 from loyalty_ladder.programme import Reward, Trigger
 
-T = datetime(2026, 3, 2, 10, tzinfo=timezone.utc)
+T = datetime(2026, 3, 2, 10, tzinfo=UTC)
 
 
 def reward(rid: str, kind: str, trigger: str = "stage", **params) -> Reward:
@@ -87,7 +87,7 @@ def test_historical_before_live_from():
     r = reward("t", "tag", tag="x")
     kwargs = {"shop": "s", "customer_id": "c", "scope": "stage", "ref": ("a", 1), "stage": "a", "turn": 1,
               "granted_at": T}
-    assert imply(r, live_from=datetime(2026, 4, 1, tzinfo=timezone.utc), **kwargs).historical is True
+    assert imply(r, live_from=datetime(2026, 4, 1, tzinfo=UTC), **kwargs).historical is True
     assert imply(r, live_from=T, **kwargs).historical is False
     assert imply(r, **kwargs).historical is False
 

@@ -3,7 +3,7 @@ success, 429 with Retry-After, 5xx then success, timeout then success, permanent
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -14,7 +14,7 @@ from loyalty_ladder import store
 from loyalty_ladder.config import ShopConfig
 from loyalty_ladder.service import LadderService
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 SHOPIFY = ShopConfig(id="s", platform="shopify", domain="s.myshopify.com", webhook_secret="x",
                      api_url="https://s.myshopify.com", api_version="2025-07", access_token="shpat_x",
                      capabilities=("discount_codes", "tags", "store_credit", "payment_terms"))
@@ -77,7 +77,7 @@ def test_shopify_429_waits_for_retry_after(service):
     outcome = service.run_delivery(pk)
     assert state(service, pk)[:2] == ("pending", "due")
     assert outcome.retry_at is not None
-    assert timedelta(seconds=6) <= outcome.retry_at - datetime.now(timezone.utc) <= timedelta(seconds=8)
+    assert timedelta(seconds=6) <= outcome.retry_at - datetime.now(UTC) <= timedelta(seconds=8)
 
 
 @responses.activate(assert_all_requests_are_fired=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -41,7 +41,6 @@ from loyalty_ladder.programme import (
 
 from . import reference_eval
 
-UTC = timezone.utc
 T0 = datetime(2026, 3, 2, 10, 0, 0, 123456, tzinfo=UTC)
 _unique = itertools.count()
 

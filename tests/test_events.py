@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -35,7 +35,7 @@ def errors_of(data) -> dict:
 def test_architecture_example_parses_to_typed_event():
     event = parse_event(ARCHITECTURE_EXAMPLE)
     assert event.id == "evt-1001" and event.type == "order_paid" and event.customer_id == "c-42"
-    assert event.occurred_at == datetime(2026, 3, 2, 10, tzinfo=timezone.utc)
+    assert event.occurred_at == datetime(2026, 3, 2, 10, tzinfo=UTC)
     order = event.order
     assert order is not None
     assert order.total == Decimal("108.00") and order.currency == "EUR"
@@ -64,7 +64,7 @@ def test_same_meaning_gives_same_raw():
 
 def test_time_is_converted_to_utc():
     event = parse_event(base("checkout_started"))
-    assert event.occurred_at == datetime(2026, 3, 2, 8, tzinfo=timezone.utc)
+    assert event.occurred_at == datetime(2026, 3, 2, 8, tzinfo=UTC)
     assert event.raw["occurred_at"] == "2026-03-02T08:00:00Z"
 
 
@@ -118,7 +118,7 @@ def test_order_placed_on_terms():
         "payment": {"method": "terms", "due_at": "2026-04-01T00:00:00Z"}}))
     assert event.order is not None and event.order.payment is not None
     assert event.order.payment.method == "terms"
-    assert event.order.payment.due_at == datetime(2026, 4, 1, tzinfo=timezone.utc)
+    assert event.order.payment.due_at == datetime(2026, 4, 1, tzinfo=UTC)
     assert "method" in errors_of(base("order_placed", order={
         "id": "o-1", "total": "1.00", "currency": "EUR", "payment": {"method": "cheque"}}))["order"]["payment"]
 

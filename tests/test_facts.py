@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -12,7 +12,7 @@ from loyalty_ladder.facts import FactsAccumulator, compute_facts
 from loyalty_ladder.factspec import FACTS
 from loyalty_ladder.programme import Settings
 
-T0 = datetime(2026, 3, 2, 10, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 2, 10, tzinfo=UTC)
 SETTINGS = Settings()
 D = Decimal
 
@@ -186,11 +186,11 @@ def test_days_facts_floor_whole_days():
 
 
 def test_twelve_month_window():
-    evs = [paid("e1", datetime(2025, 1, 10, tzinfo=timezone.utc), "o1", "10.00"),
-           paid("e2", datetime(2025, 6, 1, tzinfo=timezone.utc), "o2", "10.00"),
-           paid("e3", datetime(2025, 6, 20, tzinfo=timezone.utc), "o3", "10.00"),
-           paid("e4", datetime(2025, 12, 31, 23, tzinfo=timezone.utc), "o4", "10.00")]
-    now = datetime(2026, 1, 10, tzinfo=timezone.utc)  # 2025-01-10 is exactly 365 days ago: outside
+    evs = [paid("e1", datetime(2025, 1, 10, tzinfo=UTC), "o1", "10.00"),
+           paid("e2", datetime(2025, 6, 1, tzinfo=UTC), "o2", "10.00"),
+           paid("e3", datetime(2025, 6, 20, tzinfo=UTC), "o3", "10.00"),
+           paid("e4", datetime(2025, 12, 31, 23, tzinfo=UTC), "o4", "10.00")]
+    now = datetime(2026, 1, 10, tzinfo=UTC)  # 2025-01-10 is exactly 365 days ago: outside
     facts = compute_facts(evs, now, SETTINGS)
     assert facts["orders_12m"] == 3
     assert facts["active_months_12m"] == 2
@@ -278,6 +278,6 @@ def test_a_cancelled_order_never_seen_paid_is_not_a_refund():
     unseen = ev("order_cancelled", "x1", 2, order={"id": "never-paid"})
     paid = ev("order_paid", "p1", 3, order={"id": "o1", "total": "10.00", "currency": "EUR"})
     cancel_seen = ev("order_cancelled", "x2", 4, order={"id": "o1"})
-    at = datetime(2026, 2, 1, tzinfo=timezone.utc)
+    at = datetime(2026, 2, 1, tzinfo=UTC)
     assert compute_facts([unseen], at, Settings())["refunds_count"] == 0
     assert compute_facts([unseen, paid, cancel_seen], at, Settings())["refunds_count"] == 1

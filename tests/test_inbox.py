@@ -17,9 +17,9 @@ from loyalty_ladder import inbox, store
 from loyalty_ladder.adapters import registry
 from loyalty_ladder.adapters.base import Inbound, get_header, hmac_sha256_base64
 from loyalty_ladder.adapters.generic import GenericAdapter
+from loyalty_ladder.clock import utcnow
 from loyalty_ladder.config import ShopConfig
 from loyalty_ladder.errors import BadRequest, NotFound, SignatureError, Unauthorized
-from loyalty_ladder.clock import utcnow
 from loyalty_ladder.service import LadderService
 
 pytestmark = pytest.mark.parametrize(
@@ -31,6 +31,7 @@ class PingingAdapter(GenericAdapter):
     topic that means nothing to do."""
 
     platform = "pinging"
+    serves_webhooks = True  # GenericAdapter does not; this test platform does
 
     @classmethod
     def shop_hint(cls, headers):

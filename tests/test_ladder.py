@@ -8,7 +8,7 @@ and a referral / profit 500 / image client; lapse 180).
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -23,7 +23,6 @@ from loyalty_ladder.events import parse_event
 from loyalty_ladder.ladder import Transition, fold
 
 ROOT = Path(__file__).resolve().parent.parent
-UTC = timezone.utc
 T0 = datetime(2026, 1, 30, 10, tzinfo=UTC)
 DAY = timedelta(days=1)
 

@@ -5,9 +5,7 @@ tested against their fake APIs in their own modules.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-
-UTC = timezone.utc  # datetime.UTC needs Python 3.11
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 import copy
 import re
 import shutil
-from datetime import datetime, timezone
-
-UTC = timezone.utc  # datetime.UTC needs Python 3.11
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 

@@ -32,6 +32,7 @@ class TestPlatformAdapter(GenericAdapter):
 
     __test__ = False  # a helper, not a test class
     platform = "testshop"
+    serves_webhooks = True  # GenericAdapter does not; this test platform does
 
     @classmethod
     def shop_hint(cls, headers):

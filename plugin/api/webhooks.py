@@ -25,18 +25,17 @@ from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from ..adapters.registry import load_adapters
 from ..documents import WebhookResultSchema
 from ..errors import NotFound
 from ..globals import ladder
+from ..inbox import served_platforms
 from .responses import error_responses
 
 log = logging.getLogger(__name__)
 
 URL_PREFIX = "/webhooks"
 blp = Blueprint("webhooks", __name__, description="Shop webhooks (Shopify, WooCommerce), signed by the shop")
-
-#: platforms served by another endpoint
-NOT_WEBHOOK_PLATFORMS = ("generic",)
 
 WEBHOOK_BODY = {
     "required": True,
@@ -60,9 +59,11 @@ class Webhook(MethodView):
 
         ``platform`` is ``shopify`` or ``woocommerce`` (or a platform a plugin registers).
         """
-        if platform in NOT_WEBHOOK_PLATFORMS:
+        cls = load_adapters().get(platform)
+        if cls is not None and not cls.serves_webhooks:  # e.g. generic: its shops post to the events API
             raise NotFound(f"no webhook endpoint for platform {platform!r}",
-                           {"platform": ["generic shops send events to /api/v1/shops/<shop>/events"]})
+                           {"platform": [(f"webhooks are served for: {', '.join(served_platforms())}; "
+                                          f"{platform} shops send events to /api/v1/shops/<shop>/events")]})
         # The raw bytes, before anything parses them: the signature covers exactly these, and
         # form parsing (the WooCommerce ping is form-encoded) must not consume the stream first.
         body = request.get_data(cache=False)

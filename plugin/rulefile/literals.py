@@ -6,7 +6,7 @@ version hash covers meaning, not formatting.
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -70,8 +70,8 @@ def parse_time(value: Any) -> datetime:
     else:
         raise ValueError("not a date")  # noqa: TRY004 - callers report every bad literal alike
     if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def reason(value: Any, exc: ValueError) -> str:
