@@ -25,8 +25,8 @@ from urllib.parse import urlsplit
 import requests
 from marshmallow import Schema
 
-from ..config import ShopConfig
 from ..errors import NotSupported
+from ..shop import ShopConfig
 
 __all__ = [
     "Adapter",

@@ -28,9 +28,9 @@ from typing import Any, ClassVar
 
 from marshmallow import ValidationError
 
-from ..config import ShopConfig
 from ..errors import BadRequest, NotSupported, SignatureError
 from ..events import parse_events
+from ..shop import ShopConfig
 from .base import Adapter, Delivery, DeliveryResult, Inbound, get_header, normalise_domain, verify_hmac_base64
 
 SHOP_HEADER = "X-Ladder-Shop"

@@ -21,8 +21,8 @@ from typing import Any
 
 import requests
 
-from ..config import ShopConfig
 from ..errors import ConfigError
+from ..shop import ShopConfig
 from .base import Adapter
 
 log = logging.getLogger(__name__)

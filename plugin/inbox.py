@@ -32,9 +32,9 @@ from . import identity, ledger, store
 from .adapters.base import Adapter, Inbound
 from .adapters.registry import adapter_for, load_adapters
 from .clock import iso, utcnow
-from .config import ShopConfig
 from .errors import BadRequest, Conflict, LadderError, NotFound, NotSupported, Rejected, Unauthorized
 from .programme import Programme
+from .shop import ShopConfig
 from .statuses import InboxStatus
 
 #: the shops by id, as the settings' shops file configures them

@@ -42,8 +42,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from .adapters.base import hmac_sha256_base64
 from .adapters.http import send
-from .config import Settings, ShopConfig
+from .config import Settings
 from .errors import ConfigError, Rejected, Unavailable
+from .shop import ShopConfig
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 DEFAULT_LOCALE = "en"

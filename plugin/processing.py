@@ -26,13 +26,13 @@ from . import award_store, identity, ledger, store
 from . import events as events_mod
 from . import ladder as ladder_mod
 from .clock import utcnow
-from .config import ShopConfig
 from .engine import CompiledProgramme
 from .errors import NotFound
 from .jsonable import to_jsonable
 from .outbox import planning
 from .programme import Programme
 from .programmes import record_version
+from .shop import ShopConfig
 
 #: folds without the lock before one runs inside it
 MAX_OPTIMISTIC_TRIES = 3

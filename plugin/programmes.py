@@ -9,9 +9,9 @@ import sqlalchemy as sa
 
 from . import rulefile, store
 from .clock import utcnow
-from .config import ShopConfig
 from .engine import CompiledProgramme, get_engine
 from .programme import Programme
+from .shop import ShopConfig
 
 
 class ProgrammeRegistry:

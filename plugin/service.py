@@ -24,7 +24,7 @@ from . import ladder as ladder_mod
 from .adapters.base import Adapter
 from .adapters.registry import adapter_for
 from .clock import utcnow
-from .config import Settings, ShopConfig, load_shops
+from .config import Settings
 from .documents import CUSTOMER, CUSTOMER_DATA, EXPLANATION
 from .engine import CompiledProgramme
 from .errors import ConfigError, NotFound
@@ -33,6 +33,8 @@ from .notify import Notifier
 from .outbox import running
 from .programme import Programme
 from .programmes import ProgrammeRegistry, record_version
+from .shop import ShopConfig
+from .shops import load_shops
 
 __all__ = ["AcceptResult", "LadderService"]
 

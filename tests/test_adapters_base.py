@@ -24,8 +24,8 @@ from loyalty_ladder.adapters.base import (
     verify_hmac_base64,
 )
 from loyalty_ladder.adapters.generic import GenericAdapter
-from loyalty_ladder.config import ShopConfig
 from loyalty_ladder.errors import BadRequest, ConfigError, DeliveryError, NotSupported, SignatureError
+from loyalty_ladder.shop import ShopConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = b'{"id": 820982911946154508, "email": "jon@example.com"}'

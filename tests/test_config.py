@@ -7,15 +7,10 @@ from pathlib import Path
 import pytest
 
 from loyalty_ladder.adapters.shopify import ShopifyAdapter
-from loyalty_ladder.config import (
-    DEFAULT_SHOP,
-    Settings,
-    ShopConfig,
-    default_queue_file,
-    load_settings,
-    load_shops,
-)
+from loyalty_ladder.config import Settings, default_queue_file, load_settings
 from loyalty_ladder.errors import ConfigError
+from loyalty_ladder.shop import DEFAULT_SHOP, ShopConfig
+from loyalty_ladder.shops import load_shops
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -349,7 +344,7 @@ def test_example_shops_file_is_valid(tmp_path):
 
 def test_a_third_party_platform_registered_by_entry_point_is_accepted(tmp_path, monkeypatch):
     """The entry-point group is the way to add a platform: the shops file must accept it."""
-    from loyalty_ladder import config
+    from loyalty_ladder import shops as config
     from loyalty_ladder.adapters.base import Adapter
 
     class Magento(Adapter):

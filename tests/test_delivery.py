@@ -11,8 +11,8 @@ import responses
 import sqlalchemy as sa
 
 from loyalty_ladder import store
-from loyalty_ladder.config import ShopConfig
 from loyalty_ladder.service import LadderService
+from loyalty_ladder.shop import ShopConfig
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 SHOPIFY = ShopConfig(id="s", platform="shopify", domain="s.myshopify.com", webhook_secret="x",

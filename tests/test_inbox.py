@@ -18,9 +18,9 @@ from loyalty_ladder.adapters import registry
 from loyalty_ladder.adapters.base import Inbound, get_header, hmac_sha256_base64
 from loyalty_ladder.adapters.generic import GenericAdapter
 from loyalty_ladder.clock import utcnow
-from loyalty_ladder.config import ShopConfig
 from loyalty_ladder.errors import BadRequest, NotFound, SignatureError, Unauthorized
 from loyalty_ladder.service import LadderService
+from loyalty_ladder.shop import ShopConfig
 
 pytestmark = pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)

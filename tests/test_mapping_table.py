@@ -11,7 +11,7 @@ import responses
 
 from loyalty_ladder.adapters.shopify import ShopifyAdapter
 from loyalty_ladder.adapters.woocommerce import WooCommerceAdapter
-from loyalty_ladder.config import ShopConfig
+from loyalty_ladder.shop import ShopConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

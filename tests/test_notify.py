@@ -20,7 +20,7 @@ from aiosmtpd.smtp import AuthResult
 from responses import matchers
 
 from loyalty_ladder.adapters.base import parse_retry_after, verify_hmac_base64
-from loyalty_ladder.config import Settings, ShopConfig
+from loyalty_ladder.config import Settings
 from loyalty_ladder.errors import ConfigError, RateLimited, Rejected, Unavailable
 from loyalty_ladder.notify import (
     NO_CONSENT,
@@ -31,6 +31,7 @@ from loyalty_ladder.notify import (
     language,
     parse_smtp_url,
 )
+from loyalty_ladder.shop import ShopConfig
 
 # aiosmtpd warns that AUTH without TLS is unsafe: true, and irrelevant on 127.0.0.1 in a test.
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 
 from loyalty_ladder import outbox, store
 from loyalty_ladder.adapters.base import Delivery, DeliveryResult
-from loyalty_ladder.config import ShopConfig
 from loyalty_ladder.errors import NotSupported, RateLimited, Rejected, Unavailable
+from loyalty_ladder.shop import ShopConfig
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 LIVE = ShopConfig(id="s", platform="shopify", domain="s.myshopify.com", webhook_secret="k",

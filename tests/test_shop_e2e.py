@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from loyalty_ladder.app import EXTENSION, create_app
-from loyalty_ladder.config import ShopConfig
 from loyalty_ladder.service import LadderService
+from loyalty_ladder.shop import ShopConfig
 
 from .conftest import ADMIN_TOKEN
 from .fakeshop import FakeShop, graphql_calls

@@ -14,7 +14,6 @@ import responses
 
 from loyalty_ladder.adapters.base import Delivery, hmac_sha256_base64
 from loyalty_ladder.adapters.shopify import ShopifyAdapter
-from loyalty_ladder.config import ShopConfig
 from loyalty_ladder.errors import (
     BadRequest,
     NotSupported,
@@ -24,6 +23,7 @@ from loyalty_ladder.errors import (
     Unavailable,
 )
 from loyalty_ladder.events import parse_events
+from loyalty_ladder.shop import ShopConfig
 
 FIXTURES = Path(__file__).parent / "fixtures" / "shopify"
 SECRET = "shpss_current"

@@ -29,8 +29,8 @@ from loyalty_ladder.adapters.base import (
     verify_hmac_base64,
 )
 from loyalty_ladder.adapters.http import send
-from loyalty_ladder.config import load_shops
 from loyalty_ladder.errors import BadRequest, NotSupported, SignatureError
+from loyalty_ladder.shops import load_shops
 
 from .conftest import ADMIN_TOKEN
 

@@ -14,11 +14,11 @@ from responses import matchers
 
 from loyalty_ladder.adapters.base import Delivery, hmac_sha256_base64
 from loyalty_ladder.adapters.woocommerce import TAGS_META_KEY, WooCommerceAdapter
-from loyalty_ladder.config import ShopConfig
 from loyalty_ladder.errors import BadRequest, NotSupported, RateLimited, Rejected, SignatureError, Unavailable
 from loyalty_ladder.events import parse_events
 from loyalty_ladder.facts import compute_facts
 from loyalty_ladder.identity import guest_id
+from loyalty_ladder.shop import ShopConfig
 
 FIXTURES = Path(__file__).parent / "fixtures" / "woocommerce"
 API = "https://shop.test"

@@ -12,8 +12,8 @@ from typing import Any
 
 import requests
 
-from ...config import ShopConfig
 from ...errors import NotSupported, RateLimited, Rejected, Unavailable
+from ...shop import ShopConfig
 from ..http import send
 
 __all__ = ["ShopifyClient"]

@@ -59,8 +59,8 @@ from typing import Any, ClassVar
 import requests
 from marshmallow import fields
 
-from ...config import ShopConfig
 from ...errors import BadRequest, Rejected, SignatureError, Unavailable
+from ...shop import ShopConfig
 from ..base import Adapter, AdapterSettings, Delivery, DeliveryResult, Inbound, get_header, verify_hmac_base64
 from . import delivery as _delivery
 from .client import WooClient

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ...config import ShopConfig
 from ...errors import NotSupported, Rejected, Unavailable
+from ...shop import ShopConfig
 from ..base import Delivery, DeliveryResult
 from .client import WooClient
 from .schemas import split_tags, valid_email, when

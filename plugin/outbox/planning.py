@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from .. import store
 from ..adapters.registry import adapter_class
 from ..clock import iso_or_none, utcnow
-from ..config import ShopConfig
+from ..shop import ShopConfig
 from ..statuses import AwardStatus, DeliveryAction, DeliveryStatus, NotifyChannel
 from .documents import EVENT_GRANTED, EVENT_REVERSED, customer_profile
 

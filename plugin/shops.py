@@ -1,0 +1,180 @@
+"""The shops file: one entry per connected shop, validated through its platform's adapter.
+
+A shop entry has common keys (:data:`SHOP_KEYS`) and its platform's own keys, which the
+platform's adapter declares (``Adapter.settings_schema``: credentials, API version …), so an
+entry-point adapter with its own credential keys gets unknown-key errors with did-you-mean,
+required keys, ``env:NAME`` secrets and defaults like the built-in ones.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from marshmallow import RAISE, Schema, ValidationError, validate
+from marshmallow import fields as mf
+
+from .adapters.registry import load_adapters, load_errors
+from .config import marshmallow_problems, raise_problems, read_yaml
+from .errors import ConfigError
+from .shop import DEFAULT_SHOP, ShopConfig
+
+__all__ = ["DEFAULT_SHOP", "SHOP_KEYS", "ShopConfig", "load_shops", "platform_capabilities"]
+
+SHOP_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_ENV_REF = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+_url = validate.URL(schemes={"http", "https"}, require_tld=False)
+_SECRET = {"secret": True}
+
+
+class _ShopSchema(Schema):
+    """The common keys of a shop entry; a platform's own keys are merged in (see _entry_schema)."""
+
+    class Meta:
+        unknown = RAISE
+
+    id = mf.String(required=True)
+    platform = mf.String(required=True, validate=lambda value: _known_platform(value))
+    domain = mf.String()
+    webhook_secret = mf.String(metadata=_SECRET)
+    previous_webhook_secret = mf.String(metadata=_SECRET)
+    api_url = mf.String(validate=_url)
+    programme = mf.String()
+    currency = mf.String(validate=validate.Regexp(r"^[A-Z]{3}$", error="must be a 3-letter upper-case ISO 4217 code"))
+    timezone = mf.String()
+    mode = mf.String(validate=validate.OneOf(("live", "shadow")))
+    capabilities = mf.List(mf.String())
+    notify_webhook_url = mf.String(validate=_url)
+
+
+#: the common keys of a shop entry
+SHOP_KEYS = tuple(_ShopSchema._declared_fields)
+
+
+def _registered_adapters() -> dict[str, Any]:
+    return load_adapters()
+
+
+def _adapter_load_error(platform: str) -> str | None:
+    return load_errors().get(platform)
+
+
+def _known_platform(value: str) -> None:
+    """A platform registered in the entry-point group (the built-in ones included)."""
+    adapters = _registered_adapters()
+    if value in adapters:
+        return
+    broken = _adapter_load_error(value)
+    if broken:
+        raise ValidationError(broken)
+    raise ValidationError(f"unknown platform {value!r}; known: {', '.join(sorted(adapters)) or 'none'} "
+                          "(a third-party platform registers in the 'loyalty_ladder.adapters' entry-point group)")
+
+
+def platform_capabilities(platform: str) -> tuple[str, ...]:
+    """What the platform's adapter can deliver; () for an unknown platform."""
+    adapter = _registered_adapters().get(platform)
+    return tuple(getattr(adapter, "capabilities", ()))
+
+
+@functools.cache
+def _entry_schema_class(adapter: type) -> type[Schema]:
+    """The common keys plus ``adapter.settings_schema``'s, as one ``unknown=RAISE`` schema."""
+    own = adapter.settings_schema
+    clash = sorted(set(own._declared_fields) & set(SHOP_KEYS))
+    if clash:
+        raise ConfigError(f"adapter {adapter.__name__} redefines common shop keys: {', '.join(clash)}",
+                          {"platform": [f"the {adapter.platform} adapter's settings schema is invalid"]})
+    return type(f"{adapter.__name__}ShopSchema", (_ShopSchema, own), {"Meta": _ShopSchema.Meta})
+
+
+def _shop_problems(item: dict[str, Any], env: Mapping[str, str], schema: Schema,
+                   adapter: Any) -> list[tuple[str, str]]:
+    """Checks the schema cannot express; resolves ``env:NAME`` secrets in place."""
+    problems: list[tuple[str, str]] = []
+    if not SHOP_ID_RE.match(item["id"]):
+        problems.append(("id", "must be lower-case letters, digits, '-' or '_', starting with a letter or digit"))
+    for key, declared in schema.fields.items():
+        if not declared.metadata.get("secret"):
+            continue
+        raw = item.get(key)
+        ref = _ENV_REF.match(raw) if isinstance(raw, str) else None
+        if ref:
+            value = env.get(ref.group(1))
+            if not value:
+                problems.append((key, f"environment variable {ref.group(1)} is not set"))
+            else:
+                item[key] = value
+        elif raw is not None and raw == "":
+            problems.append((key, "must not be empty"))
+    platform = item["platform"]
+    mode = item.get("mode", "live")
+    always = set(adapter.required_settings("shadow"))
+    for key in adapter.required_settings(mode):
+        if not item.get(key):
+            problems.append((key, f"required for platform {platform}"
+                                  + ("" if key in always else " (unless mode: shadow)")))
+    if "timezone" in item:
+        try:
+            ZoneInfo(item["timezone"])
+        except (ZoneInfoNotFoundError, ValueError):
+            problems.append(("timezone", f"unknown time zone {item['timezone']!r}"))
+    has = tuple(adapter.capabilities)
+    for cap in item.get("capabilities", ()):
+        if cap not in has:
+            problems.append(
+                ("capabilities", f"{platform} has no capability {cap!r} (it has: {', '.join(has) or 'none'})")
+            )
+    return problems
+
+
+def load_shops(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> dict[str, ShopConfig]:
+    """Read and validate the shops file; without one, a single generic shop ``default``.
+
+    Each entry is validated by the common schema merged with its platform adapter's settings
+    schema, so the platform's own keys get the same treatment as the common ones: unknown keys
+    (with did-you-mean), required keys, ``env:NAME`` secrets, defaults.
+    """
+    if path is None:
+        return {DEFAULT_SHOP.id: DEFAULT_SHOP}
+    env = os.environ if env is None else env
+    path = Path(path)
+    data = read_yaml(path)
+    if data is None or data == []:
+        raise ConfigError(f"{path}: lists no shops (remove the file to use the default generic shop)")
+    if not isinstance(data, list):
+        raise ConfigError(f"{path}: expected a list of shops, got {type(data).__name__}", {"file": str(path)})
+
+    shops: dict[str, ShopConfig] = {}
+    for index, raw in enumerate(data):
+        label = f"shop #{index + 1}"
+        if isinstance(raw, Mapping) and isinstance(raw.get("id"), str):
+            label += f" (id {raw['id']!r})"
+        where = f"{path}: {label}"
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+        platform = raw.get("platform")
+        adapter = _registered_adapters().get(platform) if isinstance(platform, str) else None
+        schema = _entry_schema_class(adapter)() if adapter is not None else _ShopSchema()
+        try:
+            item: dict[str, Any] = schema.load(raw)
+        except ValidationError as exc:
+            raise_problems(where, marshmallow_problems(exc.messages, tuple(schema.fields)))
+        assert adapter is not None  # an unregistered platform fails the schema
+        problems = _shop_problems(item, env, schema, adapter)
+        if item["id"] in shops:
+            problems.append(("id", "duplicate shop id"))
+        if problems:
+            raise_problems(where, problems)
+        if "programme" in item:
+            item["programme"] = path.parent / item["programme"]
+        item["capabilities"] = tuple(item.get("capabilities", adapter.capabilities))
+        own = {key: item.pop(key, None) for key in adapter.settings_schema._declared_fields}
+        shops[item["id"]] = ShopConfig(**item, settings=own, secret_settings=adapter.secret_keys())
+    return shops
