@@ -22,7 +22,12 @@ NAME = "ll_layers"
 CONFIG = ROOT / ".importlinter"
 LINT = Path(sys.executable).with_name("lint-imports")
 
-pytestmark = pytest.mark.skipif(not LINT.exists(), reason="import-linter is part of the test extra")
+
+
+@pytest.fixture(autouse=True)
+def _import_linter_installed():
+    # part of the test extra: missing means a broken install, never a reason to skip
+    assert LINT.exists(), f"{LINT} not found: install the project with its [test] extra"
 
 
 def _layout(tmp_path: Path) -> Path:
