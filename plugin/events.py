@@ -10,6 +10,9 @@ out, ``schema`` dropped because version 1 is the only one).  Two submissions
 with the same meaning therefore have the same ``raw`` — that is what the events
 endpoint compares for its 409 — and ``Event.from_raw(raw)`` rebuilds the event
 from storage.
+
+One module although it is a little over 400 lines: the schema *is* the public contract of an
+event, and keeping every field's rule in one file keeps the contract readable in one place.
 """
 from __future__ import annotations
 

@@ -2,19 +2,22 @@
 
 A customer's state is a pure function of their events (deduplicated by id, sorted by
 ``(occurred_at, id)``, those after ``as_of`` ignored) and ``as_of``.  Live processing,
-replay and backtest all call ``fold``; the engine only says which conditions hold,
+import, replay and ``simulate`` all call ``fold``; the engine only says which conditions hold,
 this module decides movement.
+
+One module although it is over 400 lines: it is one state machine, and the order of the steps
+of a wake-up (below) is its contract; split across files, that order would have no one place.
 
 **Wake-ups.**  The machine looks at the customer at every distinct event time and at
 its own due times: the end of the current stage's minimum stay, the lapse deadline,
-the first instant of every calendar month (UTC) while on the ladder, and each admin
-turn of the shop.  ``as_of`` itself is never a wake-up, so ``fold(events, T2)`` agrees
+the first instant of every calendar month (UTC) while on the ladder, and each shop-wide
+turn passed in ``shop_turns``.  ``as_of`` itself is never a wake-up, so ``fold(events, T2)`` agrees
 with ``fold(events, T1)`` up to ``T1`` when nothing happened in between.
 
 **At a wake-up**, in this order:
 
 1. apply the events of that instant;
-2. an admin turn at this instant: ``turn += 1`` (stage kept, lapse cleared: the turn
+2. a shop-wide turn at this instant: ``turn += 1`` (stage kept, lapse cleared: the turn
    restarts the lapse clock);
 3. snapshot the facts, evaluate once;
 4. lapsed and a new counting order: no longer lapsed, ``turn += 1`` (a transition to
@@ -58,6 +61,7 @@ from .awards import ImpliedAward, imply
 from .events import Event
 from .facts import FactsAccumulator
 from .programme import Programme, Reward, Settings, Stage, condition_id
+from .rewards import registry as reward_types
 
 
 # ------------------------------------------------------------------ protocol
@@ -414,9 +418,9 @@ def fold(programme: Programme, evaluator: Evaluator, events: Iterable[Event], as
 
     facts = acc.snapshot(as_of)
     resolved = (_resolve(g, shop, customer_id, live_from, acc, settings) for g in machine.grants)
-    # points computed from an order refunded in full (outside the window) come to nothing: such an
-    # award is no longer implied (reversed), rather than left due with 0 points
-    awards = tuple(a for a in resolved if not (a.type == "points" and a.params.get("points") == 0))
+    # an award may come to nothing (points of an order refunded in full, outside the window): its
+    # type says so, and it is no longer implied (reversed), rather than left due with nothing in it
+    awards = tuple(a for a in resolved if reward_types.of(a.type).implied(a.params))
     stage = machine.stage
     lapse_at = machine.lapse_deadline()
     return LadderState(

@@ -41,7 +41,7 @@ MAX_OPTIMISTIC_TRIES = 3
 @dataclass(frozen=True)
 class FoldInputs:
     """What a customer's fold reads: their ledger rows (with linked guests') and events in
-    ledger order, the shop's go-live time, its admin turns, and a fingerprint of all that."""
+    ledger order, the shop's go-live time, its shop-wide turns, and a fingerprint of all that."""
 
     rows: tuple[Any, ...]
     events: tuple[events_mod.Event, ...]
@@ -62,7 +62,7 @@ class Processed:
 
 def fingerprint(conn: sa.Connection, shop_id: str, customer_id: str) -> tuple[Any, ...]:
     """Cheap identity of a customer's fold inputs: their ids, the count and last pk of their
-    events, the shop's go-live time and admin turns.  The ledger is append-only, so an unchanged
+    events, the shop's go-live time and shop-wide turns.  The ledger is append-only, so an unchanged
     fingerprint means unchanged inputs (a redaction moves events away and changes the count)."""
     ids = identity.ids_of(conn, shop_id, customer_id)
     ev = store.events

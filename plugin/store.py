@@ -4,6 +4,9 @@ The ``events`` table is the append-only ledger (the source of truth); ``customer
 from it and can be rebuilt; ``awards`` + ``award_log`` are the reward ledger and its audit trail;
 ``inbox`` holds raw shop webhooks until they are turned into events.
 
+One module although it is over 400 lines: the tables are one schema (Alembic compares the
+migrations against this one ``metadata``), and the transaction rules below belong beside them.
+
 Transactions on SQLite
 ----------------------
 pysqlite (Python < 3.12) emits its own ``BEGIN`` lazily, only before DML, which makes SELECTs
