@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 from loyalty_ladder import engine as engine_mod
 from loyalty_ladder import factspec
 from loyalty_ladder.engine import LIMITS, Evaluation, TraceEntry, get_engine, tag_field
+from loyalty_ladder.engine import host as engine_host
+from loyalty_ladder.engine import trace as engine_trace
 from loyalty_ladder.errors import EngineError
 from loyalty_ladder.programme import (
     CONDITION_KINDS,
@@ -307,7 +309,7 @@ def test_durable_rules_standard_actions_agree(compiled_of) -> None:
 
 def test_an_unexpected_action_message_is_an_error(compiled_of, monkeypatch: pytest.MonkeyPatch) -> None:
     compiled = compiled_of(Comparison("orders_count", "gte", 3))
-    monkeypatch.setattr(engine_mod, "OK_RULE", "renamed")  # the catch-all's messages become unknown
+    monkeypatch.setattr(engine_host, "OK_RULE", "renamed")  # the catch-all's messages become unknown
     with pytest.raises(EngineError, match="unknown rule"):
         compiled.evaluate(base_facts())
     monkeypatch.undo()
@@ -469,8 +471,8 @@ def test_trace_lists_every_comparison(compiled_of) -> None:
 def test_trace_that_disagrees_with_durable_is_an_error(compiled_of, monkeypatch: pytest.MonkeyPatch) -> None:
     compiled = compiled_of(Comparison("orders_count", "gte", 3))
     facts = base_facts(orders_count=5)
-    real = engine_mod._compare
-    monkeypatch.setattr(engine_mod, "_compare", lambda current, op, value: not real(current, op, value))
+    real = engine_trace._compare
+    monkeypatch.setattr(engine_trace, "_compare", lambda current, op, value: not real(current, op, value))
     assert compiled.evaluate(facts).holds == {"stage:s0"}  # durable alone is unaffected
     with pytest.raises(EngineError, match="disagrees") as info:
         compiled.evaluate(facts, trace=True)
