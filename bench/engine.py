@@ -381,7 +381,7 @@ Why the wrapper beats raw durable_rules: the standard path runs a Python action 
 rule (a `Closure`, a `Promise`, and the session state through `json.dumps` + `update_state` +
 `json.loads`), about 4 per customer here (an `any` fires once per true branch, and the catch-all
 rule once). Our engine reads the same C action queue without Python actions and writes the
-fact's JSON from a template; see the docstring of `plugin/engine.py`. The same rule JSON, the
+fact's JSON from a template; see the docstring of `plugin/engine/host.py`. The same rule JSON, the
 same catch-all rule and the same `delete_state` on both sides.
 
 Targets: our engine ≥ {TARGET_RAW}× raw durable_rules: **{vs_raw:.2f}×**
