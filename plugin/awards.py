@@ -15,21 +15,28 @@ cannot make two different awards share a key; ordinary ids are unchanged.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
 from .programme import Reward
+from .rewards import registry
+from .rewards.base import CENT, AwardContext
+from .rewards.base import decimal_or_none as _decimal
+from .rewards.base import jsonable as _jsonable
+from .rewards.discount import discount_code
+
+__all__ = [
+    "CENT", "SCOPES", "ImpliedAward", "ReconcilePlan", "award_key", "discount_code", "imply", "reconcile",
+    "resolve_params",
+]
 
 SCOPES = ("stage", "order", "event", "period", "lapse")
-CENT = Decimal("0.01")
 #: what ``quote(…, safe="")`` leaves alone; such components skip the (slow) quoting
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
 
@@ -45,11 +52,6 @@ def award_key(shop: str, customer: str, reward_id: str, scope: str, ref: str | S
         raise ValueError(f"unknown award scope {scope!r}")
     parts = [ref] if isinstance(ref, str) else list(ref)
     return "/".join(_component(p) for p in (shop, customer, reward_id, scope, *parts))
-
-
-def discount_code(prefix: str, key: str) -> str:
-    """A code that is the same for the same award on every fold and differs between awards."""
-    return f"{prefix}-{hashlib.sha256(key.encode()).hexdigest()[:8].upper()}"
 
 
 @dataclass(frozen=True)
@@ -69,94 +71,21 @@ class ImpliedAward:
     historical: bool = False
 
 
-def _iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
-
-
-def _decimal(value: Any) -> Decimal | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        out = Decimal(str(value))
-    except InvalidOperation:
-        return None
-    return out if out.is_finite() else None
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime):
-        return _iso(value)
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def resolve_params(reward: Reward, key: str, granted_at: datetime,
                    order_net: Decimal | None = None) -> tuple[dict[str, Any], Decimal | None]:
-    """The concrete, JSON-friendly parameters of one award and its money value (when known).
-
-    * discount: ``code`` (deterministic from the key and ``code_prefix``), ``percent`` or
-      ``amount``, ``currency``, ``usage_limit`` (default 1), ``minimum_order``, ``expires_at``;
-      value = the fixed amount (a percentage has no value until used);
-    * tag: ``tag``;
-    * points: ``points`` = floor(order net × ``points_per_unit``) for order rewards, else the
-      fixed ``points``; ``expires_at``; value = points × ``point_value`` when the rule gives one;
-    * everything else: its parameters as written; value = ``value``/``amount``/``cost``/``max_amount``.
-    """
-    params = dict(reward.params)
-    expires_days = params.pop("expires_days", None)
-    out: dict[str, Any]
-    value: Decimal | None = None
-    if reward.type == "discount":
-        prefix = str(params.pop("code_prefix", None) or reward.id.upper())
-        out = {"code": discount_code(prefix, key), "usage_limit": int(params.pop("usage_limit", 1))}
-        if "percent" in params:
-            out["percent"] = str(params.pop("percent"))
-        if "amount" in params:
-            amount = _decimal(params.pop("amount"))
-            if amount is not None:
-                out["amount"] = str(amount.quantize(CENT))
-                value = amount.quantize(CENT)
-        if "minimum_order" in params:
-            minimum = _decimal(params.pop("minimum_order"))
-            if minimum is not None:
-                out["minimum_order"] = str(minimum.quantize(CENT))
-        out.update(params)
-    elif reward.type == "points":
-        per_unit = _decimal(params.pop("points_per_unit", None))
-        fixed = params.pop("points", None)
-        point_value = _decimal(params.get("point_value"))
-        if per_unit is not None and order_net is not None:
-            points = math.floor(order_net * per_unit)
-        else:
-            points = int(fixed or 0)
-        out = {"points": points, **params}
-        if point_value is not None:
-            value = (point_value * points).quantize(CENT)
-    else:
-        out = dict(params)
-        for name in ("value", "amount", "cost", "max_amount"):
-            found = _decimal(params.get(name))
-            if found is not None:
-                value = found.quantize(CENT)
-                break
-    if expires_days is not None:
-        out["expires_at"] = _iso(granted_at + timedelta(days=int(expires_days)))
-    return _jsonable(out), value
+    """The concrete, JSON-friendly parameters of one award and its money value (when known),
+    as its reward type resolves them (:meth:`loyalty_ladder.rewards.RewardType.resolve`)."""
+    return registry.of(reward.type).resolve(AwardContext(reward, key, granted_at, order_net))
 
 
 def imply(reward: Reward, *, shop: str, customer_id: str, scope: str, ref: str | Sequence[Any],
           stage: str | None, turn: int, granted_at: datetime, live_from: datetime | None = None,
           order_net: Decimal | None = None, currency: str | None = None) -> ImpliedAward:
-    """One implied award of ``reward`` (params resolved, historical when before ``live_from``)."""
+    """One implied award of ``reward`` (params resolved by its type, historical when before
+    ``live_from``); ``currency`` is the programme's (a fixed discount amount is in it)."""
     key = award_key(shop, customer_id, reward.id, scope, ref)
-    params, value = resolve_params(reward, key, granted_at, order_net)
-    if reward.type == "discount" and currency and "amount" in params and "currency" not in params:
-        params["currency"] = currency
+    params, value = registry.of(reward.type).resolve(
+        AwardContext(reward, key, granted_at, order_net=order_net, currency=currency))
     scope_ref = ref if isinstance(ref, str) else "/".join(str(p) for p in ref)
     return ImpliedAward(
         key=key, shop=shop, customer_id=customer_id, reward_id=reward.id, type=reward.type,

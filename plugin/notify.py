@@ -3,7 +3,10 @@
 E-mail: ``smtp://user:pass@host:port?from=loyalty@shop.example&starttls=1`` (or ``smtps://`` for
 TLS from the first byte).  The message has a plain-text and an HTML part, rendered with Jinja2
 from ``templates/email/<language>/<reward type>.txt|.html``; a language without its own template
-for a type uses its ``default`` template, and a language without templates uses English.  The
+for a type uses its ``default`` template, and a language without templates uses English.  A
+reward type may bring its own templates (:attr:`loyalty_ladder.rewards.RewardType.templates`, a
+directory laid out like ``templates/``): they are looked up after the core's, so a type without
+them falls back to ``default`` as before.  The
 subject is the ``subject`` block of the text template.
 
 Webhook: ``POST`` of ``{"event", "shop", "customer_id", "award"}`` (compact JSON, sorted keys) to
@@ -17,10 +20,11 @@ Marketing consent
 A notice of a reward the customer earned (a tier reached, points for an order, an apology gift)
 is transactional and always allowed.  A *promotional* notice needs consent
 (``accepts_marketing`` true in the latest customer data the shop sent).  The rule
-(:func:`is_promotional`): a reward whose params say ``notify: promotional`` is promotional, one
-that says ``notify: transactional`` is not; otherwise a ``discount`` granted for being in the
-customer's first stage (the welcome invitation to someone who has bought nothing yet) is
-promotional and everything else is transactional.  Without consent the notice is cancelled with
+(:func:`is_promotional`) is the reward type's (:meth:`loyalty_ladder.rewards.RewardType.is_promotional`):
+a reward whose params say ``notify: promotional`` is promotional, one that says
+``notify: transactional`` is not; otherwise the type decides — of the built-ins only a
+``discount`` granted for being in the customer's first stage (the welcome invitation to someone
+who has bought nothing yet) is promotional, and everything else is transactional.  Without consent the notice is cancelled with
 the reason "no marketing consent".
 """
 from __future__ import annotations
@@ -28,7 +32,7 @@ from __future__ import annotations
 import json
 import smtplib
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -38,12 +42,21 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import requests
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import (
+    BaseLoader,
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateNotFound,
+    select_autoescape,
+)
 
 from .adapters.base import hmac_sha256_base64
 from .adapters.http import send
 from .config import Settings
 from .errors import ConfigError, Rejected, Unavailable
+from .rewards import registry as reward_types
 from .shop import ShopConfig
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
@@ -75,12 +88,7 @@ def is_promotional(award: Mapping[str, Any], first_stage: str | None = None) -> 
 
     ``first_stage`` is the customer's first stage on the ladder (where every contact starts).
     """
-    params = award.get("params") or {}
-    said = str(params.get("notify", "")).strip().lower()
-    if said in ("promotional", "transactional"):
-        return said == "promotional"
-    return (award.get("type") == "discount" and award.get("scope") == "stage"
-            and first_stage is not None and award.get("stage") == first_stage)
+    return reward_types.of(str(award.get("type") or "")).is_promotional(award, first_stage)
 
 
 def consent_problem(award: Mapping[str, Any], customer: Mapping[str, Any], first_stage: str | None) -> str | None:
@@ -132,9 +140,24 @@ def parse_smtp_url(url: str) -> SmtpTarget:
 
 
 # ================================================================ templates
+class RewardTypeTemplates(BaseLoader):
+    """The templates the registered reward types bring (``RewardType.templates``), asked at each
+    lookup, so a type registered after the renderer was made is found."""
+
+    def get_source(self, environment: Environment, template: str) -> tuple[str, str | None, Callable[[], bool] | None]:
+        for reward_type in reward_types.types():
+            if reward_type.templates is not None:
+                try:
+                    return FileSystemLoader(str(reward_type.templates)).get_source(environment, template)
+                except TemplateNotFound:
+                    continue
+        raise TemplateNotFound(template)
+
+
 def _environment() -> Environment:
     return Environment(
-        loader=FileSystemLoader(str(TEMPLATES_DIR)),
+        # the core's templates first: a type adds its own, it does not replace the shared ones
+        loader=ChoiceLoader([FileSystemLoader(str(TEMPLATES_DIR)), RewardTypeTemplates()]),
         autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
         undefined=StrictUndefined,  # a typo in a template fails the test, not the customer's e-mail
         trim_blocks=True,

@@ -106,17 +106,6 @@ def parse_condition_id(cid: str) -> tuple[str, str]:
 TRIGGERS = ("stage", "order", "period", "event", "lapse")
 PERIODS = ("month", "quarter", "year")
 EVENT_TRIGGERS = ("complaint", "review", "referral", "order_refunded", "order_cancelled", "customer_created")
-REWARD_TYPES = (
-    "discount",
-    "tag",
-    "points",
-    "gift",
-    "free_service",
-    "vip_service",
-    "deferred_payment",
-    "debt_forgiveness",
-    "greeting",
-)
 
 
 @dataclass(frozen=True)

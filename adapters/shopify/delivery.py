@@ -1,37 +1,56 @@
-"""Awards → Admin GraphQL mutations: customer-limited discount codes, customer tags.
+"""Awards → Admin GraphQL mutations, by the capability the award's type needs (never by its
+name): ``discount_codes`` → customer-limited discount codes, ``tags`` → customer tags.
 
 A grant is idempotent across retries: our codes derive from the award key, so a retry after a
-timeout whose request did succeed finds the code it created and adopts it.  Anything Shopify
-cannot carry automatically is ``NotSupported`` (the award needs manual action).
+timeout whose request did succeed finds the code it created and adopts it.  An award needing no
+capability, or one without a handler here (``payment_terms``, ``store_credit``), is
+``NotSupported`` (the award needs manual action).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from ...errors import NotSupported, Rejected, Unavailable
 from ...events import format_time
+from ...rewards import registry as reward_types
 from ..base import Delivery, DeliveryResult
 from .client import ShopifyClient
 from .graphql import DISCOUNT_BY_CODE, DISCOUNT_CREATE, DISCOUNT_DELETE, TAGS_ADD, TAGS_REMOVE
 from .mapping import account_id, gid
 
-__all__ = ["deliver"]
+__all__ = ["HANDLERS", "deliver"]
+
+#: carries one grant or revoke of an award needing the capability; ``now`` starts a discount
+Handler = Callable[[ShopifyClient, Delivery, datetime], DeliveryResult]
+
+
+def _discount_codes(client: ShopifyClient, delivery: Delivery, now: datetime) -> DeliveryResult:
+    if delivery.action == "grant":
+        return _grant_discount(client, delivery, now)
+    return _revoke_discount(client, delivery)
+
+
+def _tags(client: ShopifyClient, delivery: Delivery, now: datetime) -> DeliveryResult:
+    tag = str((delivery.award.get("params") or {}).get("tag") or "").strip()
+    if not tag:
+        raise NotSupported(f"a {delivery.award.get('type')} reward without a tag needs manual action in Shopify")
+    return _tag(client, delivery, tag, add=delivery.action == "grant")
+
+
+#: capability → handler: what this adapter carries automatically
+HANDLERS: dict[str, Handler] = {"discount_codes": _discount_codes, "tags": _tags}
 
 
 def deliver(client: ShopifyClient, delivery: Delivery, now: datetime) -> DeliveryResult:
-    """Carry one grant or revoke; ``now`` is when a created discount starts."""
-    award = delivery.award
-    kind = award.get("type")
-    params = award.get("params") or {}
-    if kind == "discount":
-        if delivery.action == "grant":
-            return _grant_discount(client, delivery, now)
-        return _revoke_discount(client, delivery)
-    if kind == "tag" or (kind == "vip_service" and params.get("tag")):
-        return _tag(client, delivery, params["tag"], add=delivery.action == "grant")
-    raise NotSupported(f"a {kind} reward needs manual action in Shopify (not delivered automatically)")
+    """Carry one grant or revoke by the capability its reward type needs for it."""
+    handler = HANDLERS.get(reward_types.capability_of(delivery.award) or "")
+    if handler is None:
+        kind = delivery.award.get("type")
+        raise NotSupported(f"a {kind} reward needs manual action in Shopify (not delivered automatically)")
+    return handler(client, delivery, now)
 
 
 def _customer_gid(delivery: Delivery, what: str) -> str:

@@ -1,44 +1,60 @@
-"""Awards → WooCommerce REST calls: coupons restricted to the customer's e-mail, customer meta tags.
+"""Awards → WooCommerce REST calls, by the capability the award's type needs (never by its name):
 
-* ``discount`` grant → ``POST /coupons``; external id = the coupon id; revoke →
-  ``DELETE /coupons/<id>?force=true``.  ``date_expires`` is the award's ``expires_at`` written
-  in the shop's ``timezone`` (WooCommerce reads it in the *site's* timezone: keep the two equal).
-* ``tag`` (and ``vip_service`` with a ``tag``) → the customer meta ``loyalty_ladder_tags``
-  (comma-separated), read with ``GET /customers/<id>`` and written with ``PUT``.
-* everything else → ``NotSupported`` (the award needs manual action).
+* ``discount_codes`` (a ``discount``): grant → ``POST /coupons`` restricted to the customer's
+  e-mail; external id = the coupon id; revoke → ``DELETE /coupons/<id>?force=true``.
+  ``date_expires`` is the award's ``expires_at`` written in the shop's ``timezone`` (WooCommerce
+  reads it in the *site's* timezone: keep the two equal).
+* ``tags`` (a ``tag``, a ``vip_service`` with a ``tag``) → the customer meta
+  ``loyalty_ladder_tags`` (comma-separated), read with ``GET /customers/<id>`` and written with
+  ``PUT``.
+* no capability, or one without a handler here → ``NotSupported`` (the award needs manual action).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ...errors import NotSupported, Rejected, Unavailable
+from ...rewards import registry as reward_types
 from ...shop import ShopConfig
 from ..base import Delivery, DeliveryResult
 from .client import WooClient
 from .schemas import split_tags, valid_email, when
 
-__all__ = ["TAGS_META_KEY", "coupon_body", "deliver"]
+__all__ = ["HANDLERS", "TAGS_META_KEY", "coupon_body", "deliver"]
 
 #: the customer meta key that carries our tags (comma-separated)
 TAGS_META_KEY = "loyalty_ladder_tags"
 
+#: carries one grant or revoke of an award needing the capability
+Handler = Callable[[WooClient, Delivery], DeliveryResult]
+
+
+def _discount_codes(client: WooClient, delivery: Delivery) -> DeliveryResult:
+    if delivery.action == "grant":
+        return _create_coupon(client, delivery)
+    return _delete_coupon(client, delivery)
+
+
+def _tags(client: WooClient, delivery: Delivery) -> DeliveryResult:
+    tag = str((delivery.award.get("params") or {}).get("tag") or "").strip()
+    if not tag:
+        raise NotSupported("a tag reward without a tag")
+    return _set_tag(client, delivery, tag, add=delivery.action == "grant")
+
+
+#: capability → handler: what this adapter carries automatically
+HANDLERS: dict[str, Handler] = {"discount_codes": _discount_codes, "tags": _tags}
+
 
 def deliver(client: WooClient, delivery: Delivery) -> DeliveryResult:
-    kind = delivery.award.get("type")
-    params = delivery.award.get("params") or {}
+    """Carry one grant or revoke by the capability its reward type needs for it."""
     if delivery.action not in ("grant", "revoke"):
         raise NotSupported(f"WooCommerce adapter cannot {delivery.action!r} an award")
-    if kind == "discount":
-        if delivery.action == "grant":
-            return _create_coupon(client, delivery)
-        return _delete_coupon(client, delivery)
-    if kind == "tag" or (kind == "vip_service" and params.get("tag")):
-        tag = str(params.get("tag") or "").strip()
-        if not tag:
-            raise NotSupported("a tag reward without a tag")
-        return _set_tag(client, delivery, tag, add=delivery.action == "grant")
-    raise NotSupported(f"WooCommerce cannot carry a {kind!r} reward: deliver it by hand")
+    handler = HANDLERS.get(reward_types.capability_of(delivery.award) or "")
+    if handler is None:
+        raise NotSupported(f"WooCommerce cannot carry a {delivery.award.get('type')!r} reward: deliver it by hand")
+    return handler(client, delivery)
 
 
 def coupon_body(shop: ShopConfig, delivery: Delivery) -> dict[str, Any]:

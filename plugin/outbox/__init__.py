@@ -24,7 +24,7 @@ nothing to deliver to: its integrator reads the ``due`` awards from the customer
 it gets no grant or revoke jobs, only notices (sent at once).
 
 Notices (``notify``) are sent only after the grant is delivered (a customer must never receive a
-code that does not exist yet), except for rewards that *are* a notice (:data:`NOTICE_ONLY_TYPES`,
+code that does not exist yet), except for rewards that *are* a notice (a type whose ``notice_only`` is true,
 a greeting), which need no grant at all when the shop has a notification channel.  E-mail tells
 the customer of what they got; the signed webhook also reports reversals (``award.reversed``) to
 the shop's marketing tool, which heard of the grant.
@@ -32,14 +32,7 @@ the shop's marketing tool, which heard of the grant.
 from __future__ import annotations
 
 from .documents import EVENT_GRANTED, EVENT_REVERSED, award_document, customer_profile, first_stage
-from .planning import (
-    NOT_EMAILED_TYPES,
-    NOTICE_ONLY_TYPES,
-    REQUIRED_CAPABILITY,
-    arm_row,
-    plan,
-    set_award_status,
-)
+from .planning import arm_row, plan, set_award_status
 from .running import (
     BACKOFF_BASE_SECONDS,
     BACKOFF_MAX,
@@ -56,7 +49,6 @@ from .running import (
 
 __all__ = [
     "BACKOFF_BASE_SECONDS", "BACKOFF_MAX", "CLAIM_LEASE", "DEFAULT_RATE_LIMIT_WAIT", "EVENT_GRANTED",
-    "EVENT_REVERSED", "MAX_ATTEMPTS", "NOTICE_ONLY_TYPES", "NOT_EMAILED_TYPES",
-    "REQUIRED_CAPABILITY", "AdapterFactory", "RunOutcome", "arm_row", "award_document", "backoff",
+    "EVENT_REVERSED", "MAX_ATTEMPTS", "AdapterFactory", "RunOutcome", "arm_row", "award_document", "backoff",
     "customer_profile", "due", "event_id", "first_stage", "plan", "run", "set_award_status",
 ]

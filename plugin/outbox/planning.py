@@ -20,21 +20,10 @@ import sqlalchemy as sa
 from .. import store
 from ..adapters.registry import adapter_class
 from ..clock import iso_or_none, utcnow
+from ..rewards import registry as reward_types
 from ..shop import ShopConfig
 from ..statuses import AwardStatus, DeliveryAction, DeliveryStatus, NotifyChannel
 from .documents import EVENT_GRANTED, EVENT_REVERSED, customer_profile
-
-#: what a reward type needs from the shop; a shop without it gets ``needs_manual_action`` at once
-REQUIRED_CAPABILITY: dict[str, str] = {
-    "discount": "discount_codes",
-    "tag": "tags",
-    "vip_service": "tags",
-    "deferred_payment": "payment_terms",
-}
-#: rewards that are nothing but a notice: with a notification channel they need no grant job
-NOTICE_ONLY_TYPES = ("greeting",)
-#: rewards never e-mailed to the customer: stage tags are the shop's segmentation, not a gift
-NOT_EMAILED_TYPES = ("tag",)
 
 
 def arm_row(conn: sa.Connection, now: datetime, award: Mapping[str, Any], existing: Mapping[str, Any] | None,
@@ -111,7 +100,8 @@ class _Planner:
     def initial_status(self, award: Mapping[str, Any]) -> tuple[str, str | None]:
         if self.shop.shadow:
             return DeliveryStatus.SHADOW, "shop in shadow mode: computed, not delivered"
-        need = REQUIRED_CAPABILITY.get(award["type"])
+        # what the award's type needs from the shop (rewards.RewardType.capability)
+        need = reward_types.capability_of(award)
         if need is not None and need not in self.shop.capabilities:
             have = ", ".join(self.shop.capabilities) or "none"
             return DeliveryStatus.NEEDS_MANUAL_ACTION, (
@@ -121,7 +111,7 @@ class _Planner:
 
     def channels(self, award: Mapping[str, Any], email: str | None) -> list[str]:
         out = []
-        if self.smtp_configured and email and award["type"] not in NOT_EMAILED_TYPES:
+        if self.smtp_configured and email and reward_types.of(award["type"]).emailed:
             out.append(NotifyChannel.EMAIL)
         if self.shop.notify_webhook_url:
             out.append(NotifyChannel.WEBHOOK)
@@ -140,7 +130,7 @@ class _Planner:
             # them over itself, so the award stays `due`; only the notices are ours to send.
             self.notices(award, rows, channels, EVENT_GRANTED, due=True)
             return
-        if award["type"] in NOTICE_ONLY_TYPES and channels and grant_row is None:
+        if reward_types.of(award["type"]).notice_only and channels and grant_row is None:
             # The notice is the reward: it runs now, and its success delivers the award.
             self.notices(award, rows, channels, EVENT_GRANTED, due=True)
             return

@@ -27,9 +27,10 @@ from .. import notify, store
 from ..adapters.base import Delivery
 from ..clock import utcnow
 from ..errors import DeliveryError, NotFound, NotSupported, RateLimited, Rejected
+from ..rewards import registry as reward_types
 from ..statuses import AwardStatus, DeliveryAction, DeliveryStatus, NotifyChannel
 from .documents import EVENT_GRANTED, award_document, customer_profile, first_stage
-from .planning import NOTICE_ONLY_TYPES, _log_award, arm_row, set_award_status
+from .planning import _log_award, arm_row, set_award_status
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,8 @@ def _finish_success(conn: sa.Connection, row: dict[str, Any], external_id: str |
             # Granted again while the revoke was in flight: the object is gone, deliver it again.
             _log_award(conn, award, "revoked in the shop while it was granted again; delivering it again", now)
             follow += _rearm(conn, award, DeliveryAction.GRANT, now)
-    elif action == DeliveryAction.NOTIFY and award["type"] in NOTICE_ONLY_TYPES and award["status"] == AwardStatus.DUE \
+    elif action == DeliveryAction.NOTIFY and reward_types.of(award["type"]).notice_only \
+            and award["status"] == AwardStatus.DUE \
             and _sibling(conn, award["key"], DeliveryAction.GRANT) is None:
         set_award_status(conn, award, AwardStatus.DELIVERED, f"sent by {row['channel']}", now)
     return RunOutcome(DeliveryStatus.DELIVERED, follow_up=tuple(follow))

@@ -8,79 +8,57 @@ is documented in ``docs/rules.md``.
 One concept per module, in reading order:
 
 * ``positions`` – YAML composed into data plus the line/column of every path (``Source``);
-* ``messages`` – how values and hints are worded, ``AtKey`` for problems at a key;
-* ``literals`` – ids, float-free decimals, money and times as typed values;
+* (``loyalty_ladder.rulewords``) – how values and hints are worded, ``AtKey`` for problems at a
+  key; ids, float-free decimals, money and times as typed values; the scalar fields;
 * ``conditions`` / ``triggers`` – the recursive ``when:`` and the ``on:`` of rewards, parsed by hand;
-* ``fields`` / ``schemas`` – marshmallow fields and the schemas (``unknown=RAISE``);
+* ``fields`` / ``schemas`` – marshmallow fields and the schemas (``unknown=RAISE``); each reward
+  type's params schema lives with its type in :mod:`loyalty_ladder.rewards`;
 * ``report`` – marshmallow's nested errors → positioned problems;
 * ``crosscheck`` – ids, references and order across items and files;
 * ``limits`` – what the rule engine would refuse, positioned;
 * ``version`` – the built ``Programme`` and the normalised data its version hash covers;
 * ``loader`` – reading a directory or file, merging, the public entry points.
 
-Everything importable from ``loyalty_ladder.rulefile`` before it became a package still is.
+Everything importable from ``loyalty_ladder.rulefile`` before it became a package still is, except
+the reward types' params schemas and constants (``DiscountParams``, ``NET_DAYS`` …), which moved
+to their types in :mod:`loyalty_ladder.rewards`; the literals and messages moved to
+:mod:`loyalty_ladder.rulewords` (a leaf the reward types share) and are re-exported here.
 """
 from __future__ import annotations
 
+from loyalty_ladder.rulewords import DECIMAL_PATTERN, ID_PATTERN, MAX_DECIMAL_PLACES, AtKey, Errors, parse_decimal
+
 from .conditions import COMPARISON_OPS, LOGIC_KEYS, parse_condition
-from .literals import DECIMAL_PATTERN, ID_PATTERN, MAX_DECIMAL_PLACES, parse_decimal
 from .loader import RULE_SUFFIXES, TOP_KEYS, default_programme_path, load_programme, load_text, validate
-from .messages import AtKey, Errors
 from .positions import Path_
 from .schemas import (
-    CODE_PREFIX_PATTERN,
     CURRENCY_PATTERN,
-    NET_DAYS,
-    NOTIFY_KINDS,
-    OCCASIONS,
     PARAMS_SCHEMAS,
-    DebtForgivenessParams,
-    DeferredPaymentParams,
-    DiscountParams,
-    FreeServiceParams,
-    GiftParams,
-    GreetingParams,
-    PointsParams,
     RewardSchema,
     SettingsSchema,
     StageSchema,
     SubgroupSchema,
-    TagParams,
-    VipServiceParams,
 )
 from .triggers import parse_trigger
 from .version import programme_data
 
 __all__ = [
-    "CODE_PREFIX_PATTERN",
     "COMPARISON_OPS",
     "CURRENCY_PATTERN",
     "DECIMAL_PATTERN",
     "ID_PATTERN",
     "LOGIC_KEYS",
     "MAX_DECIMAL_PLACES",
-    "NET_DAYS",
-    "NOTIFY_KINDS",
-    "OCCASIONS",
     "PARAMS_SCHEMAS",
     "RULE_SUFFIXES",
     "TOP_KEYS",
     "AtKey",
-    "DebtForgivenessParams",
-    "DeferredPaymentParams",
-    "DiscountParams",
     "Errors",
-    "FreeServiceParams",
-    "GiftParams",
-    "GreetingParams",
     "Path_",
-    "PointsParams",
     "RewardSchema",
     "SettingsSchema",
     "StageSchema",
     "SubgroupSchema",
-    "TagParams",
-    "VipServiceParams",
     "default_programme_path",
     "load_programme",
     "load_text",
@@ -90,3 +68,4 @@ __all__ = [
     "programme_data",
     "validate",
 ]
+

@@ -12,9 +12,18 @@ from typing import Any
 
 from loyalty_ladder import factspec
 from loyalty_ladder.programme import AllOf, AnyOf, Comparison, Condition, Not
-
-from .literals import as_money, is_int, parse_decimal, parse_time, reason
-from .messages import AtKey, Errors, describe, did_you_mean, unknown_key
+from loyalty_ladder.rulewords import (
+    AtKey,
+    Errors,
+    as_money,
+    describe,
+    did_you_mean,
+    is_int,
+    parse_decimal,
+    parse_time,
+    reason,
+    unknown_key,
+)
 
 COMPARISON_OPS = factspec.ORDER_OPS + factspec.TAG_OPS
 LOGIC_KEYS = ("all", "any", "not")

@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .messages import did_you_mean
+from loyalty_ladder.rulewords import did_you_mean
+
 from .positions import Item, Path_
 
 

@@ -1,95 +1,24 @@
-"""Marshmallow fields that speak the rule files' words.
+"""Marshmallow fields of the rule files' structure: ids, conditions, triggers, mappings.
 
-marshmallow's own messages ("Not a valid integer.") name neither the key nor what was expected;
-these fields say both (``'min_stay_days' must be a whole number >= 0, got -1``).  Conditions and
-triggers are fields too, so their nested errors land under the right path.
+Conditions and triggers are fields too, so their nested errors land under the right path.  The
+scalar fields (``Int``, ``Number``, ``Text``, ``Choice``) live in :mod:`loyalty_ladder.rulewords`,
+where the reward types' params schemas find them too.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any
 
-from marshmallow import ValidationError, fields
+from marshmallow import ValidationError
 
 from loyalty_ladder.programme import Condition, Trigger
+from loyalty_ladder.rulewords import ID_PATTERN, Choice, Int, Number, RuleField, Text, describe
 
 from .conditions import parse_condition
-from .literals import ID_PATTERN, as_money, is_int, parse_decimal, reason
-from .messages import describe, did_you_mean
 from .triggers import parse_trigger
 
-
-class RuleField(fields.Field):
-    """A field whose messages name the key, in the rule files' words."""
-
-    def key(self) -> str:
-        return self.data_key or self.name or "value"
-
-
-class Int(RuleField):
-    def __init__(self, minimum: int = 0, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.minimum = minimum
-
-    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> int:
-        if not is_int(value) or value < self.minimum:
-            raise ValidationError(f"'{self.key()}' must be a whole number >= {self.minimum}, got {describe(value)}")
-        return int(value)
-
-
-class Number(RuleField):
-    """Money, ratio or any decimal number; kept as a normalised ``Decimal``."""
-
-    def __init__(self, what: str = "an amount of money such as \"120.00\"", low: Decimal | None = None,
-                 high: Decimal | None = None, low_open: bool = False, money: bool = True, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.what, self.low, self.high, self.low_open, self.money = what, low, high, low_open, money
-
-    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> Decimal:
-        try:
-            number = parse_decimal(value)
-        except ValueError as exc:
-            raise ValidationError(f"'{self.key()}' must be {self.what}, got {describe(value)}{reason(value, exc)}") from exc
-        if self.low is not None and (number < self.low or (self.low_open and number == self.low)):
-            bound = "greater than" if self.low_open else "at least"
-            raise ValidationError(f"'{self.key()}' must be {bound} {self.low}, got {describe(value)}")
-        if self.high is not None and number > self.high:
-            raise ValidationError(f"'{self.key()}' must be at most {self.high}, got {describe(value)}")
-        return as_money(number) if self.money else number
-
-
-class Text(RuleField):
-    def __init__(self, pattern: re.Pattern[str] | None = None, what: str = "a non-empty text",
-                 no_commas: bool = False, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.pattern, self.what, self.no_commas = pattern, what, no_commas
-
-    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> str:
-        if not isinstance(value, str) or not value.strip():
-            raise ValidationError(f"'{self.key()}' must be {self.what}, got {describe(value)}")
-        if self.pattern is not None and not self.pattern.match(value):
-            raise ValidationError(f"'{self.key()}' must be {self.what}, got {describe(value)}")
-        if self.no_commas and "," in value:
-            raise ValidationError(f"'{self.key()}' must not contain commas (shops separate tags with them), "
-                                  f"got {describe(value)}")
-        return value
-
-
-class Choice(RuleField):
-    def __init__(self, choices: tuple[Any, ...], what: str = "", **kwargs: Any):
-        super().__init__(**kwargs)
-        self.choices, self.what = choices, what
-
-    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> Any:
-        if value in self.choices and type(value) is type(self.choices[0]):
-            return value
-        listed = ", ".join(str(c) for c in self.choices)
-        if self.what:
-            hint = did_you_mean(value, [str(c) for c in self.choices]) or f"; one of {listed}"
-            raise ValidationError(f"unknown {self.what} {describe(value)}{hint}")
-        raise ValidationError(f"'{self.key()}' must be one of {listed}, got {describe(value)}")
+__all__ = ["Choice", "ConditionField", "IdList", "Int", "MappingField", "Number", "RuleField", "Text",
+           "TriggerField", "id_field"]
 
 
 def id_field(what: str, **kwargs: Any) -> Text:

@@ -16,14 +16,14 @@ from marshmallow import ValidationError
 import loyalty_ladder
 from loyalty_ladder.errors import RuleFileError, RuleFileProblem
 from loyalty_ladder.programme import Programme, Settings, Trigger
+from loyalty_ladder.rewards import registry as reward_types
+from loyalty_ladder.rulewords import AtKey, describe, unknown_key
 
 from .crosscheck import cross_check
 from .limits import check_limits
-from .messages import AtKey, describe, unknown_key
 from .positions import Item, Source, parse_text, read_file
 from .report import report_errors
 from .schemas import (
-    PARAMS_SCHEMAS,
     RewardSchema,
     RuleSchema,
     SettingsSchema,
@@ -180,12 +180,15 @@ def _load_sources(sources: list[Source], source: str) -> tuple[Programme | None,
 def _load_params(reward: Item) -> None:
     """Validate a reward's params by its type, even when the reward has other problems."""
     raw = reward.raw
-    if not isinstance(raw, dict) or not isinstance(raw.get("type"), str) or raw["type"] not in PARAMS_SCHEMAS:
+    if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
         return
+    reward_type = reward_types.find(raw["type"])
+    if reward_type is None:
+        return  # RewardSchema already reported it
     params = raw.get("params", {})
     if not isinstance(params, dict):
         return  # RewardSchema already reported it
-    schema = PARAMS_SCHEMAS[raw["type"]]()
+    schema = reward_type.params_schema()
     path = (*reward.path, "params")
     try:
         loaded = schema.load(params)
@@ -194,16 +197,13 @@ def _load_params(reward: Item) -> None:
         if reward.loaded is not None:
             reward.loaded = None
         return
-    if raw["type"] == "discount" and "code_prefix" not in loaded and reward.id:
-        loaded["code_prefix"] = reward.id.upper().replace("_", "-")[:20]
+    loaded = reward_type.rule_defaults(loaded, reward.id or "")
     if reward.loaded is not None:
         trigger: Trigger = reward.loaded["on"]
-        if "points_per_unit" in loaded and trigger.kind != "order":
-            reward.source.problem((*path, "points_per_unit"), AtKey(
-                f"'points_per_unit' needs an 'order' trigger (points per currency unit of an order), "
-                f"not '{trigger.kind}'; use 'points' for a fixed number"
-            ))
+        problems = reward_type.trigger_problems(loaded, trigger)
+        if problems:
+            for key, message in problems.items():
+                reward.source.problem((*path, key), AtKey(message))
             reward.loaded = None
             return
         reward.loaded["params"] = json_friendly(loaded)
-

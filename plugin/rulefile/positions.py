@@ -15,8 +15,7 @@ from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from loyalty_ladder.errors import RuleFileProblem
-
-from .messages import AtKey, describe
+from loyalty_ladder.rulewords import AtKey, describe
 
 Path_ = tuple[Any, ...]  # a path into one file's data: mapping keys (str) and list indices (int)
 

@@ -6,7 +6,8 @@ from typing import Any
 
 from marshmallow import Schema
 
-from .messages import unknown_key
+from loyalty_ladder.rulewords import unknown_key
+
 from .positions import Path_, Source
 
 

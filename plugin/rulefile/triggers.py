@@ -8,9 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from loyalty_ladder.programme import EVENT_TRIGGERS, PERIODS, TRIGGERS, Trigger
-
-from .literals import ID_PATTERN
-from .messages import AtKey, Errors, describe, did_you_mean, unknown_key
+from loyalty_ladder.rulewords import ID_PATTERN, AtKey, Errors, describe, did_you_mean, unknown_key
 
 _STAGE_LIST_KINDS = ("stage", "order", "lapse")
 

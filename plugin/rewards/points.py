@@ -1,0 +1,63 @@
+"""``points``: bonus points, each award one batch with its own expiry."""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from marshmallow import ValidationError, validates_schema
+
+from loyalty_ladder.programme import Trigger
+from loyalty_ladder.rulewords import AtKey, Int, Number
+
+from .base import CENT, AwardContext, Kind, ParamsSchema, RewardType, decimal_or_none
+
+
+class PointsParams(ParamsSchema):
+    points = Int(minimum=1)
+    points_per_unit = Number(what="a number of points per currency unit such as \"1\"", money=False,
+                              low=Decimal(0), low_open=True)
+    expires_days = Int(minimum=1, load_default=365)
+
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
+    def _one_of(self, data: dict[str, Any], original: dict[str, Any], **kwargs: Any) -> None:
+        if "points" in original and "points_per_unit" in original:
+            raise ValidationError(AtKey("points are either 'points' or 'points_per_unit', not both"),
+                                  "points_per_unit")
+        if "points" not in original and "points_per_unit" not in original:
+            raise ValidationError("a points reward needs 'points' (a fixed number) or 'points_per_unit' "
+                                  "(per currency unit of an order)")
+
+
+class Points(RewardType):
+    """A grant.  loyalty-ladder keeps no balance and redeems nothing (the shop or its integrator
+    does), so no shop capability carries points: on a shop platform they need manual action."""
+
+    name = "points"
+    kind = Kind.GRANT
+    params_schema = PointsParams
+
+    def trigger_problems(self, params: Mapping[str, Any], trigger: Trigger) -> dict[str, str]:
+        if "points_per_unit" in params and trigger.kind != "order":
+            return {"points_per_unit": (
+                f"'points_per_unit' needs an 'order' trigger (points per currency unit of an order), "
+                f"not '{trigger.kind}'; use 'points' for a fixed number")}
+        return {}
+
+    def award_params(self, params: dict[str, Any], ctx: AwardContext) -> tuple[dict[str, Any], Decimal | None]:
+        """``points`` = floor(order net × ``points_per_unit``) for order rewards, else the fixed
+        ``points``; value = points × ``point_value`` when the rule gives one."""
+        per_unit = decimal_or_none(params.pop("points_per_unit", None))
+        fixed = params.pop("points", None)
+        point_value = decimal_or_none(params.get("point_value"))
+        if per_unit is not None and ctx.order_net is not None:
+            points = math.floor(ctx.order_net * per_unit)
+        else:
+            points = int(fixed or 0)
+        value = (point_value * points).quantize(CENT) if point_value is not None else None
+        return {"points": points, **params}, value
+
+    def implied(self, params: Mapping[str, Any]) -> bool:
+        """Points of an order refunded in full (outside the window) come to nothing: not implied."""
+        return params.get("points") != 0
