@@ -166,11 +166,6 @@ def _environment() -> Environment:
     )
 
 
-def available_locales() -> list[str]:
-    root = TEMPLATES_DIR / "email"
-    return sorted(p.name for p in root.iterdir() if p.is_dir())
-
-
 def language(locale: str | None) -> str:
     """``"de-AT"``, ``"de_AT"``, ``"DE"`` → ``"de"`` when there are German templates; else English."""
     if locale:

@@ -43,7 +43,7 @@ NOTIFY_KINDS = ("promotional", "transactional")
 
 
 class Kind(StrEnum):
-    """Grants and privileges end differently (ARCHITECTURE.md, "Privileges vs grants")."""
+    """Grants and privileges end differently (docs/rules.md, "Reward types and their params")."""
 
     #: earned once (a code, points, a gift); only reversed if the history that earned it is undone
     GRANT = "grant"
