@@ -13,15 +13,14 @@ since the group was added), the three built-in adapters are used.
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 from collections.abc import Iterable
-from importlib import metadata
 from typing import Any
 
 import requests
 
 from ..errors import ConfigError
+from ..plugins import entry_points, load_object
 from ..shop import ShopConfig
 from .base import Adapter
 
@@ -39,15 +38,10 @@ BUILTIN: dict[str, str] = {
 
 def _entry_points() -> Iterable[Any]:
     """The group's entry points (a seam for tests)."""
-    return metadata.entry_points(group=GROUP)
+    return entry_points(GROUP)
 
 
-def _import(value: str) -> Any:
-    module_name, _, attr = value.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split(".") if attr else ():
-        obj = getattr(obj, part)
-    return obj
+_import = load_object
 
 
 def _checked(name: str, value: str, obj: Any) -> type[Adapter]:

@@ -18,13 +18,12 @@ package (which the types' schemas use) can ask the registry without an import cy
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from importlib import metadata
 from typing import Any
 
+from ..plugins import entry_points, load_object
 from .base import Kind, RewardType, UnregisteredType, params_of
 
 log = logging.getLogger(__name__)
@@ -52,15 +51,10 @@ _unregistered: dict[str, UnregisteredType] = {}
 
 def _entry_points() -> Iterable[Any]:
     """The group's entry points (a seam for tests)."""
-    return metadata.entry_points(group=GROUP)
+    return entry_points(GROUP)
 
 
-def _import(value: str) -> Any:
-    module_name, _, attr = value.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split(".") if attr else ():
-        obj = getattr(obj, part)
-    return obj
+_import = load_object
 
 
 def _instance(obj: Any) -> RewardType:
