@@ -175,3 +175,19 @@ def service(app):
     from loyalty_ladder.app import EXTENSION
 
     return app.extensions[EXTENSION].service
+
+
+def install_adapters(monkeypatch, *extra: tuple[str, str], only: bool = False):
+    """Make the adapter registry see entry points ``(platform, "module:Class")`` besides the
+    installed ones (or, with ``only``, instead of them), as if a distribution declared them.
+    A generator for a fixture: ``yield from install_adapters(...)`` clears the cache around it."""
+    from importlib.metadata import EntryPoint, entry_points
+
+    from loyalty_ladder.adapters import registry
+
+    installed = [] if only else list(entry_points(group=registry.GROUP))
+    eps = [*installed, *(EntryPoint(name=name, value=value, group=registry.GROUP) for name, value in extra)]
+    monkeypatch.setattr(registry, "_entry_points", lambda: eps)
+    registry.clear_cache()
+    yield
+    registry.clear_cache()

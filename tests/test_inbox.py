@@ -8,19 +8,19 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import timedelta
-from importlib.metadata import EntryPoint
 
 import pytest
 import sqlalchemy as sa
 
 from loyalty_ladder import inbox, store
-from loyalty_ladder.adapters import registry
 from loyalty_ladder.adapters.base import Inbound, get_header, hmac_sha256_base64
 from loyalty_ladder.adapters.generic import GenericAdapter
 from loyalty_ladder.clock import utcnow
 from loyalty_ladder.errors import BadRequest, NotFound, SignatureError, Unauthorized
 from loyalty_ladder.service import LadderService
 from loyalty_ladder.shop import ShopConfig
+
+from .conftest import install_adapters
 
 pytestmark = pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
@@ -57,12 +57,8 @@ SHOPS = {
 
 @pytest.fixture(autouse=True)
 def adapters(monkeypatch):
-    eps = [EntryPoint(name="generic", value="loyalty_ladder.adapters.generic:GenericAdapter", group=registry.GROUP),
-           EntryPoint(name="pinging", value=f"{__name__}:PingingAdapter", group=registry.GROUP)]
-    monkeypatch.setattr(registry, "_entry_points", lambda: eps)
-    registry.clear_cache()
-    yield
-    registry.clear_cache()
+    yield from install_adapters(monkeypatch, ("generic", "loyalty_ladder.adapters.generic:GenericAdapter"),
+                                ("pinging", f"{__name__}:PingingAdapter"), only=True)
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ delivered through the outbox to its own HTTP API (played by ``responses``)."""
 from __future__ import annotations
 
 import json
-from importlib import metadata
-from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,7 +30,7 @@ from loyalty_ladder.adapters.http import send
 from loyalty_ladder.errors import BadRequest, NotSupported, SignatureError
 from loyalty_ladder.shops import load_shops
 
-from .conftest import ADMIN_TOKEN
+from .conftest import ADMIN_TOKEN, install_adapters
 
 API = "https://api.bigshop.example"
 PROMOTIONS = f"{API}/stores/s7x9/v3/promotions"
@@ -97,12 +95,7 @@ class BigShopAdapter(Adapter):
 @pytest.fixture(autouse=True)
 def bigshop_registered(monkeypatch):
     """The installed adapters plus BigShop, as if its distribution declared the entry point."""
-    installed = list(metadata.entry_points(group=registry.GROUP))
-    extra = EntryPoint(name="bigshop", value=f"{__name__}:BigShopAdapter", group=registry.GROUP)
-    monkeypatch.setattr(registry, "_entry_points", lambda: [*installed, extra])
-    registry.clear_cache()
-    yield
-    registry.clear_cache()
+    yield from install_adapters(monkeypatch, ("bigshop", f"{__name__}:BigShopAdapter"))
 
 
 def shops_file(tmp_path: Path, **changes: Any) -> Path:

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from importlib import metadata
-from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from loyalty_ladder import store
-from loyalty_ladder.adapters import registry
 from loyalty_ladder.adapters.base import Inbound, get_header, hmac_sha256_base64
 from loyalty_ladder.adapters.generic import GenericAdapter
 from loyalty_ladder.shop import ShopConfig
+
+from .conftest import install_adapters
 
 pytestmark = pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
@@ -61,12 +60,7 @@ SHOPS = {
 @pytest.fixture(autouse=True)
 def adapters(monkeypatch):
     """The installed adapters plus the test platform."""
-    installed = list(metadata.entry_points(group=registry.GROUP))
-    extra = EntryPoint(name="testshop", value=f"{__name__}:TestPlatformAdapter", group=registry.GROUP)
-    monkeypatch.setattr(registry, "_entry_points", lambda: [*installed, extra])
-    registry.clear_cache()
-    yield
-    registry.clear_cache()
+    yield from install_adapters(monkeypatch, ("testshop", f"{__name__}:TestPlatformAdapter"))
 
 
 @pytest.fixture

@@ -1,17 +1,10 @@
 """The outbox: one delivery job per (award, action, channel), planned inside the reconcile
 transaction, run by queue jobs, retried with backoff, and marked done only on the shop's success.
 
-Planning (:func:`plan`) happens in the same transaction that records the awards, so an award and
-the jobs that carry it commit together or not at all.  Running (:func:`run`) happens outside any
-transaction for the slow part (the shop's API, SMTP, a webhook), between two short ones:
-
-1. *claim*: the row must be ``pending`` and due; it is leased (``next_attempt_at`` moved
-   :data:`CLAIM_LEASE` ahead) so a second worker given the same pk does nothing;
-2. the call;
-3. *finish*: the row is re-read under the customer's write lock.  If a reconcile changed it
-   meanwhile (a grant cancelled because its award was reversed while the call was in flight), the
-   shop's answer still wins — what exists in the shop is a fact — and the missing compensation
-   (a revoke, or a grant again) is armed and returned as ``follow_up``.
+Planning (:mod:`.planning`, :func:`plan`) happens in the same transaction that records the
+awards, so an award and the jobs that carry it commit together or not at all.  Running
+(:mod:`.running`, :func:`run`: claim, call, finish) happens outside any transaction for the slow
+part; its docstring tells how a late answer and a concurrent reconcile meet.
 
 Statuses of a row: ``pending`` (due when ``next_attempt_at`` has come; ``NULL`` means it waits
 for something else — a notice waits for its grant), ``delivered``, ``failed``,
@@ -24,8 +17,8 @@ nothing to deliver to: its integrator reads the ``due`` awards from the customer
 it gets no grant or revoke jobs, only notices (sent at once).
 
 Notices (``notify``) are sent only after the grant is delivered (a customer must never receive a
-code that does not exist yet), except for rewards that *are* a notice (a type whose ``notice_only`` is true,
-a greeting), which need no grant at all when the shop has a notification channel.  E-mail tells
+code that does not exist yet), except for rewards that *are* a notice (a type whose
+``notice_only`` is true, a greeting), which need no grant at all when the shop has a notification channel.  E-mail tells
 the customer of what they got; the signed webhook also reports reversals (``award.reversed``) to
 the shop's marketing tool, which heard of the grant.
 """
