@@ -10,7 +10,7 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from ...errors import BadRequest
-from ...events import AwareTime
+from ...events import MAX_MONEY, AwareTime
 
 __all__ = ["CHECKOUT", "COMPLIANCE", "CUSTOMER", "ORDER", "REFUND", "load"]
 
@@ -37,6 +37,8 @@ class _Amount(fields.Field):
             raise ValidationError("Not a valid amount.") from None
         if not amount.is_finite():
             raise ValidationError("Not a valid amount.")
+        if abs(amount) > MAX_MONEY:  # also keeps quantize() from overflowing the decimal context
+            raise ValidationError(f"Amount too large (at most {MAX_MONEY}).")
         return amount
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from ...errors import BadRequest
+from ...events import MAX_MONEY
 
 CENT = Decimal("0.01")
 _is_email = validate.Email()
@@ -115,6 +116,9 @@ def money(value: Any) -> Decimal | None:
         raise BadRequest(f"not an amount: {value!r}") from None
     if not amount.is_finite():
         raise BadRequest(f"not an amount: {value!r}")
+    if abs(amount) > MAX_MONEY:  # also keeps quantize() from overflowing the decimal context
+        raise BadRequest(f"amount too large: {str(value)[:40]!r} (at most {MAX_MONEY})",
+                         {"amount": [f"at most {MAX_MONEY}"]})
     # line prices are total / quantity and may have many decimals: round to the cent
     return amount.quantize(CENT, rounding=ROUND_HALF_UP)
 
