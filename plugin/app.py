@@ -15,7 +15,8 @@ from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
 from . import __version__
-from .api import customers, events, health, webhooks
+from .api import customers, events, health, operator, webhooks
+from .api.boundary import check_path_ids
 from .config import SETTING_NAMES, Settings, load_settings
 from .documents import ErrorSchema
 from .errors import ConfigError, LadderError
@@ -23,6 +24,7 @@ from .events import EventSchema
 from .globals import EXTENSION, LadderState, ladder
 from .queue import make_huey
 from .service import LadderService
+from .shops import require_secrets
 from .tasks import register_tasks
 
 __all__ = ["EXTENSION", "LadderState", "LoyaltyLadder", "create_app", "ladder"]
@@ -30,7 +32,7 @@ __all__ = ["EXTENSION", "LadderState", "LoyaltyLadder", "create_app", "ladder"]
 log = logging.getLogger(__name__)
 
 #: the blueprints, in the order their routes are registered
-BLUEPRINTS = (health, events, customers, webhooks)
+BLUEPRINTS = (health, events, customers, operator, webhooks)
 
 
 class LadderApi(Api):
@@ -38,6 +40,9 @@ class LadderApi(Api):
     also the ``Error`` component of ``/openapi.json`` (with a string ``code``)."""
 
     ERROR_SCHEMA = ErrorSchema
+    # no catch-all "default" response: each operation declares the statuses it answers with,
+    # so the document can be checked against the server (tests/test_openapi_conformance.py)
+    DEFAULT_ERROR_RESPONSE_NAME = None
 
     def handle_http_exception(self, error: HTTPException):  # type: ignore[override]
         data = getattr(error, "data", None) or {}
@@ -55,6 +60,8 @@ class LadderApi(Api):
         response.status_code = error.code or 500
         for name, value in (data.get("headers") or {}).items():
             response.headers[name] = value
+        if getattr(error, "valid_methods", None):  # 405: say which methods the resource has
+            response.headers["Allow"] = ", ".join(error.valid_methods)
         return response
 
 
@@ -97,6 +104,7 @@ class LoyaltyLadder:
                 "or app.config[\"LADDER_ADMIN_TOKEN\"] when embedded; "
                 "(`ladder serve` generates one; other processes must be given one)")
         service: LadderService = opts.get("service") or LadderService(settings)
+        require_secrets(service.shops)  # a server serves every shop: all their secrets, now
         huey = make_huey(settings, immediate=bool(opts.get("immediate_queue", False)))
         tasks = register_tasks(huey, service)
         state = LadderState(settings=settings, service=service, huey=huey, tasks=tasks)
@@ -116,6 +124,7 @@ class LoyaltyLadder:
         for module in BLUEPRINTS:
             api.register_blueprint(module.blp, url_prefix=prefix + module.URL_PREFIX)
         app.register_error_handler(LadderError, _handle_ladder_error)
+        app.url_value_preprocessor(check_path_ids)  # ids in the URL follow the events' id rules
         if not app.debug and not app.testing:
             app.register_error_handler(Exception, _handle_unexpected)
         state.api = api

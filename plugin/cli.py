@@ -123,6 +123,7 @@ def serve(host: str | None, port: int | None) -> None:
         click.echo(f"LADDER_ADMIN_TOKEN was not set; this run's admin token is: {settings.admin_token}")
     app = create_app(settings)
     state = app.extensions[EXTENSION]
+    _note_default_shop(state.service.shops)
     programme = state.service.ensure_programme_recorded(next(iter(state.service.shops)))
     try:  # bind first: a port in use must not leave a consumer running
         server = make_server(settings.host, settings.port, app, threaded=True)
@@ -153,10 +154,13 @@ def worker(workers: int) -> None:
     """A queue consumer alone (scale-out: run several, beside gunicorn web workers)."""
     from .queue import make_huey, run_consumer
     from .service import LadderService
+    from .shops import require_secrets
     from .tasks import register_tasks
 
     settings = _settings()
     service = LadderService(settings)
+    require_secrets(service.shops)  # a worker serves every shop
+    _note_default_shop(service.shops)
     huey = make_huey(settings)
     register_tasks(huey, service)
     click.echo(f"loyalty-ladder worker: database {settings.database_url}, queue {settings.queue_url or 'sqlite'}")
@@ -242,10 +246,8 @@ def simulate(events: TextIO, rules_path: Path | None, as_of: str | None, trace: 
 @click.argument("shop")
 @click.argument("customer")
 def explain(shop: str, customer: str) -> None:
-    """Why CUSTOMER of SHOP is where they are (from the database)."""
-    from .service import LadderService
-
-    service = LadderService(_settings())
+    """Why CUSTOMER of SHOP is where they are (from the database; read-only)."""
+    service = _existing_service()
     click.echo(json.dumps(service.explain(shop, customer), indent=2, ensure_ascii=False))
 
 
@@ -305,9 +307,8 @@ def replay(records: TextIO) -> None:
 def inbox_export(since: str | None) -> None:
     """Write the recorded webhooks as JSON lines (the `ladder replay` format) to stdout."""
     from . import inbox
-    from .service import LadderService
 
-    service = LadderService(_settings())
+    service = _existing_service()
     for record in inbox.export(service.db, since=_parse_time(since, "--since")):
         click.echo(json.dumps(record, ensure_ascii=False))
 
@@ -316,8 +317,166 @@ def inbox_export(since: str | None) -> None:
 @click.argument("shop")
 @click.argument("customer")
 def customer_data(shop: str, customer: str) -> None:
-    """Everything stored about CUSTOMER (answers a shop's customers/data_request)."""
+    """Everything stored about CUSTOMER (answers a shop's customers/data_request; read-only)."""
+    service = _existing_service()
+    click.echo(json.dumps(service.customer_data(shop, customer), indent=2, ensure_ascii=False))
+
+# ------------------------------------------------------------------ operators: inbox / deliveries
+def _masked_url(url: str) -> str:
+    """The database URL with its password masked (for what a command prints)."""
+    try:
+        from .redact import mask_url
+    except ImportError:  # pragma: no cover - redact.py arrives with the secret-masking work
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    return mask_url(url)
+
+
+def _existing_service(verb: str = "reading"):
+    """The service of a command that must not create a database (the read-only ones, retries):
+    says on stderr which database it uses (password masked) and refuses a SQLite file that does
+    not exist rather than creating an empty one."""
+    from sqlalchemy.engine import make_url
+
+    from .errors import NotFound
     from .service import LadderService
 
-    service = LadderService(_settings())
-    click.echo(json.dumps(service.customer_data(shop, customer), indent=2, ensure_ascii=False))
+    settings = _settings()
+    click.echo(f"{verb} database {_masked_url(settings.database_url)}", err=True)
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        path = url.database
+        if path and path != ":memory:" and not path.startswith("file:") and not Path(path).exists():
+            raise NotFound(f"no database at {path}: nothing has been recorded there (set LADDER_DATABASE_URL, "
+                           "or run where `ladder serve` runs)", {"database_url": [_masked_url(settings.database_url)]})
+    return LadderService(settings)
+
+
+def _note_default_shop(shops: Any) -> None:
+    from .shops import default_shop_note
+
+    note = default_shop_note(shops)
+    if note:
+        click.echo(note, err=True)
+
+
+def _echo_retry(kind: str, result: Any, then: str) -> None:
+    for pk in result.retried:
+        click.echo(f"{kind} {pk}: retried")
+    for pk, why in result.skipped:
+        click.echo(f"{kind} {pk}: left alone: {why}")
+    click.echo(f"{len(result.retried)} {kind}(s) retried, {len(result.skipped)} left alone"
+               + (f"; {then}" if result.retried else ""))
+    if any(why.startswith("no such") for _, why in result.skipped):
+        sys.exit(3)
+
+
+def _rows(rows: list[dict[str, Any]], schema: Any, columns: tuple[str, ...], as_json: bool) -> None:
+    docs = [schema.dump(row) for row in rows]
+    if as_json:
+        for doc in docs:
+            click.echo(json.dumps(doc, ensure_ascii=False))
+        return
+    click.echo("\t".join(columns))
+    for doc in docs:
+        click.echo("\t".join("" if doc.get(c) is None else str(doc[c]).replace("\n", " ") for c in columns))
+    if not docs:
+        click.echo("(none)", err=True)
+
+
+def _retry_args(pks: tuple[int, ...], status: str | None) -> None:
+    if not pks and status is None:
+        raise click.UsageError("name the rows (PK …) or select them with --status failed")
+    if pks and status is not None:
+        raise click.UsageError("give PKs or --status, not both")
+
+
+@main.group(cls=LadderGroup)
+def inbox() -> None:
+    """Received webhooks: list them by status, send failed ones round again."""
+
+
+@inbox.command(name="list")
+@click.option("--shop", help="only this shop's rows")
+@click.option("--status", type=click.Choice(["received", "processed", "ignored", "failed"]))
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500))
+@click.option("--before", type=click.IntRange(min=1), help="only rows with a smaller pk (the next page)")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+def inbox_list(shop: str | None, status: str | None, limit: int, before: int | None, as_json: bool) -> None:
+    """Inbox rows, newest first: pk, status, shop, topic, times and the reason (never the body)."""
+    from . import inbox as inbox_mod
+    from .documents import INBOX_ROW
+
+    service = _existing_service()
+    rows = inbox_mod.list_rows(service.db, shop_id=shop, status=status, limit=limit, before=before)
+    _rows(rows, INBOX_ROW, ("pk", "status", "shop", "platform", "topic", "delivery_id", "received_at",
+                            "processed_at", "error"), as_json)
+
+
+@inbox.command(name="retry")
+@click.argument("pks", nargs=-1, type=int)
+@click.option("--status", type=click.Choice(["failed", "ignored"]), help="every row with this status")
+@click.option("--shop", help="only this shop's rows")
+@click.option("--now", "process_now", is_flag=True,
+              help="process the retried rows in this process at once and print each outcome")
+def inbox_retry(pks: tuple[int, ...], status: str | None, shop: str | None, process_now: bool) -> None:
+    """Set failed (or ignored) rows back to received, so the consumer processes them again — once
+    the cause is fixed.  Idempotent: a row already received is left alone."""
+    from . import inbox as inbox_mod
+
+    _retry_args(pks, status)
+    service = _existing_service("using")
+    result = inbox_mod.retry(service.db, pks, status=status, shop_id=shop)
+    if process_now:
+        for pk in result.retried:
+            service.process_inbox(pk)
+        outcome = {row["pk"]: row for row in inbox_mod.list_rows(service.db, limit=inbox_mod.LIST_MAX)
+                   if row["pk"] in result.retried}
+        for pk in result.retried:
+            row = outcome.get(pk) or {"status": "?", "error": None}
+            click.echo(f"inbox row {pk}: {row['status']}" + (f": {row['error']}" if row["error"] else ""))
+        return _echo_retry("inbox row", result, "processed above")
+    stale = inbox_mod.stale(service.db, result.retried)
+    for pk in stale:
+        click.echo(f"inbox row {pk}: arrived more than {inbox_mod.SWEEP_GIVE_UP.days} days ago, so the consumer's "
+                   "sweep no longer looks at it: process it with `ladder inbox retry --now`", err=True)
+    _echo_retry("inbox row", result, "a running `ladder worker` (or `ladder serve`) processes them")
+
+
+@main.group(cls=LadderGroup)
+def deliveries() -> None:
+    """Outbox deliveries (grants, revokes, notices): list them by status, retry failed ones."""
+
+
+@deliveries.command(name="list")
+@click.option("--shop", help="only this shop's deliveries")
+@click.option("--status", type=click.Choice(["pending", "delivered", "failed", "needs_manual_action", "shadow",
+                                             "cancelled"]))
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500))
+@click.option("--before", type=click.IntRange(min=1), help="only rows with a smaller pk (the next page)")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+def deliveries_list(shop: str | None, status: str | None, limit: int, before: int | None, as_json: bool) -> None:
+    """Deliveries, newest first: pk, status, action, award key, attempts and the last error."""
+    from .documents import DELIVERY_ROW
+    from .outbox import failures
+
+    service = _existing_service()
+    rows = failures.list_rows(service.db, shop_id=shop, status=status, limit=limit, before=before)
+    _rows(rows, DELIVERY_ROW, ("pk", "status", "shop", "action", "channel", "award_key", "attempts",
+                               "updated_at", "last_error"), as_json)
+
+
+@deliveries.command(name="retry")
+@click.argument("pks", nargs=-1, type=int)
+@click.option("--status", type=click.Choice(["failed"]), help="every failed delivery")
+@click.option("--shop", help="only this shop's deliveries")
+def deliveries_retry(pks: tuple[int, ...], status: str | None, shop: str | None) -> None:
+    """Set failed deliveries back to pending (due now); a failed grant's award is due again.
+    Idempotent: a pending delivery is left alone."""
+    from .outbox import failures
+
+    _retry_args(pks, status)
+    service = _existing_service("using")
+    result = failures.retry(service.db, pks, status=status, shop_id=shop)
+    _echo_retry("delivery", result, "a running `ladder worker` (or `ladder serve`) delivers them")

@@ -222,12 +222,72 @@ class WebhookResultSchema(Schema):
     status = fields.String(metadata={"enum": ["accepted", "duplicate", "ping"]})
 
 
+class FailureCountsSchema(Schema):
+    """Failures of the last 24 hours, and the count above which ``/healthz`` says ``degraded``."""
+
+    inbox_failed_24h = fields.Integer(metadata={"description": "inbox rows that failed in the last 24 h"})
+    deliveries_failed_24h = fields.Integer(metadata={"description": "deliveries that failed in the last 24 h"})
+    threshold = fields.Integer(metadata={"description": "degraded when either count is above this"})
+
+
 class HealthSchema(Schema):
     """``GET /healthz``."""
 
     status = fields.String(metadata={"enum": ["ok", "degraded"]})
     database = fields.String()
     version = fields.String()
+    failures = fields.Nested(FailureCountsSchema, metadata={"description": "absent when the database is down"})
+
+
+class InboxRowSchema(Schema):
+    """One received webhook as an operator sees it (``GET …/inbox``, ``ladder inbox list``): no
+    body and no headers, which carry the customer's personal data."""
+
+    pk = fields.Integer(metadata={"description": "the row's id (``ladder inbox retry PK``)"})
+    platform = fields.String()
+    shop = fields.String(attribute="shop_id", allow_none=True)
+    topic = fields.String(allow_none=True)
+    delivery_id = fields.String(allow_none=True, metadata={"description": "the platform's delivery id"})
+    status = fields.String(metadata={"enum": ["received", "processed", "ignored", "failed"]})
+    error = fields.String(allow_none=True, metadata={"description": "why it failed or was ignored"})
+    received_at = Time()
+    processed_at = Time()
+
+
+class InboxPageSchema(Schema):
+    """A page of inbox rows, newest first; ``next_before`` fetches the next page (null: no more)."""
+
+    items = fields.List(fields.Nested(InboxRowSchema))
+    limit = fields.Integer()
+    next_before = fields.Integer(allow_none=True, metadata={"description": "pass as ?before= for the next page"})
+
+
+class DeliveryRowSchema(Schema):
+    """One outbox job as an operator sees it (``GET …/deliveries``, ``ladder deliveries list``)."""
+
+    pk = fields.Integer(metadata={"description": "the row's id (``ladder deliveries retry PK``)"})
+    shop = fields.String(attribute="shop_id")
+    customer_id = fields.String()
+    award_key = fields.String()
+    action = fields.String(metadata={"enum": ["grant", "revoke", "notify"]})
+    channel = fields.String(allow_none=True, metadata={"enum": ["email", "webhook", None]})
+    status = fields.String(metadata={"enum": ["pending", "delivered", "failed", "needs_manual_action", "shadow",
+                                              "cancelled"]})
+    attempts = fields.Integer()
+    last_error = fields.String(allow_none=True)
+    external_id = fields.String(allow_none=True, metadata={"description": "the shop's id of what was created"})
+    created_at = Time()
+    updated_at = Time()
+    next_attempt_at = Time()
+    delivered_at = Time()
+
+
+class DeliveryPageSchema(Schema):
+    """A page of deliveries, newest first; ``next_before`` fetches the next page (null: no more)."""
+
+    items = fields.List(fields.Nested(DeliveryRowSchema))
+    limit = fields.Integer()
+    next_before = fields.Integer(allow_none=True, metadata={"description": "pass as ?before= for the next page"})
 
 
 class ErrorSchema(Schema):
@@ -244,3 +304,5 @@ EXPLANATION = ExplanationSchema()
 SIMULATION = SimulationSchema()
 CUSTOMER_DATA = CustomerDataSchema()
 ACCEPT_RESULT = AcceptResultSchema()
+INBOX_ROW = InboxRowSchema()
+DELIVERY_ROW = DeliveryRowSchema()

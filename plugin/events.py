@@ -56,6 +56,8 @@ ORDER_CREATING_EVENTS = ("order_placed", "order_paid")
 PAYMENT_METHODS = ("card", "gift_card", "points", "terms", "other")
 
 MAX_ID = 200
+#: the id rules of :func:`id_problem` as a JSON-schema pattern (for ``/openapi.json``)
+ID_PATTERN = r"^[^/\u0000-\u001f\u007f-\u009f]*[^/\s\u0000-\u001f\u007f-\u009f][^/\u0000-\u001f\u007f-\u009f]*$"
 #: largest batch of events one request (the events API, a generic webhook) or import transaction carries
 MAX_EVENTS_PER_REQUEST = 1000
 CENT = Decimal("0.01")
@@ -147,8 +149,30 @@ def format_time(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def id_problem(value: str) -> str | None:
+    """Why ``value`` cannot be an id (event, customer, order, refund), or None.
+
+    Ids end up in URLs (``/customers/<id>``) and award keys (``shop/customer/…/order/<id>``):
+    a ``/`` could never be fetched, a control character never be typed, a blank id never be
+    told apart from a missing one."""
+    if not value.strip():
+        return "Must not be blank."
+    if "/" in value:
+        return "Must not contain '/'."
+    if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in value):
+        return "Must not contain control characters."
+    return None
+
+
+def _valid_id(value: str) -> None:
+    problem = id_problem(value)
+    if problem:
+        raise ValidationError(problem)
+
+
 def _id_field(required: bool = True) -> fields.String:
-    return fields.String(required=required, validate=validate.Length(min=1, max=MAX_ID))
+    return fields.String(required=required, validate=[validate.Length(min=1, max=MAX_ID), _valid_id],
+                         metadata={"pattern": ID_PATTERN})
 
 
 def _bad_text(value: Any) -> str | None:

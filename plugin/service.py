@@ -34,7 +34,7 @@ from .outbox import running
 from .programme import Programme
 from .programmes import ProgrammeRegistry, record_version
 from .shop import ShopConfig
-from .shops import load_shops
+from .shops import check_currencies, load_shops
 
 __all__ = ["AcceptResult", "LadderService"]
 
@@ -58,8 +58,11 @@ class LadderService:
             raise ConfigError(f"LADDER_DATABASE_URL {settings.database_url!r} is not usable: {exc}") from None
         except sa.exc.OperationalError as exc:
             raise ConfigError(f"cannot open the database {settings.database_url!r}: {exc.orig}") from None
-        self.shops: dict[str, ShopConfig] = dict(shops) if shops is not None else load_shops(settings.shops_file)
+        # each shop's env: secrets are resolved when the shop is first used (shops.Shops)
+        self.shops: Mapping[str, ShopConfig] = (dict(shops) if shops is not None
+                                                else load_shops(settings.shops_file, lazy=True))
         self.programmes = ProgrammeRegistry(settings.rules)
+        check_currencies(self.shops, lambda shop: self.programmes.get(shop)[0].settings.currency)
         # set by bind_queue(): how to hand work to the consumer; default: do it now.
         # Due wake-ups need no scheduled jobs: the periodic sweep finds next_wake_at <= now.
         self._enqueue: Callable[[str, str], None] = self._process_now

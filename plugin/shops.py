@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -23,7 +24,8 @@ from .config import marshmallow_problems, raise_problems, read_yaml
 from .errors import ConfigError
 from .shop import DEFAULT_SHOP, ShopConfig
 
-__all__ = ["DEFAULT_SHOP", "SHOP_KEYS", "ShopConfig", "load_shops", "platform_capabilities"]
+__all__ = ["DEFAULT_SHOP", "SHOP_KEYS", "ShopConfig", "Shops", "check_currencies", "declared_shop",
+           "default_shop_note", "load_shops", "platform_capabilities", "require_secrets"]
 
 SHOP_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _ENV_REF = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)$")
@@ -94,18 +96,19 @@ def _entry_schema_class(adapter: type) -> type[Schema]:
     return type(f"{adapter.__name__}ShopSchema", (_ShopSchema, own), {"Meta": _ShopSchema.Meta})
 
 
-def _shop_problems(item: dict[str, Any], env: Mapping[str, str], schema: Schema,
-                   adapter: Any) -> list[tuple[str, str]]:
-    """Checks the schema cannot express; resolves ``env:NAME`` secrets in place."""
+def _secret_problems(item: dict[str, Any], env: Mapping[str, str], schema: Schema, *,
+                     resolve: bool = True) -> list[tuple[str, str]]:
+    """The secret keys: an empty one is a problem; with ``resolve``, each ``env:NAME`` is replaced
+    in place by the variable's value (a variable not set is a problem)."""
     problems: list[tuple[str, str]] = []
-    if not SHOP_ID_RE.match(item["id"]):
-        problems.append(("id", "must be lower-case letters, digits, '-' or '_', starting with a letter or digit"))
     for key, declared in schema.fields.items():
         if not declared.metadata.get("secret"):
             continue
         raw = item.get(key)
         ref = _ENV_REF.match(raw) if isinstance(raw, str) else None
         if ref:
+            if not resolve:
+                continue
             value = env.get(ref.group(1))
             if not value:
                 problems.append((key, f"environment variable {ref.group(1)} is not set"))
@@ -113,6 +116,16 @@ def _shop_problems(item: dict[str, Any], env: Mapping[str, str], schema: Schema,
                 item[key] = value
         elif raw is not None and raw == "":
             problems.append((key, "must not be empty"))
+    return problems
+
+
+def _shop_problems(item: dict[str, Any], env: Mapping[str, str], schema: Schema,
+                   adapter: Any, *, resolve: bool = True) -> list[tuple[str, str]]:
+    """Checks the schema cannot express; with ``resolve``, ``env:NAME`` secrets are resolved in place."""
+    problems: list[tuple[str, str]] = []
+    if not SHOP_ID_RE.match(item["id"]):
+        problems.append(("id", "must be lower-case letters, digits, '-' or '_', starting with a letter or digit"))
+    problems += _secret_problems(item, env, schema, resolve=resolve)
     platform = item["platform"]
     mode = item.get("mode", "live")
     always = set(adapter.required_settings("shadow"))
@@ -134,8 +147,124 @@ def _shop_problems(item: dict[str, Any], env: Mapping[str, str], schema: Schema,
     return problems
 
 
-def load_shops(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> dict[str, ShopConfig]:
+@dataclass
+class _Entry:
+    """One validated shops-file entry whose ``env:NAME`` secrets are not resolved yet."""
+
+    where: str
+    item: dict[str, Any]
+    schema: Schema
+    adapter: Any
+
+
+def _build(item: dict[str, Any], adapter: Any) -> ShopConfig:
+    item = dict(item)
+    item["capabilities"] = tuple(item.get("capabilities", adapter.capabilities))
+    own = {key: item.pop(key, None) for key in adapter.settings_schema._declared_fields}
+    return ShopConfig(**item, settings=own, secret_settings=adapter.secret_keys())
+
+
+class Shops(Mapping[str, ShopConfig]):
+    """The shops of a shops file by id, each one's ``env:NAME`` secrets resolved when it is first
+    read (``shops["boutique"]``): a command that touches one shop needs only that shop's secrets.
+    A missing variable raises the same ConfigError as an eager load, naming file, shop and key.
+    Iterating over the ids resolves nothing; ``values()`` / ``items()`` resolve every shop (see
+    :func:`require_secrets`).  :meth:`declared` gives a shop without resolving its secrets (they
+    are None there): for checks of non-secret keys such as the currency.
+    """
+
+    def __init__(self, entries: Mapping[str, _Entry], env: Mapping[str, str], source: Path | None = None):
+        self._entries = dict(entries)
+        self._env = env
+        self._resolved: dict[str, ShopConfig] = {}
+        self.source = source
+
+    def __getitem__(self, shop_id: str) -> ShopConfig:
+        hit = self._resolved.get(shop_id)
+        if hit is not None:
+            return hit
+        entry = self._entries[shop_id]  # KeyError for an unknown shop, as a dict
+        item = dict(entry.item)
+        problems = _secret_problems(item, self._env, entry.schema)
+        if problems:
+            raise_problems(entry.where, problems)
+        shop = self._resolved[shop_id] = _build(item, entry.adapter)
+        return shop
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, shop_id: object) -> bool:
+        return shop_id in self._entries
+
+    def declared(self, shop_id: str) -> ShopConfig:
+        """The shop with its ``env:`` secrets unresolved (None): its non-secret keys only."""
+        if shop_id in self._resolved:
+            return self._resolved[shop_id]
+        entry = self._entries[shop_id]
+        item = {key: (None if entry.schema.fields[key].metadata.get("secret") else value)
+                for key, value in entry.item.items()}
+        return _build(item, entry.adapter)
+
+    def currency_declared(self, shop_id: str) -> bool:
+        """Whether the shops file gives the shop's ``currency`` (else the default applies)."""
+        return "currency" in self._entries[shop_id].item
+
+
+def declared_shop(shops: Mapping[str, ShopConfig], shop_id: str) -> ShopConfig:
+    """The shop without resolving its secrets when ``shops`` is a :class:`Shops`."""
+    return shops.declared(shop_id) if isinstance(shops, Shops) else shops[shop_id]
+
+
+def require_secrets(shops: Mapping[str, ShopConfig]) -> None:
+    """Resolve every shop's secrets now (a server or worker serves them all): the first missing
+    variable raises ConfigError at start rather than at a shop's first webhook."""
+    for shop_id in shops:
+        shops[shop_id]
+
+
+def check_currencies(shops: Mapping[str, ShopConfig], programme_currency: Callable[[ShopConfig], str]) -> None:
+    """A shop whose currency differs from its programme's is a configuration error at start, not
+    every order refused later: ConfigError naming the shop, its currency and the programme's.
+    The implicit ``default`` shop (no shops file) takes the programme's currency and is not checked."""
+    problems: list[str] = []
+    errors: dict[str, list[str]] = {}
+    for shop_id in shops:
+        shop = declared_shop(shops, shop_id)
+        if shop is DEFAULT_SHOP:
+            continue
+        wanted = programme_currency(shop)
+        if shop.currency != wanted:
+            implicit = isinstance(shops, Shops) and not shops.currency_declared(shop_id)
+            default = " (the default; set currency: in the shops file)" if implicit else ""
+            problems.append(f"shop {shop_id!r} has currency {shop.currency}{default} but its programme's currency "
+                            f"is {wanted}: convert, or give the shop a programme in {shop.currency}")
+            errors.setdefault(shop_id, []).append(f"currency {shop.currency} != programme currency {wanted}")
+    if problems:
+        source = getattr(shops, "source", None)
+        where = f"{source}: " if source else ""
+        raise ConfigError(where + "\n".join(problems), errors)
+
+
+def default_shop_note(shops: Mapping[str, ShopConfig]) -> str | None:
+    """One line for ``serve`` / ``worker`` when the shops file lists no ``default`` shop (the
+    README's first requests go to ``/api/v1/shops/default/events``)."""
+    if DEFAULT_SHOP.id in shops:
+        return None
+    return (f"shops file lists no {DEFAULT_SHOP.id!r} shop: the generic events API answers only for: "
+            f"{', '.join(shops) or 'no shop'}")
+
+
+def load_shops(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None, *,
+               lazy: bool = False) -> dict[str, ShopConfig] | Shops:
     """Read and validate the shops file; without one, a single generic shop ``default``.
+
+    ``lazy``: every key is validated now, but each shop's ``env:NAME`` secrets are resolved when
+    the shop is first read (a :class:`Shops`), so a command needs only the secrets of the shops
+    it touches; a server calls :func:`require_secrets` at start.
 
     Each entry is validated by the common schema merged with its platform adapter's settings
     schema, so the platform's own keys get the same treatment as the common ones: unknown keys
@@ -151,7 +280,7 @@ def load_shops(path: str | os.PathLike[str] | None, env: Mapping[str, str] | Non
     if not isinstance(data, list):
         raise ConfigError(f"{path}: expected a list of shops, got {type(data).__name__}", {"file": str(path)})
 
-    shops: dict[str, ShopConfig] = {}
+    entries: dict[str, _Entry] = {}
     for index, raw in enumerate(data):
         label = f"shop #{index + 1}"
         if isinstance(raw, Mapping) and isinstance(raw.get("id"), str):
@@ -167,14 +296,15 @@ def load_shops(path: str | os.PathLike[str] | None, env: Mapping[str, str] | Non
         except ValidationError as exc:
             raise_problems(where, marshmallow_problems(exc.messages, tuple(schema.fields)))
         assert adapter is not None  # an unregistered platform fails the schema
-        problems = _shop_problems(item, env, schema, adapter)
-        if item["id"] in shops:
+        problems = _shop_problems(item, env, schema, adapter, resolve=not lazy)
+        if item["id"] in entries:
             problems.append(("id", "duplicate shop id"))
         if problems:
             raise_problems(where, problems)
         if "programme" in item:
             item["programme"] = path.parent / item["programme"]
-        item["capabilities"] = tuple(item.get("capabilities", adapter.capabilities))
-        own = {key: item.pop(key, None) for key in adapter.settings_schema._declared_fields}
-        shops[item["id"]] = ShopConfig(**item, settings=own, secret_settings=adapter.secret_keys())
-    return shops
+        entries[item["id"]] = _Entry(where, item, schema, adapter)
+    shops = Shops(entries, env, path)
+    if lazy:
+        return shops
+    return {shop_id: shops[shop_id] for shop_id in shops}

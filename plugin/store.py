@@ -36,6 +36,7 @@ from sqlalchemy.engine import URL, Connection, Dialect, Engine, RowMapping, make
 from sqlalchemy.types import TypeDecorator
 
 from . import migrations as _migrations_package
+from .errors import ConfigError
 from .statuses import AwardStatus, DeliveryAction, DeliveryStatus, InboxStatus, NotifyChannel, check_in
 
 # Deterministic constraint names, so migrations can refer to them on every backend.
@@ -274,13 +275,25 @@ def _sqlite_file(url: URL) -> Path | None:
     return Path(db)
 
 
+def _missing_driver(url: URL, exc: ModuleNotFoundError) -> ConfigError:
+    backend = url.get_backend_name()
+    extra = {"postgresql": "postgres"}.get(backend)
+    hint = (f"pip install 'loyalty-ladder[{extra}]'" if extra
+            else f"install the {url.get_driver_name() or backend} driver")
+    return ConfigError(f"the database URL {url.render_as_string(hide_password=True)} needs the Python module "
+                       f"{exc.name!r}, which is not installed: {hint}", {"database_url": [hint]})
+
+
 def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     """Create an Engine; on SQLite: WAL, ``synchronous=NORMAL``, busy timeout, foreign keys,
     and our own ``BEGIN`` handling (see the module docstring).  ``kwargs`` go to ``create_engine``.
     """
     url = make_url(url)
     if url.get_backend_name() != "sqlite":
-        return sa.create_engine(url, **kwargs)
+        try:
+            return sa.create_engine(url, **kwargs)
+        except ModuleNotFoundError as exc:  # the driver of an extra that is not installed
+            raise _missing_driver(url, exc) from None
 
     path = _sqlite_file(url)
     if path is not None:

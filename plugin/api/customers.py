@@ -13,7 +13,8 @@ URL_PREFIX = "/api/v1/shops"
 blp = Blueprint("customers", __name__, description="Where a customer stands on the ladder, and why")
 blp.before_request(require_admin)
 
-ERRORS = error_responses(_401="missing or wrong admin token",
+ERRORS = error_responses(_400="an id in the URL that no event can carry (blank, control characters)",
+                         _401="missing or wrong admin token",
                          _404="unknown shop, or a customer with no accepted event")
 
 

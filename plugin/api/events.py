@@ -9,6 +9,7 @@ from ..documents import AcceptResultSchema
 from ..errors import BadRequest
 from ..globals import ladder
 from .auth import ADMIN_SECURITY, require_admin
+from .boundary import json_body
 from .responses import error_responses
 
 URL_PREFIX = "/api/v1/shops"
@@ -27,10 +28,12 @@ EVENT_BODY = {
 @blp.route("/<string:shop>/events")
 class Events(MethodView):
     @blp.doc(requestBody=EVENT_BODY, security=ADMIN_SECURITY, responses=error_responses(
-        _400="invalid JSON or an invalid item (per-item errors); nothing stored",
+        _400="invalid JSON, a repeated key, an invalid item (per-item errors) or an invalid shop id in the URL; "
+             "nothing stored",
         _401="missing or wrong admin token",
         _404="unknown shop",
         _409="an id reused with other content; nothing stored",
+        _413="the body is larger than the limit (max_body_bytes); nothing stored",
     ))
     @blp.response(202, AcceptResultSchema, description="every event persisted (or already known with the same content)")
     def post(self, shop: str):
@@ -43,7 +46,7 @@ class Events(MethodView):
             raise BadRequest("the body must be JSON (Content-Type: application/json)",
                              {"_schema": ["expected an event object or a list of events"]})
         try:
-            payload = request.get_json(silent=True)
+            payload = json_body()  # None when malformed; 400 for a repeated key
         except RecursionError:  # nested deeper than the JSON parser goes
             payload = None
         if payload is None:

@@ -1,0 +1,57 @@
+"""What the HTTP boundary refuses before a view runs: ids in the URL that could never have been
+stored (:func:`check_path_ids`, the id rules of :mod:`..events`), and JSON objects that repeat
+a key (:func:`json_body`): ``{"id": "a", "id": "b"}`` means whatever the parser keeps, so it is
+refused rather than guessed.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import request
+
+from ..errors import BadRequest
+from ..events import id_problem
+
+#: the URL parameters that carry ids (the shop's, the customer's)
+PATH_IDS = ("shop", "customer_id")
+#: our blueprints whose URLs carry them (an embedding app's own routes are left alone)
+CHECKED_BLUEPRINTS = ("events", "customers", "operator")
+
+
+def check_path_ids(endpoint: str | None, values: dict[str, Any] | None) -> None:
+    """``app.url_value_preprocessor``: 400 for a shop or customer id in the URL that breaks the
+    id rules (control characters, blank) — no event could carry it, so nothing can be found."""
+    if not values or not endpoint or endpoint.partition(".")[0] not in CHECKED_BLUEPRINTS:
+        return
+    errors = {name: [problem] for name in PATH_IDS
+              if isinstance(values.get(name), str) and (problem := id_problem(values[name]))}
+    if errors:
+        raise BadRequest("invalid id in the URL", errors)
+
+
+class DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def json_body() -> Any:
+    """The request's JSON body, or None when it is not valid JSON; BadRequest (400) when an
+    object repeats a key."""
+    try:
+        return json.loads(request.get_data(cache=True), object_pairs_hook=_refuse_duplicates)
+    except DuplicateKey as exc:
+        raise BadRequest(f"the JSON body repeats the key {exc.key!r}",
+                         {"_schema": [f"duplicate key {exc.key!r}: send each key once"]}) from None
+    except (ValueError, UnicodeDecodeError):
+        return None

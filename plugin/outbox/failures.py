@@ -1,0 +1,117 @@
+"""Deliveries for an operator: list them (``ladder deliveries list``, ``GET …/deliveries``) and
+send failed ones round again (``ladder deliveries retry``) once the cause is fixed.
+
+A retry sets a ``failed`` row back to ``pending``, due now, with a fresh failure count; the
+deliveries sweep runs it.  A failed *grant* also puts its award back to ``due`` (with an audit
+row) and re-arms the notices its failure cancelled, to wait for the grant as planning arms them;
+a grant whose award has been reversed meanwhile is not retried (there is nothing to give).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from .. import store
+from ..clock import utcnow
+from ..statuses import AwardStatus, DeliveryAction, DeliveryStatus
+from .planning import set_award_status
+
+#: how many rows a listing returns unless told otherwise, and at most
+LIST_DEFAULT = 50
+LIST_MAX = 500
+#: what running.py writes on the notices of a grant that failed
+_CANCELLED_WITH_GRANT = "the reward was not delivered"
+
+
+def list_rows(db: sa.Engine, *, shop_id: str | None = None, status: str | None = None,
+              limit: int = LIST_DEFAULT, before: int | None = None) -> list[dict[str, Any]]:
+    """Delivery rows, newest first: pk, shop, customer, award key, action, channel, status,
+    attempts, last error, external id and times — not the award document or the customer."""
+    t = store.deliveries
+    where = []
+    if shop_id is not None:
+        where.append(t.c.shop_id == shop_id)
+    if status is not None:
+        where.append(t.c.status == status)
+    if before is not None:
+        where.append(t.c.pk < before)
+    columns = [t.c.pk, t.c.shop_id, t.c.customer_id, t.c.award_key, t.c.action, t.c.channel, t.c.status,
+               t.c.attempts, t.c.last_error, t.c.external_id, t.c.created_at, t.c.updated_at,
+               t.c.next_attempt_at, t.c.delivered_at]
+    with db.connect() as conn:
+        rows = conn.execute(sa.select(*columns).where(*where).order_by(t.c.pk.desc())
+                            .limit(max(1, min(limit, LIST_MAX)))).mappings().all()
+    return [dict(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class RetryResult:
+    """What :func:`retry` did: rows set back to ``pending``, and rows left alone with why."""
+
+    retried: tuple[int, ...]
+    skipped: tuple[tuple[int, str], ...]
+
+
+def retry(db: sa.Engine, pks: Iterable[int] = (), *, status: str | None = None, shop_id: str | None = None,
+          now: datetime | None = None) -> RetryResult:
+    """Set failed deliveries back to ``pending`` (due now): those named by ``pks``, or every row
+    with ``status`` (``failed``) of ``shop_id``.  Idempotent: a pending row is left alone."""
+    t, awards = store.deliveries, store.awards
+    now = now or utcnow()
+    wanted = list(dict.fromkeys(int(pk) for pk in pks))
+    retried: list[int] = []
+    skipped: list[tuple[int, str]] = []
+    if not wanted and status is None:
+        return RetryResult((), ())
+    with store.begin_write(db) as conn:
+        query = sa.select(t.c.pk, t.c.award_key, t.c.action, t.c.status, t.c.detail, awards.c.status.label("award_status"),
+                          awards.c.rule_version).join(awards, awards.c.key == t.c.award_key)
+        query = query.where(t.c.pk.in_(wanted)) if wanted else query.where(t.c.status == status)
+        if shop_id is not None:
+            query = query.where(t.c.shop_id == shop_id)
+        found = {r.pk: r for r in conn.execute(query.order_by(t.c.pk))}
+        for pk in wanted or list(found):
+            row = found.get(pk)
+            if row is None:
+                skipped.append((pk, "no such delivery" + (f" of shop {shop_id!r}" if shop_id else "")))
+            elif row.status == DeliveryStatus.PENDING:
+                skipped.append((pk, "already pending"))
+            elif row.status != DeliveryStatus.FAILED:
+                skipped.append((pk, f"{row.status}: only failed deliveries are retried"))
+            elif row.action == DeliveryAction.GRANT and row.award_status == AwardStatus.REVERSED:
+                skipped.append((pk, "its award was reversed meanwhile: nothing to grant"))
+            else:
+                _rearm_failed(conn, row, now)
+                retried.append(pk)
+    return RetryResult(tuple(retried), tuple(skipped))
+
+
+def _rearm_failed(conn: sa.Connection, row: Any, now: datetime) -> None:
+    t = store.deliveries
+    detail = dict(row.detail or {})
+    detail.pop("failures", None)  # a fresh round of backoff
+    detail["retried_at"] = now.isoformat()
+    conn.execute(t.update().where(t.c.pk == row.pk, t.c.status == DeliveryStatus.FAILED).values(
+        status=DeliveryStatus.PENDING, next_attempt_at=now, detail=detail, updated_at=now))
+    if row.action != DeliveryAction.GRANT:
+        return
+    if row.award_status == AwardStatus.FAILED:
+        set_award_status(conn, {"key": row.award_key, "rule_version": row.rule_version}, AwardStatus.DUE,
+                         "delivery retried by an operator", now)
+    # the notices the failed grant cancelled wait for it again (armed when it is delivered)
+    conn.execute(t.update().where(
+        t.c.award_key == row.award_key, t.c.action == DeliveryAction.NOTIFY, t.c.status == DeliveryStatus.CANCELLED,
+        t.c.last_error == _CANCELLED_WITH_GRANT).values(
+        status=DeliveryStatus.PENDING, next_attempt_at=None, last_error=None, updated_at=now))
+
+
+def failures_since(db: sa.Engine, since: datetime) -> int:
+    """Deliveries that failed since ``since`` (by their last change), for ``/healthz``."""
+    t = store.deliveries
+    with db.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(t).where(
+            t.c.status == DeliveryStatus.FAILED, t.c.updated_at >= since)).scalar() or 0)
