@@ -11,10 +11,16 @@ comment-only rule edit — implies the same keys:
 ``…/lapse/{stage}/{turn}``.
 
 Each component is percent-encoded (``quote(…, safe="")``) so an id containing ``/``
-cannot make two different awards share a key; ordinary ids are unchanged.
+cannot make two different awards share a key; ordinary ids are unchanged.  A component whose
+encoding is longer than :data:`MAX_COMPONENT` characters (a 200-character id of accented
+letters encodes to 1 200) is replaced by ``~`` + the first 40 hex digits of the sha256 of the
+id, so every key fits the ``awards.key`` column (``store.AWARD_KEY``) on every backend; shorter
+components, and so every key that fitted before, are unchanged.  A literal id of that hashed
+shape has its ``~`` encoded, so it can never equal the hash of another id.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,13 +43,28 @@ __all__ = [
 ]
 
 SCOPES = ("stage", "order", "event", "period", "lapse")
+#: the length of the ``awards.key`` column (``store.AWARD_KEY``; awards is pure, below the store)
+AWARD_KEY = 512
 #: what ``quote(…, safe="")`` leaves alone; such components skip the (slow) quoting
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+#: the longest encoded component kept as it is; longer ones are hashed.  Two of them (a customer
+#: and an order or event id) plus the short parts (shop, reward and stage ids of at most 64
+#: characters, the scope, a turn) stay well within the 512 characters of ``awards.key``
+MAX_COMPONENT = 160
+_HASH_DIGITS = 40
+#: the shape of a hashed component; a literal id of this shape is encoded (``%7E…``)
+_HASHED = re.compile(rf"~[0-9a-f]{{{_HASH_DIGITS}}}")
 
 
 def _component(part: object) -> str:
+    """One key part: as it is when unreserved, else percent-encoded; hashed when too long."""
     text = str(part)
-    return text if _UNRESERVED.fullmatch(text) else quote(text, safe="")
+    encoded = text if _UNRESERVED.fullmatch(text) else quote(text, safe="")
+    if len(encoded) > MAX_COMPONENT:
+        return "~" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_DIGITS]
+    if _HASHED.fullmatch(encoded):
+        return "%7E" + encoded[1:]
+    return encoded
 
 
 def award_key(shop: str, customer: str, reward_id: str, scope: str, ref: str | Sequence[Any]) -> str:
@@ -51,7 +72,10 @@ def award_key(shop: str, customer: str, reward_id: str, scope: str, ref: str | S
     if scope not in SCOPES:
         raise ValueError(f"unknown award scope {scope!r}")
     parts = [ref] if isinstance(ref, str) else list(ref)
-    return "/".join(_component(p) for p in (shop, customer, reward_id, scope, *parts))
+    key = "/".join(_component(p) for p in (shop, customer, reward_id, scope, *parts))
+    if len(key) > AWARD_KEY:  # only when a shop, reward or stage id is longer than its own column
+        raise ValueError(f"award key longer than {AWARD_KEY} characters: {key[:80]}…")
+    return key
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,22 @@ class AwardSchema(Schema):
     reversed_at = Time()
 
 
+class SetAsideEventSchema(Schema):
+    """An event set aside because the customer's fold or save failed with it."""
+
+    id = fields.String()
+    reason = fields.String(allow_none=True)
+    at = Time()
+
+
+class ProcessingFailureSchema(Schema):
+    """Why processing a customer keeps failing (reset by the next success)."""
+
+    failures = fields.Integer()
+    error = fields.String(allow_none=True)
+    retry_at = Time()
+
+
 class CustomerDocumentSchema(Schema):
     """Where a customer stands: ``GET /api/v1/shops/<shop>/customers/<customer_id>``."""
 
@@ -117,7 +133,11 @@ class CustomerDocumentSchema(Schema):
     next = fields.Nested(NextSchema, allow_none=True)
     lapse_at = Time()
     rule_version = fields.String(allow_none=True)
-    pending_events = fields.Integer(metadata={"description": "accepted events not applied yet"})
+    pending_events = fields.Integer(metadata={"description": "accepted events not applied yet (set-aside ones excluded)"})
+    set_aside_events = fields.List(fields.Nested(SetAsideEventSchema), metadata={
+        "description": "events that made this customer's processing fail, never folded (poison isolation)"})
+    processing_failure = fields.Nested(ProcessingFailureSchema, allow_none=True, metadata={
+        "description": "the customer's processing failures in a row, the last error and the next try; null when fine"})
 
 
 class ComparisonSchema(Schema):

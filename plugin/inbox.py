@@ -12,8 +12,10 @@ signatures are checked again and known deliveries are no-ops.
 
 Row statuses: ``received`` → ``processed`` (its Inbound was applied) | ``ignored`` (nothing to
 do; the adapter's note is kept in ``error``) | ``failed`` (the body cannot be understood; the
-reason is in ``error``; never retried).  Transient failures (database, engine) raise, so the
-queue retries and the row stays ``received``.
+reason is in ``error``; never retried).  Other failures (a shop API or the database down, a
+bug) raise, so the consumer retries; each is counted on the row (``attempts``, with a backoff
+in ``retry_at`` that ``sweep`` respects), and after MAX_ATTEMPTS the row is ``failed`` with the
+last error.
 """
 from __future__ import annotations
 
@@ -234,8 +236,50 @@ def process(db: sa.Engine, shops: Shops, pk: int, adapter_factory: Callable[[Sho
         log.warning("inbox row %s (%s %s) failed: %s", pk, row.platform, row.topic, exc.message)
         _mark(db, pk, InboxStatus.FAILED, _error_text(exc))
         return []
+    except Exception as exc:
+        # anything else may pass (a shop API or the database down): retried with a backoff, and
+        # after MAX_ATTEMPTS the row is failed with this error (poison isolation)
+        if _record_attempt(db, pk, exc):
+            return []
+        raise
     _mark(db, pk, InboxStatus.PROCESSED, inbound.note or None)
     return [(shop.id, customer_id) for customer_id in touched]
+
+
+#: failed processing attempts after which a row still ``received`` is marked ``failed``
+MAX_ATTEMPTS = 8
+#: the wait after the first failed attempt; it doubles after each further one, up to RETRY_CAP
+RETRY_BACKOFF = timedelta(seconds=15)
+RETRY_CAP = timedelta(minutes=30)
+
+
+def _record_attempt(db: sa.Engine, pk: int, exc: Exception) -> bool:
+    """Count a failed attempt on a ``received`` row: set its next try (backoff), or mark it
+    ``failed`` with the error at the MAX_ATTEMPTS-th.  True when the row was given up; False
+    when it is to be retried (or the attempt cannot even be recorded: the database is down)."""
+    t = store.inbox
+    message = str(exc.orig) if isinstance(exc, sa.exc.StatementError) and exc.orig is not None else str(exc)
+    reason = f"{type(exc).__name__}: {message.strip()}"[:2000]
+    try:
+        with store.begin_write(db) as conn:
+            row = conn.execute(sa.select(t.c.attempts, t.c.status).where(t.c.pk == pk)).first()
+            if row is None or row.status != InboxStatus.RECEIVED:
+                return False
+            attempts = int(row.attempts or 0) + 1
+            values: dict[str, Any] = {"attempts": attempts}
+            given_up = attempts >= MAX_ATTEMPTS
+            if given_up:
+                values.update(status=InboxStatus.FAILED, processed_at=utcnow(), retry_at=None,
+                              error=sa.func.coalesce(t.c.error, f"gave up after {attempts} attempts: {reason}"))
+            else:
+                values["retry_at"] = utcnow() + min(RETRY_BACKOFF * 2 ** (attempts - 1), RETRY_CAP)
+            conn.execute(t.update().where(t.c.pk == pk, t.c.status == InboxStatus.RECEIVED).values(**values))
+    except Exception:
+        log.exception("could not record the failed attempt of inbox row %s", pk)
+        return False
+    log.log(logging.ERROR if given_up else logging.WARNING, "inbox row %s failed (attempt %d of %d): %s",
+            pk, attempts, MAX_ATTEMPTS, reason)
+    return given_up
 
 
 def _error_text(exc: LadderError) -> str:
@@ -260,13 +304,15 @@ SWEEP_GIVE_UP = timedelta(days=7)
 
 def sweep(db: sa.Engine, older_than: timedelta = SWEEP_AFTER, now: datetime | None = None) -> list[int]:
     """Pks of rows still ``received`` that arrived at least ``older_than`` ago (and less than
-    SWEEP_GIVE_UP ago), oldest first."""
+    SWEEP_GIVE_UP ago) and whose backoff after a failed attempt has ended, oldest first."""
     t = store.inbox
     now = now or utcnow()
     with db.connect() as conn:
         return [r.pk for r in conn.execute(sa.select(t.c.pk).where(
             t.c.status == InboxStatus.RECEIVED, t.c.received_at <= now - older_than,
-            t.c.received_at > now - SWEEP_GIVE_UP).order_by(t.c.pk))]
+            t.c.received_at > now - SWEEP_GIVE_UP,
+            # a failed attempt waits for its backoff (an operator's retry resets attempts to 0)
+            sa.or_(t.c.attempts == 0, t.c.retry_at.is_(None), t.c.retry_at <= now)).order_by(t.c.pk))]
 
 
 # ---------------------------------------------------------------- export / replay

@@ -177,9 +177,13 @@ def owner_of(db: sa.Engine, shop_id: str, event_ids: Sequence[str]) -> str | Non
 
 def customers_with_unapplied(db: sa.Engine, shop_id: str | None = None,
                              received_before: datetime | None = None) -> list[tuple[str, str]]:
-    """(shop, customer) pairs with accepted events not applied yet, sorted."""
-    ev = store.events
-    where = [ev.c.applied_at.is_(None)]
+    """(shop, customer) pairs with accepted events not applied yet, sorted.  Events set aside
+    (poison isolation) are not pending, and a customer whose processing failed is left out until
+    its backoff ends (``customers.retry_at``)."""
+    ev, cu = store.events, store.customers
+    backing_off = sa.exists().where(cu.c.shop_id == ev.c.shop_id, cu.c.customer_id == ev.c.customer_id,
+                                    cu.c.retry_at.is_not(None), cu.c.retry_at > utcnow())
+    where = [ev.c.applied_at.is_(None), ev.c.set_aside_at.is_(None), ~backing_off]
     if shop_id is not None:
         where.append(ev.c.shop_id == shop_id)
     if received_before is not None:
@@ -189,9 +193,22 @@ def customers_with_unapplied(db: sa.Engine, shop_id: str | None = None,
     return sorted((r.shop_id, r.customer_id) for r in rows)
 
 
-def rows_of(conn: sa.Connection, shop_id: str, customer_ids: Sequence[str]) -> list[Any]:
-    """The ledger rows (pk, body, received_at, source) of these customer ids, in arrival order."""
+def rows_of(conn: sa.Connection, shop_id: str, customer_ids: Sequence[str], *,
+            include_set_aside: bool = False) -> list[Any]:
+    """The ledger rows (pk, body, received_at, source) of these customer ids, in arrival order;
+    events set aside (poison isolation) only with ``include_set_aside`` (a data request)."""
     ev = store.events
+    where = [ev.c.shop_id == shop_id, ev.c.customer_id.in_(customer_ids)]
+    if not include_set_aside:
+        where.append(ev.c.set_aside_at.is_(None))
     return conn.execute(sa.select(ev.c.pk, ev.c.body, ev.c.received_at, ev.c.source)
-                        .where(ev.c.shop_id == shop_id, ev.c.customer_id.in_(customer_ids))
-                        .order_by(ev.c.pk)).all()
+                        .where(*where).order_by(ev.c.pk)).all()
+
+
+def set_aside_of(conn: sa.Connection, shop_id: str, customer_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The events of these customer ids that were set aside: ``{id, reason, at}``, in arrival order."""
+    ev = store.events
+    return [{"id": r.event_id, "reason": r.set_aside_reason, "at": r.set_aside_at} for r in conn.execute(
+        sa.select(ev.c.event_id, ev.c.set_aside_reason, ev.c.set_aside_at)
+        .where(ev.c.shop_id == shop_id, ev.c.customer_id.in_(customer_ids), ev.c.set_aside_at.is_not(None))
+        .order_by(ev.c.pk))]

@@ -11,13 +11,26 @@ traffic still makes progress.
 
 Per-customer serialisation therefore lives in the database, never in a process lock, and
 queue jobs only carry ``(shop, customer)``: a job that runs twice changes nothing.
+
+Poison isolation: a failure (any exception but NotFound) is counted on the customer's row
+(``failures``, ``last_error``) and the customer is left alone for a backoff
+(``retry_at``: :data:`FAILURE_BACKOFF` × 2^(failures−1)) by the consumers that look for work.
+At the :data:`MAX_FAILURES`-th failure in a row the customer's unapplied events are tested one by
+one, in arrival order, on top of the applied ones (which folded fine before): a fold and a save
+that is rolled back, each failure confirmed once.  An event that makes it fail is *set aside*
+(``events.set_aside_at`` + the exception's text): never folded again, not pending, shown on the
+customer document; the rest is processed.  If the customer fails even without any unapplied
+event (a wake-up that crashes, a broken programme) it is a dead letter: its unapplied events are
+set aside with that reason, its wake-ups stop (``next_wake_at`` cleared) and ``last_error`` keeps
+the reason, until a new event is processed successfully.  A successful save resets the count.
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,8 +47,19 @@ from .programme import Programme
 from .programmes import record_version
 from .shop import ShopConfig
 
+log = logging.getLogger(__name__)
+
 #: folds without the lock before one runs inside it
 MAX_OPTIMISTIC_TRIES = 3
+#: failures in a row after which a customer's unapplied events are tested one by one
+MAX_FAILURES = 3
+#: the wait after the first failure; it doubles with each further one (before MAX_FAILURES)
+FAILURE_BACKOFF = timedelta(seconds=2)
+#: unapplied events tested per isolation (each test: one fold and one rolled-back save); later
+#: ones are processed as usual afterwards and isolated in a later round if one of them fails
+MAX_ISOLATION_CANDIDATES = 100
+#: how much of an exception's text is kept as a reason
+REASON_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -66,12 +90,12 @@ def fingerprint(conn: sa.Connection, shop_id: str, customer_id: str) -> tuple[An
     fingerprint means unchanged inputs (a redaction moves events away and changes the count)."""
     ids = identity.ids_of(conn, shop_id, customer_id)
     ev = store.events
-    count, last = conn.execute(sa.select(sa.func.count(), sa.func.max(ev.c.pk))
-                               .where(ev.c.shop_id == shop_id, ev.c.customer_id.in_(ids))).one()
+    count, last, aside = conn.execute(sa.select(sa.func.count(), sa.func.max(ev.c.pk), sa.func.count(ev.c.set_aside_at))
+                                      .where(ev.c.shop_id == shop_id, ev.c.customer_id.in_(ids))).one()
     live_from = conn.execute(sa.select(store.shops.c.live_from).where(store.shops.c.shop_id == shop_id)).scalar()
     st = store.shop_turns
     turns = conn.execute(sa.select(sa.func.count(), sa.func.max(st.c.started_at)).where(st.c.shop_id == shop_id)).one()
-    return (tuple(ids), count, last, live_from, tuple(turns))
+    return (tuple(ids), count, last, aside, live_from, tuple(turns))
 
 
 def load_inputs(conn: sa.Connection, shop_id: str, customer_id: str) -> FoldInputs:
@@ -120,7 +144,8 @@ def _save_customer(conn: sa.Connection, shop_id: str, customer_id: str, state: l
             email = event.customer.email
     values = {"email": email, "stage": state.stage, "subgroup": state.subgroup, "lapsed": state.lapsed,
               "turn": state.turn, "since": state.since, "rule_version": state.rule_version,
-              "next_wake_at": state.next_wake_at, "updated_at": now, "state": snapshot(state)}
+              "next_wake_at": state.next_wake_at, "updated_at": now, "state": snapshot(state),
+              "failures": 0, "last_error": None, "retry_at": None}
     # lock_customer created the row: always an update
     conn.execute(t.update().where(t.c.shop_id == shop_id, t.c.customer_id == customer_id).values(**values))
 
@@ -169,9 +194,134 @@ def process_customer(db: sa.Engine, shop: ShopConfig, programme: Programme, comp
     """Re-fold one customer's whole history and reconcile their awards (see the module docstring).
 
     A guest id linked to an account is processed as that account (its own awards reversed as
-    merged).  Raises NotFound for a customer with no accepted event.
+    merged).  Raises NotFound for a customer with no accepted event.  Any other exception is
+    counted on the customer and raised again; at the MAX_FAILURES-th in a row the events that
+    make it fail are set aside and the rest is processed (the module docstring).
     """
     as_of = as_of or utcnow()
+    try:
+        return _process_customer(db, shop, programme, compiled, customer_id, as_of, smtp_configured)
+    except NotFound:
+        raise
+    except Exception as exc:
+        recorded = _record_failure(db, shop.id, customer_id, exc)
+        if recorded is None:
+            raise
+        account, failures = recorded
+        if failures < MAX_FAILURES:
+            log.warning("processing %s/%s failed (%d of %d): %s", shop.id, account, failures, MAX_FAILURES,
+                        reason_of(exc))
+            raise
+        if not isolate(db, shop, programme, compiled, account, as_of, smtp_configured):
+            log.error("processing %s/%s failed %d times, also without its unapplied events: %s; "
+                      "a dead letter until a new event", shop.id, account, failures, reason_of(exc))
+            raise
+    return _process_customer(db, shop, programme, compiled, customer_id, as_of, smtp_configured)
+
+
+def reason_of(exc: BaseException) -> str:
+    """An exception as a stored reason: its type and message (a database error without its SQL
+    and parameters), at most REASON_CHARS characters."""
+    message = str(exc.orig) if isinstance(exc, sa.exc.StatementError) and exc.orig is not None else str(exc)
+    return f"{type(exc).__name__}: {message.strip()}"[:REASON_CHARS]
+
+
+def _record_failure(db: sa.Engine, shop_id: str, customer_id: str, exc: BaseException) -> tuple[str, int] | None:
+    """Count one failure on the customer's row (and set its backoff); (account, failures in a
+    row), or None when even that cannot be written (the database is down: nothing to count)."""
+    try:
+        with store.begin_write(db) as conn:
+            account = identity.canonical(conn, shop_id, customer_id)
+            failures = int(store.lock_customer(conn, shop_id, account)["failures"] or 0) + 1
+            retry_at = utcnow() + FAILURE_BACKOFF * 2 ** (failures - 1) if failures < MAX_FAILURES else None
+            cu = store.customers
+            conn.execute(cu.update().where(cu.c.shop_id == shop_id, cu.c.customer_id == account)
+                         .values(failures=failures, last_error=reason_of(exc), retry_at=retry_at))
+    except Exception:
+        log.exception("could not record the failure of %s/%s", shop_id, customer_id)
+        return None
+    return account, failures
+
+
+def _trial(db: sa.Engine, shop: ShopConfig, programme: Programme, compiled: CompiledProgramme, customer_id: str,
+           inputs: FoldInputs, kept: Sequence[int], as_of: datetime, smtp_configured: bool) -> Exception | None:
+    """Fold and save the customer with only the inputs' events at positions ``kept``, in a
+    transaction that is rolled back; the exception that fails it, or None."""
+    if not kept:
+        return None
+    sub = dataclasses.replace(inputs, rows=tuple(inputs.rows[i] for i in kept),
+                              events=tuple(inputs.events[i] for i in kept))
+    try:
+        state = fold(programme, compiled, sub, as_of, shop.id, customer_id)
+        with db.connect() as conn:
+            conn.execution_options(ladder_write=True)
+            transaction = conn.begin()
+            try:
+                store.lock_customer(conn, shop.id, customer_id)
+                _save(conn, shop, programme, customer_id, sub, state, as_of, smtp_configured)
+            finally:
+                transaction.rollback()
+    except Exception as exc:  # noqa: BLE001 - whatever fails the trial is its answer
+        return exc
+    return None
+
+
+def isolate(db: sa.Engine, shop: ShopConfig, programme: Programme, compiled: CompiledProgramme, customer_id: str,
+            as_of: datetime, smtp_configured: bool = False) -> bool:
+    """Set aside the unapplied events that make the customer's fold or save fail (see the
+    module docstring).  True when the customer can be processed now (culprits set aside, or
+    nothing fails any more); False for a dead letter (it fails even without its unapplied events).
+    """
+    with db.connect() as conn:
+        inputs = load_inputs(conn, shop.id, customer_id)
+        ev = store.events
+        pks = [r.pk for r in inputs.rows]
+        applied = {r.pk for chunk in ledger.chunks(pks) for r in conn.execute(
+            sa.select(ev.c.pk).where(ev.c.pk.in_(chunk), ev.c.applied_at.is_not(None)))}
+    kept = [i for i, r in enumerate(inputs.rows) if r.pk in applied]
+    candidates = [i for i, r in enumerate(inputs.rows) if r.pk not in applied][:MAX_ISOLATION_CANDIDATES]
+
+    def fails(positions: list[int]) -> Exception | None:
+        error = _trial(db, shop, programme, compiled, customer_id, inputs, positions, as_of, smtp_configured)
+        if error is not None:  # once more: a passing glitch must not set a good event aside
+            error = _trial(db, shop, programme, compiled, customer_id, inputs, positions, as_of, smtp_configured)
+        return error
+
+    now = utcnow()
+    base_error = fails(kept)
+    if base_error is not None:
+        reason = f"not applied: the customer's processing fails even without it: {reason_of(base_error)}"
+        _set_aside(db, [(inputs.rows[i].pk, reason) for i in candidates], now)
+        cu = store.customers
+        with store.begin_write(db) as conn:
+            conn.execute(cu.update().where(cu.c.shop_id == shop.id, cu.c.customer_id == customer_id)
+                         .values(next_wake_at=None, retry_at=None, last_error=reason_of(base_error)))
+        return False
+    culprits = []
+    for i in candidates:
+        error = fails([*kept, i])
+        if error is None:
+            kept.append(i)
+        else:
+            culprits.append((inputs.rows[i].pk, reason_of(error)))
+            log.warning("event %s of %s/%s set aside: %s", inputs.events[i].id, shop.id, customer_id,
+                        reason_of(error))
+    _set_aside(db, culprits, now)
+    return True
+
+
+def _set_aside(db: sa.Engine, reasons: Sequence[tuple[int, str]], now: datetime) -> None:
+    ev = store.events
+    if not reasons:
+        return
+    with store.begin_write(db) as conn:
+        for pk, reason in reasons:
+            conn.execute(ev.update().where(ev.c.pk == pk, ev.c.applied_at.is_(None), ev.c.set_aside_at.is_(None))
+                         .values(set_aside_at=now, set_aside_reason=reason[:REASON_CHARS]))
+
+
+def _process_customer(db: sa.Engine, shop: ShopConfig, programme: Programme, compiled: CompiledProgramme,
+                      customer_id: str, as_of: datetime, smtp_configured: bool) -> Processed:
     deliveries: list[int] = []
     with db.connect() as conn:
         account = identity.canonical(conn, shop.id, customer_id)
@@ -206,7 +356,8 @@ def customers_due(db: sa.Engine, now: datetime, unapplied_before: datetime) -> l
     cu = store.customers
     with db.connect() as conn:
         due = conn.execute(sa.select(cu.c.shop_id, cu.c.customer_id)
-                           .where(cu.c.next_wake_at.is_not(None), cu.c.next_wake_at <= now)).all()
+                           .where(cu.c.next_wake_at.is_not(None), cu.c.next_wake_at <= now,
+                                  sa.or_(cu.c.retry_at.is_(None), cu.c.retry_at <= now))).all()
     pairs = {*ledger.customers_with_unapplied(db, received_before=unapplied_before),
              *((r.shop_id, r.customer_id) for r in due)}
     return sorted(pairs)

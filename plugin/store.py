@@ -172,6 +172,10 @@ events = sa.Table(
     sa.Column("received_at", UTCDateTime(), nullable=False, default=_now),
     # Set once the customer's fold has included this event; NULL = pending.
     sa.Column("applied_at", UTCDateTime(), nullable=True),
+    # Set when the event made its customer's fold or save fail (poison isolation, migration
+    # 0004): never folded, never pending, shown on the customer document with the reason.
+    sa.Column("set_aside_at", UTCDateTime(), nullable=True),
+    sa.Column("set_aside_reason", sa.Text, nullable=True),
     sa.UniqueConstraint("shop_id", "event_id"),
     sa.Index(None, "shop_id", "customer_id"),
 )
@@ -199,6 +203,11 @@ customers = sa.Table(
     sa.Column("rule_version", sa.String(VERSION), nullable=True),
     sa.Column("next_wake_at", UTCDateTime(), nullable=True),
     sa.Column("updated_at", UTCDateTime(), nullable=False, default=_now, onupdate=_now),
+    # Processing failures in a row (reset by a successful save), the last one's text, and when
+    # the customer may be tried again (backoff; migration 0004, see processing.py).
+    sa.Column("failures", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("retry_at", UTCDateTime(), nullable=True),
     sa.Index(None, "next_wake_at"),
 )
 
@@ -261,6 +270,10 @@ inbox = sa.Table(
     sa.Column("status", sa.String(16), nullable=False, default=InboxStatus.RECEIVED.value),
     sa.Column("processed_at", UTCDateTime(), nullable=True),
     sa.Column("error", sa.Text, nullable=True),
+    # Failed processing attempts of a row still ``received`` and when the next is due (backoff);
+    # after inbox.MAX_ATTEMPTS the row is ``failed`` (migration 0004).
+    sa.Column("attempts", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("retry_at", UTCDateTime(), nullable=True),
     sa.UniqueConstraint("platform", "shop_id", "delivery_id"),
     sa.Index(None, "status", "received_at"),
     sa.CheckConstraint(check_in("status", InboxStatus), name="status"),

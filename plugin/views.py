@@ -28,7 +28,8 @@ def customer_view(db: sa.Engine, shop_id: str, customer_id: str) -> dict[str, An
         ids = identity.ids_of(conn, shop_id, customer_id)
         ev = store.events
         total, pending = conn.execute(
-            sa.select(sa.func.count(), sa.func.sum(sa.case((ev.c.applied_at.is_(None), 1), else_=0)))
+            sa.select(sa.func.count(), sa.func.sum(sa.case(
+                (sa.and_(ev.c.applied_at.is_(None), ev.c.set_aside_at.is_(None)), 1), else_=0)))
             .where(ev.c.shop_id == shop_id, ev.c.customer_id.in_(ids))).one()
         if not total:
             raise NotFound(f"no customer '{customer_id}' in shop '{shop_id}'",
@@ -36,6 +37,7 @@ def customer_view(db: sa.Engine, shop_id: str, customer_id: str) -> dict[str, An
         row = conn.execute(sa.select(store.customers).where(store.customers.c.shop_id == shop_id,
                                                             store.customers.c.customer_id == customer_id)).first()
         rewards = award_store.recorded_awards(conn, shop_id, customer_id)
+        set_aside = ledger.set_aside_of(conn, shop_id, ids)
     state = (row.state if row is not None else None) or {}
     return {
         "shop": shop_id,
@@ -52,6 +54,9 @@ def customer_view(db: sa.Engine, shop_id: str, customer_id: str) -> dict[str, An
         "lapse_at": state.get("lapse_at"),
         "rule_version": row.rule_version if row else None,
         "pending_events": int(pending or 0),
+        "set_aside_events": set_aside,
+        "processing_failure": ({"failures": row.failures, "error": row.last_error, "retry_at": row.retry_at}
+                               if row is not None and row.failures else None),
     }
 
 
@@ -59,7 +64,8 @@ def customer_data(db: sa.Engine, shop_id: str, customer_id: str) -> dict[str, An
     """Everything stored about a customer (answers a data request): their document and ledger."""
     view = customer_view(db, shop_id, customer_id)
     with db.connect() as conn:
-        rows = ledger.rows_of(conn, shop_id, identity.ids_of(conn, shop_id, view["customer_id"]))
+        rows = ledger.rows_of(conn, shop_id, identity.ids_of(conn, shop_id, view["customer_id"]),
+                              include_set_aside=True)
     return {"customer": view, "events": rows}
 
 
