@@ -37,14 +37,17 @@ class Tasks:
 def register_tasks(huey: Any, service: Any) -> Tasks:
     """Register the processing and sweeping jobs on ``huey`` and bind ``service`` to them."""
 
-    @huey.task(retries=5, retry_delay=2, name="ladder.process_customer")
+    # No Huey retries for customers and inbox rows: a failure is counted where the work lives,
+    # with its backoff (customers.retry_at, inbox.retry_at), and the lanes and the sweep find the
+    # work again when it is due; after the limit it is set aside or failed (poison isolation).
+    @huey.task(name="ladder.process_customer")
     def process_customer(shop_id: str, customer_id: str) -> None:
         try:
             service.process_customer(shop_id, customer_id)
         except NotFound:
             log.warning("nothing to process for %s/%s", shop_id, customer_id)
 
-    @huey.task(retries=5, retry_delay=2, name="ladder.process_inbox")
+    @huey.task(name="ladder.process_inbox")
     def process_inbox(pk: int) -> None:
         service.process_inbox(pk)  # enqueues the customers the row touched
 
