@@ -14,8 +14,8 @@ from flask import Flask, jsonify
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
-from . import __version__
-from .api import customers, events, health, operator, webhooks
+from . import __version__, redact
+from .api import customers, events, health, operator, unsubscribe, webhooks
 from .api.boundary import check_path_ids
 from .config import SETTING_NAMES, Settings, load_settings
 from .documents import ErrorSchema
@@ -32,7 +32,7 @@ __all__ = ["EXTENSION", "LadderState", "LoyaltyLadder", "create_app", "ladder"]
 log = logging.getLogger(__name__)
 
 #: the blueprints, in the order their routes are registered
-BLUEPRINTS = (health, events, customers, operator, webhooks)
+BLUEPRINTS = (health, events, customers, operator, webhooks, unsubscribe)
 
 
 class LadderApi(Api):
@@ -104,6 +104,7 @@ class LoyaltyLadder:
                 "or app.config[\"LADDER_ADMIN_TOKEN\"] when embedded; "
                 "(`ladder serve` generates one; other processes must be given one)")
         service: LadderService = opts.get("service") or LadderService(settings)
+        redact.install(settings, service.shops)  # no secret of these in any log line
         require_secrets(service.shops)  # a server serves every shop: all their secrets, now
         huey = make_huey(settings, immediate=bool(opts.get("immediate_queue", False)))
         tasks = register_tasks(huey, service)

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from . import awards as awards_mod
 from . import store
+from .clock import iso
 from .jsonable import to_jsonable
 from .statuses import AwardStatus
 
@@ -48,10 +49,38 @@ def grant_reason(award: awards_mod.ImpliedAward) -> str:
     return text.strip()
 
 
-def _change(old: Mapping[str, Any], new: awards_mod.ImpliedAward) -> str:
-    if str(old.get("value")) != str(new.value):
-        return f"value {old.get('value')} → {new.value}"
-    return "parameters changed"
+def derived_values(award: awards_mod.ImpliedAward, version: str) -> dict[str, Any]:
+    """Every stored column of an award that is a function of the history and the programme in
+    force (all but the processing record: ``status`` as far as it follows delivery,
+    ``created_at``, ``updated_at``, ``reversed_at``, and the ``award_log``)."""
+    return {"reward_id": award.reward_id, "type": award.type, "scope": award.scope, "scope_ref": award.scope_ref,
+            "stage": award.stage, "turn": award.turn, "granted_at": award.granted_at,
+            "params": to_jsonable(award.params), "value": award.value, "reason": grant_reason(award),
+            "rule_version": version}
+
+
+def _show(value: Any) -> str:
+    return iso(value) if isinstance(value, datetime) else str(value)
+
+
+def _change(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """What a recompute changed, in words (for the audit row; the award's reason stays why it is held)."""
+    parts = []
+    if str(old.get("value")) != str(new["value"]):
+        parts.append(f"value {old.get('value')} → {new['value']}")
+    for name in ("stage", "turn", "granted_at", "scope_ref"):
+        if old.get(name) != new[name]:
+            parts.append(f"{name} {_show(old.get(name))} → {_show(new[name])}")
+    if awards_mod._canon(old.get("params")) != awards_mod._canon(new["params"]):
+        parts.append("parameters changed")
+    if old.get("rule_version") != new["rule_version"]:
+        parts.append(f"programme version {old.get('rule_version')} → {new['rule_version']}")
+    return ", ".join(parts) or "reason restated"
+
+
+def _differs(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    return any(awards_mod._canon(old.get(k)) != awards_mod._canon(v) if k == "params"
+               else (str(old.get(k)) != str(v) if k == "value" else old.get(k) != v) for k, v in new.items())
 
 
 def recorded_awards(conn: sa.Connection, shop_id: str, customer_id: str) -> list[dict[str, Any]]:
@@ -70,34 +99,40 @@ def log(conn: sa.Connection, key: str, at: datetime, status: str, reason: str, v
 
 def record(conn: sa.Connection, shop_id: str, customer_id: str, implied: Sequence[awards_mod.ImpliedAward],
            version: str, now: datetime, reverse_reason: str | None = None) -> Recorded:
-    """Reconcile ``implied`` with the customer's recorded awards and write the difference."""
+    """Reconcile ``implied`` with the customer's recorded awards and write the difference.
+
+    Order-independent: every column :func:`derived_values` names is recomputed from ``implied``
+    for every implied award (granted, re-granted, recomputed or kept), so the rows are the same
+    whatever order the events arrived in.  ``now`` (processing time) only goes to the processing
+    record: ``created_at``, ``updated_at``, ``reversed_at`` and the audit rows.
+    """
     t = store.awards
     recorded = recorded_awards(conn, shop_id, customer_id)
     plan = awards_mod.reconcile(list(implied), recorded)
     by_key = {r["key"]: r for r in recorded}
     for award in plan.grant:
         status = AwardStatus.HISTORICAL if award.historical else AwardStatus.DUE
-        reason = grant_reason(award)
-        values = {"shop_id": shop_id, "customer_id": customer_id, "reward_id": award.reward_id, "type": award.type,
-                  "scope": award.scope, "scope_ref": award.scope_ref, "stage": award.stage, "turn": award.turn,
-                  "status": status, "reason": reason, "params": to_jsonable(award.params), "value": award.value,
-                  "rule_version": version, "granted_at": award.granted_at, "updated_at": now, "reversed_at": None}
+        values = {"shop_id": shop_id, "customer_id": customer_id, **derived_values(award, version),
+                  "status": status, "updated_at": now, "reversed_at": None}
         if award.key in by_key:  # a reversed award implied again
             conn.execute(t.update().where(t.c.key == award.key).values(**values))
         else:
             conn.execute(t.insert().values(key=award.key, created_at=now, **values))
-        log(conn, award.key, now, status, reason, version)
+        log(conn, award.key, now, status, values["reason"], version)
     reversed_keys = [rec["key"] if isinstance(rec, Mapping) else rec.key for rec in plan.reverse]
     for key in reversed_keys:
+        # the reason is a function of why (never of when); the instant is processing time
         reason = reverse_reason or NOT_IMPLIED
         conn.execute(t.update().where(t.c.key == key)
                      .values(status=AwardStatus.REVERSED, reason=reason, reversed_at=now, updated_at=now, rule_version=version))
         log(conn, key, now, AwardStatus.REVERSED, reason, version)
-    for award in plan.update:
+    # recomputed (params, value, stage, granted_at … differ) and kept awards alike: a kept award
+    # whose reason or programme version is stale is restated, so no column depends on history order
+    for award in (*plan.update, *plan.keep):
         old = by_key[award.key]
-        reason = f"recomputed: {_change(old, award)}"
-        conn.execute(t.update().where(t.c.key == award.key)
-                     .values(params=to_jsonable(award.params), value=award.value, reason=reason,
-                             updated_at=now, rule_version=version))
-        log(conn, award.key, now, old["status"], reason, version)
+        values = derived_values(award, version)
+        if not _differs(old, values):
+            continue
+        conn.execute(t.update().where(t.c.key == award.key).values(**values, updated_at=now))
+        log(conn, award.key, now, old["status"], f"recomputed: {_change(old, values)}", version)
     return Recorded(tuple(a.key for a in plan.grant if not a.historical), tuple(reversed_keys))

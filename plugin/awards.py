@@ -126,9 +126,11 @@ class ReconcilePlan:
     * ``grant``: implied awards not recorded yet, or recorded as ``reversed`` and implied
       again (a re-grant: e.g. a refund was itself undone).  The service updates the old row;
     * ``reverse``: recorded awards (as given) no longer implied and not already reversed;
-    * ``update``: implied awards whose recorded params or value differ (points recomputed
-      after a partial refund); the recorded status is kept;
-    * ``keep``: implied awards recorded with the same params and value.
+    * ``update``: implied awards whose recorded params, value or any of :data:`DERIVED_FIELDS`
+      differ (points recomputed after a partial refund; the stage an order was made in, or the
+      instant a stage was reached, after a late event or a refund inside the window); the
+      recorded status is kept;
+    * ``keep``: implied awards recorded with the same params, value and derived fields.
     """
 
     grant: tuple[ImpliedAward, ...] = ()
@@ -160,12 +162,18 @@ def _canon(params: Any) -> str:
     return json.dumps(_jsonable(params or {}), sort_keys=True, separators=(",", ":"))
 
 
+#: the recorded fields that are a function of the history (besides ``params`` and ``value``):
+#: reconcile recomputes them, so an ordered and a shuffled delivery of the same events, or a
+#: refund that undid a step, leave the same award behind
+DERIVED_FIELDS = ("reward_id", "type", "scope", "scope_ref", "stage", "turn", "granted_at")
+
+
 def _same(award: ImpliedAward, recorded: Any) -> bool:
     if _canon(award.params) != _canon(_get(recorded, "params")):
         return False
-    if _has(recorded, "value"):
-        return _decimal(_get(recorded, "value")) == award.value
-    return True
+    if _has(recorded, "value") and _decimal(_get(recorded, "value")) != award.value:
+        return False
+    return all(_get(recorded, name) == getattr(award, name) for name in DERIVED_FIELDS if _has(recorded, name))
 
 
 def reconcile(implied: Iterable[ImpliedAward], recorded: Iterable[Any]) -> ReconcilePlan:

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 import click
 
-from . import __version__
+from . import __version__, redact
 from .errors import BadRequest, ConfigError, LadderError, RuleFileError
 
 
@@ -33,16 +33,19 @@ class LadderGroup(click.Group):
                 click.echo(str(problem), err=True)
             ctx.exit(exc.exit_code)
         except LadderError as exc:
-            click.echo(f"error: {exc.message}", err=True)
+            click.echo(f"error: {redact.FILTER.mask(exc.message)}", err=True)  # e.g. a URL in the message
             if exc.errors:
-                click.echo(json.dumps(exc.errors, indent=2, ensure_ascii=False, default=str), err=True)
+                click.echo(redact.FILTER.mask(json.dumps(exc.errors, indent=2, ensure_ascii=False, default=str)),
+                           err=True)
             ctx.exit(exc.exit_code)
 
 
 def _settings(**overrides: Any):
     from .config import load_settings
 
-    return load_settings(overrides={k: v for k, v in overrides.items() if v is not None})
+    settings = load_settings(overrides={k: v for k, v in overrides.items() if v is not None})
+    redact.install(settings)  # no secret of these in any log line of the command
+    return settings
 
 
 def _parse_time(value: str | None, name: str) -> datetime | None:
@@ -131,7 +134,7 @@ def serve(host: str | None, port: int | None) -> None:
         raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
     consumer = start_consumer(state.huey, workers=1, poll_seconds=settings.queue_poll_seconds)
     click.echo(f"loyalty-ladder {__version__} on http://{settings.host}:{server.server_port} "
-               f"(database {settings.database_url}, programme {programme.source} version {programme.version}, "
+               f"(database {redact.mask_url(settings.database_url)}, programme {programme.source} version {programme.version}, "
                f"shops: {', '.join(state.service.shops)})")
 
     def stop(signum: int, frame: Any) -> None:
@@ -163,7 +166,8 @@ def worker(workers: int) -> None:
     _note_default_shop(service.shops)
     huey = make_huey(settings)
     register_tasks(huey, service)
-    click.echo(f"loyalty-ladder worker: database {settings.database_url}, queue {settings.queue_url or 'sqlite'}")
+    click.echo(f"loyalty-ladder worker: database {redact.mask_url(settings.database_url)}, "
+               f"queue {redact.mask_url(settings.queue_url) or 'sqlite'}")
     run_consumer(huey, workers=workers, poll_seconds=settings.queue_poll_seconds)
 
 

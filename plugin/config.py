@@ -58,11 +58,16 @@ class Settings:
     # The consumer polls an idle SQLite queue this often: an accepted event must be applied
     # within 1 s (p95), and a poll costs one indexed SELECT.
     queue_poll_seconds: float = 0.1
+    # Signs the links of promotional e-mails (unsubscribe); None: derived from admin_token.  The
+    # server and every worker need the same one.
+    secret_key: str | None = None
+    # The server's address as customers reach it (unsubscribe links); None: http://host:port.
+    public_url: str | None = None
     config_file: Path | None = None
 
     def __repr__(self) -> str:  # secrets never end up in logs via repr()
         shown = {
-            f.name: ("***" if f.name in ("admin_token", "smtp_url") and getattr(self, f.name) else getattr(self, f.name))
+            f.name: ("***" if f.name in ("admin_token", "smtp_url", "secret_key") and getattr(self, f.name) else getattr(self, f.name))
             for f in fields(self)
         }
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
@@ -168,6 +173,8 @@ class _SettingsFileSchema(Schema):
     log_level = mf.String()
     auto_migrate = mf.Boolean()
     queue_poll_seconds = mf.Float()
+    secret_key = mf.String(allow_none=True)
+    public_url = mf.String(allow_none=True)
 
 
 def read_yaml(path: Path) -> Any:

@@ -17,18 +17,33 @@ receiver can drop duplicates.
 
 Marketing consent
 -----------------
-A notice of a reward the customer earned (a tier reached, points for an order, an apology gift)
-is transactional and always allowed.  A *promotional* notice needs consent
-(``accepts_marketing`` true in the latest customer data the shop sent).  The rule
-(:func:`is_promotional`) is the reward type's (:meth:`loyalty_ladder.rewards.RewardType.is_promotional`):
+A notice of what the customer already earned — points credited, a privilege granted or ended (a
+tag, VIP service, payment terms), a gift such as an apology for a complaint, a debt forgiven —
+is transactional and always allowed.  Every *offer* — a discount of any stage or trigger (the
+welcome, first- and second-order codes, a win-back), a greeting, a free service — is
+*promotional* and needs consent (``accepts_marketing`` true in the latest customer data the shop
+sent, or our own unsubscribe recorded since).  The rule (:func:`is_promotional`) is the reward
+type's (:meth:`loyalty_ladder.rewards.RewardType.is_promotional`, :attr:`~loyalty_ladder.rewards.RewardType.promotional`):
 a reward whose params say ``notify: promotional`` is promotional, one that says
-``notify: transactional`` is not; otherwise the type decides — of the built-ins only a
-``discount`` granted for being in the customer's first stage (the welcome invitation to someone
-who has bought nothing yet) is promotional, and everything else is transactional.  Without consent the notice is cancelled with
+``notify: transactional`` is not; otherwise the type decides, and a type that does not say is
+promotional.  Without consent the notice — e-mail and outgoing webhook alike — is cancelled with
 the reason "no marketing consent".
+
+Unsubscribe
+-----------
+Every promotional e-mail carries an unsubscribe link (text and HTML, and the ``List-Unsubscribe``
+/ ``List-Unsubscribe-Post`` headers of RFC 2369 / RFC 8058): ``<public_url>/unsubscribe/<token>``,
+the token naming the shop and customer and signed with an HMAC-SHA256 of them under a server
+secret (:func:`unsubscribe_secret`: ``LADDER_SECRET_KEY``, else derived from
+``LADDER_ADMIN_TOKEN``; never shown).  Without a secret a promotional e-mail is refused
+(``Rejected``): it could not carry its link.  ``api/unsubscribe.py`` answers the link.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
 import json
 import smtplib
 import ssl
@@ -96,6 +111,61 @@ def consent_problem(award: Mapping[str, Any], customer: Mapping[str, Any], first
     if is_promotional(award, first_stage) and customer.get("accepts_marketing") is not True:
         return NO_CONSENT
     return None
+
+
+# ================================================================ unsubscribe links
+def unsubscribe_secret(settings: Settings) -> bytes | None:
+    """The key that signs unsubscribe tokens: ``secret_key``, else one derived from the admin
+    token (so a server and its workers that share the token agree); None when neither is set."""
+    if settings.secret_key:
+        return settings.secret_key.encode("utf-8")
+    if settings.admin_token:
+        return hmac.new(settings.admin_token.encode("utf-8"), b"loyalty-ladder unsubscribe links",
+                        hashlib.sha256).digest()
+    return None
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(secret: bytes, shop_id: str, customer_id: str) -> bytes:
+    return hmac.new(secret, json.dumps([shop_id, customer_id], separators=(",", ":")).encode("utf-8"),
+                    hashlib.sha256).digest()
+
+
+def unsubscribe_token(secret: bytes, shop_id: str, customer_id: str) -> str:
+    """``<shop and customer, base64url>.<HMAC-SHA256 of them, base64url>``: the same for the same
+    customer every time, unforgeable without the secret."""
+    who = json.dumps([shop_id, customer_id], separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return f"{_b64(who)}.{_b64(_mac(secret, shop_id, customer_id))}"
+
+
+def read_unsubscribe_token(secret: bytes | None, token: str) -> tuple[str, str] | None:
+    """``(shop, customer)`` of a genuine token; None for anything else (never an exception)."""
+    if not secret or not isinstance(token, str) or token.count(".") != 1 or len(token) > 4096:
+        return None
+    who_text, _, mac_text = token.partition(".")
+    try:
+        who = json.loads(_unb64(who_text).decode("utf-8"))
+        mac = _unb64(mac_text)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+    if not (isinstance(who, list) and len(who) == 2 and all(isinstance(part, str) for part in who)):
+        return None
+    shop_id, customer_id = who
+    if not hmac.compare_digest(mac, _mac(secret, shop_id, customer_id)):
+        return None
+    return shop_id, customer_id
+
+
+def public_base_url(settings: Settings) -> str:
+    """Where customers reach the server: ``public_url``, else ``http://host:port``."""
+    return (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
 
 
 # ================================================================ SMTP settings
@@ -212,12 +282,14 @@ class EmailRenderer:
             "value": award.get("value"),
         }
 
-    def render(self, notice: Notice, shop: ShopConfig) -> RenderedEmail:
+    def render(self, notice: Notice, shop: ShopConfig, unsubscribe_url: str | None = None) -> RenderedEmail:
+        """``unsubscribe_url``: the link a promotional e-mail carries (the base templates show it)."""
         lang = language(notice.customer.get("locale"))
         kind = str(notice.award.get("type") or "default")
         names = [f"email/{lang}/{kind}", f"email/{lang}/default", f"email/{DEFAULT_LOCALE}/{kind}",
                  f"email/{DEFAULT_LOCALE}/default"]
         ctx = self.context(notice, shop, lang)
+        ctx["unsubscribe_url"] = unsubscribe_url
         text_tmpl = self.env.select_template([f"{n}.txt" for n in names])
         subject = " ".join("".join(text_tmpl.blocks["subject"](text_tmpl.new_context(ctx))).split())
         ctx["subject"] = subject
@@ -235,6 +307,8 @@ class Notifier:
                  session: requests.Session | None = None, timeout: float = DEFAULT_TIMEOUT):
         self.shops = shops
         self.smtp = parse_smtp_url(settings.smtp_url) if settings.smtp_url else None
+        self._unsubscribe_secret = unsubscribe_secret(settings)
+        self.public_url = public_base_url(settings)
         self.timeout = timeout
         self._session = session
         self.renderer = EmailRenderer()
@@ -264,6 +338,17 @@ class Notifier:
         raise Rejected(f"unknown notification channel {notice.channel!r}")
 
     # ------------------------------------------------------------ e-mail
+    def unsubscribe_url(self, notice: Notice) -> str | None:
+        """The unsubscribe link of a promotional notice; None for a transactional one.  Rejected
+        when no secret can sign it (a promotional e-mail never goes out without its link)."""
+        if not is_promotional(notice.award):
+            return None
+        if self._unsubscribe_secret is None:
+            raise Rejected("a promotional e-mail needs an unsubscribe link, signed with LADDER_SECRET_KEY "
+                           "or LADDER_ADMIN_TOKEN; neither is set")
+        customer_id = str(notice.customer.get("customer_id") or notice.award.get("customer_id") or "")
+        return f"{self.public_url}/unsubscribe/{unsubscribe_token(self._unsubscribe_secret, notice.shop_id, customer_id)}"
+
     def build_email(self, notice: Notice) -> EmailMessage:
         if self.smtp is None:
             raise Rejected("e-mail is not configured (LADDER_SMTP_URL is unset)")
@@ -271,7 +356,8 @@ class Notifier:
         if not to:
             raise Rejected("the customer has no e-mail address")
         shop = self.shop(notice.shop_id)
-        rendered = self.renderer.render(notice, shop)
+        unsubscribe = self.unsubscribe_url(notice)
+        rendered = self.renderer.render(notice, shop, unsubscribe)
         msg = EmailMessage()
         msg["Subject"] = rendered.subject
         msg["From"] = self.smtp.sender
@@ -280,6 +366,9 @@ class Notifier:
         msg["Message-ID"] = make_msgid(idstring=notice.event_id, domain=self.smtp.sender.rpartition("@")[2] or None)
         msg["Auto-Submitted"] = "auto-generated"  # no vacation replies to a notice
         msg[EVENT_ID_HEADER] = notice.event_id
+        if unsubscribe:
+            msg["List-Unsubscribe"] = f"<{unsubscribe}>"
+            msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         msg.set_content(rendered.text)
         msg.add_alternative(rendered.html, subtype="html")
         # after the parts exist: set_content/add_alternative move Content-* headers into the parts

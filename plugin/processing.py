@@ -137,6 +137,9 @@ def snapshot(state: ladder_mod.LadderState) -> dict[str, Any]:
 
 def _save_customer(conn: sa.Connection, shop_id: str, customer_id: str, state: ladder_mod.LadderState,
                    evs: Sequence[events_mod.Event], now: datetime) -> None:
+    """Write every column of the customer row from the fold: each is a function of the history,
+    the programme in force and the as-of time (the e-mail is the latest in ledger order), so any
+    order of delivery leaves the same row; only ``updated_at`` (``now``) records processing."""
     t = store.customers
     email = None
     for event in sorted(evs, key=lambda e: (e.occurred_at, e.id)):

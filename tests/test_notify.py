@@ -99,7 +99,7 @@ def smtp_server() -> Iterator[tuple[Inbox, int]]:
 
 def notifier_for(port: int | None, **kw: Any) -> Notifier:
     url = f"smtp://ladder:s3cret@127.0.0.1:{port}?from=loyalty@shop.example" if port else None
-    return Notifier(Settings(smtp_url=url), {"demo": SHOP}, **kw)
+    return Notifier(Settings(smtp_url=url, admin_token="test-admin-token"), {"demo": SHOP}, **kw)
 
 
 def test_email_in_the_customers_locale_with_text_and_html(smtp_server):
@@ -152,7 +152,7 @@ def test_the_server_requires_the_login_of_the_url(smtp_server):
     """The server only accepts mail after AUTH, so every delivered test message proves the
     URL's credentials were used; without them the server refuses permanently."""
     inbox, port = smtp_server
-    anonymous = Notifier(Settings(smtp_url=f"smtp://127.0.0.1:{port}?from=loyalty@shop.example"), {"demo": SHOP})
+    anonymous = Notifier(Settings(smtp_url=f"smtp://127.0.0.1:{port}?from=loyalty@shop.example", secret_key="k"), {"demo": SHOP})
     with pytest.raises(Rejected, match="530"):
         anonymous.send(notice())
     assert inbox.messages == []
@@ -194,21 +194,26 @@ def test_retry_after_parsing():
 
 # ---------------------------------------------------------------- consent
 def test_promotional_rule():
+    """Every offer is marketing, of whatever stage or trigger; notices of what was earned are not."""
     welcome = {**AWARD, "reward": "welcome", "stage": "potential"}
     assert is_promotional(welcome, first_stage="potential")
-    assert not is_promotional(AWARD, first_stage="potential")  # earned by a purchase: transactional
-    assert not is_promotional({**welcome, "type": "tag"}, first_stage="potential")
-    assert not is_promotional({**welcome, "scope": "lapse"}, first_stage="potential")
-    assert is_promotional({**AWARD, "params": {"notify": "promotional"}}, first_stage="potential")
+    assert is_promotional(AWARD, first_stage="potential")  # a second-order code: an offer too
+    assert is_promotional({**welcome, "scope": "lapse"}, first_stage="potential")  # a win-back
+    assert is_promotional({**AWARD, "type": "greeting"}) and is_promotional({**AWARD, "type": "free_service"})
+    for earned in ("tag", "points", "gift", "vip_service", "deferred_payment", "debt_forgiveness"):
+        assert not is_promotional({**welcome, "type": earned}, first_stage="potential"), earned
+    assert is_promotional({**AWARD, "type": "points", "params": {"notify": "promotional"}}, first_stage="potential")
     assert not is_promotional({**welcome, "params": {"notify": "transactional"}}, first_stage="potential")
 
 
 def test_consent_problem():
     welcome = {**AWARD, "stage": "potential"}
+    points = {**AWARD, "type": "points", "params": {"points": 10}}
     assert consent_problem(welcome, {"accepts_marketing": False}, "potential") == NO_CONSENT
     assert consent_problem(welcome, {}, "potential") == NO_CONSENT
     assert consent_problem(welcome, {"accepts_marketing": True}, "potential") is None
-    assert consent_problem(AWARD, {"accepts_marketing": False}, "potential") is None
+    assert consent_problem(AWARD, {"accepts_marketing": False}, "potential") == NO_CONSENT
+    assert consent_problem(points, {"accepts_marketing": False}, "potential") is None
 
 
 # ---------------------------------------------------------------- the signed webhook
@@ -283,7 +288,7 @@ def test_outbox_sends_the_email_and_respects_consent(tmp_path, smtp_server):
     t0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
     db = store.make_engine(f"sqlite:///{tmp_path / 'ladder.db'}")
     store.upgrade(db)
-    shop = ShopConfig(id="demo", platform="shopify", capabilities=("discount_codes",))
+    shop = ShopConfig(id="demo", platform="shopify", capabilities=("discount_codes", "points"))
     with db.begin() as conn:
         conn.execute(store.events.insert().values(
             shop_id="demo", event_id="e-1", customer_id="c-1", type="customer_created", occurred_at=t0,
@@ -292,13 +297,14 @@ def test_outbox_sends_the_email_and_respects_consent(tmp_path, smtp_server):
         conn.execute(store.customers.insert().values(
             shop_id="demo", customer_id="c-1", email="ana@example.com", lapsed=False, turn=1, updated_at=t0,
             state={"history": [{"stage": "potential", "at": "2026-03-02T10:00:00Z", "turn": 1}]}))
-        for reward, stage in (("welcome", "potential"), ("second-order", "first_purchase")):
+        for reward, stage, type_, params in (
+                ("welcome", "potential", "discount", {"code": "WELCOME-1", "percent": "10"}),
+                ("free-points", "first_purchase", "points", {"points": 50, "notify": "transactional"})):
             conn.execute(store.awards.insert().values(
                 key=f"demo/c-1/{reward}/stage/{stage}/1", shop_id="demo", customer_id="c-1", reward_id=reward,
-                type="discount", scope="stage", scope_ref=f"{stage}/1", stage=stage, turn=1, status="due",
-                params={"code": f"{reward.upper()}-1", "percent": "10"}, rule_version="abc123def456",
-                granted_at=t0, created_at=t0, updated_at=t0))
-    keys = ["demo/c-1/welcome/stage/potential/1", "demo/c-1/second-order/stage/first_purchase/1"]
+                type=type_, scope="stage", scope_ref=f"{stage}/1", stage=stage, turn=1, status="due",
+                params=params, rule_version="abc123def456", granted_at=t0, created_at=t0, updated_at=t0))
+    keys = ["demo/c-1/welcome/stage/potential/1", "demo/c-1/free-points/stage/first_purchase/1"]
     with store.begin_write(db) as conn:
         grants = outbox.plan(conn, shop, keys, [], smtp_configured=True, now=t0)
 
@@ -313,5 +319,5 @@ def test_outbox_sends_the_email_and_respects_consent(tmp_path, smtp_server):
             outcomes[follow] = outbox.run(db, follow, lambda _shop: Shop(), notifier, now=t0)
     assert sorted(o.status for o in outcomes.values()) == ["cancelled", "delivered"]
     ((_, rcpts, msg),) = inbox.messages
-    assert rcpts == ["ana@example.com"] and "SECOND-ORDER-1" in msg.get_body(("plain",)).get_content()
+    assert rcpts == ["ana@example.com"] and "50" in msg.get_body(("plain",)).get_content()
     db.dispose()

@@ -35,7 +35,7 @@ def db(engine) -> sa.Engine:
 
 
 def add_customer(db: sa.Engine, customer: str = "c-1", *, email: str | None = "ana@example.com",
-                 locale: str | None = "de", accepts_marketing: bool = False, first: str = "potential") -> None:
+                 locale: str | None = "de", accepts_marketing: bool = True, first: str = "potential") -> None:
     info: dict[str, Any] = {"accepts_marketing": accepts_marketing}
     if email:
         info["email"] = email
@@ -317,7 +317,7 @@ def test_success_records_the_shop_id_and_running_again_does_nothing(db):
     (call,) = adapter.calls
     assert call.action == "grant" and call.attempt == 1 and call.award["params"]["code"] == "AGAIN-1A2B3C4D"
     assert call.customer == {"customer_id": "c-1", "email": "ana@example.com", "locale": "de",
-                             "accepts_marketing": False, "tags": []}
+                             "accepts_marketing": True, "tags": []}
     again = FakeAdapter(DeliveryResult("coupon-43"))
     assert run(db, pk, again, at=T0 + timedelta(hours=1)).status == "delivered"
     assert again.calls == [] and rows(db, key)["grant", None]["external_id"] == "coupon-42"

@@ -124,8 +124,10 @@ class RewardType:
     """One reward type.  Subclass it, set the class attributes, override what differs.
 
     The defaults describe a plain grant whose params are handed over as written: no shop
-    capability (so on a shop platform it needs manual action), e-mailed, never promotional unless
-    its params say ``notify: promotional``, valued at its ``value``/``amount``/``cost``/``max_amount``.
+    capability (so on a shop platform it needs manual action), e-mailed, announced as an *offer*
+    (promotional: only to customers with marketing consent) unless the type says it announces
+    something already earned (:attr:`promotional` false) or its params say ``notify:``, valued at
+    its ``value``/``amount``/``cost``/``max_amount``.
     Instances are stateless; the registry holds one per type.
     """
 
@@ -144,6 +146,11 @@ class RewardType:
     #: a directory laid out like ``plugin/templates`` (``email/<lang>/<name>.txt|.html``) with this
     #: type's own e-mail templates; without them (or for a missing language) the core's apply
     templates: ClassVar[Path | None] = None
+    #: whether a notice of it is marketing by default (an offer: a discount, a greeting, a free
+    #: service …) — it then needs the customer's consent and carries an unsubscribe link; false for
+    #: a notice of what the customer already earned (points, a privilege granted or ended, a gift,
+    #: debt forgiven).  True unless a type says otherwise, so an unknown type never mails without consent
+    promotional: ClassVar[bool] = True
     #: the params keys whose value (first found) is the award's money value (:meth:`resolve`)
     value_keys: ClassVar[tuple[str, ...]] = ("value", "amount", "cost", "max_amount")
 
@@ -218,8 +225,9 @@ class RewardType:
 
     def promotional_by_default(self, award: Mapping[str, Any], first_stage: str | None) -> bool:
         """Whether a notice is marketing when the params do not say; ``first_stage`` is the
-        customer's first stage on the ladder.  Default: no (a notice of something earned)."""
-        return False
+        customer's first stage on the ladder (for a type that tells offers by where they are given).
+        Default: :attr:`promotional`, whatever the stage or trigger."""
+        return self.promotional
 
 
 class UnregisteredType(RewardType):

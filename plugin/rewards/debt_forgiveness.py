@@ -18,3 +18,4 @@ class DebtForgiveness(RewardType):
     name = "debt_forgiveness"
     kind = Kind.GRANT
     params_schema = DebtForgivenessParams
+    promotional = False  # a debt written off: a notice of what was done

@@ -22,4 +22,5 @@ class DeferredPayment(RewardType):
     name = "deferred_payment"
     kind = Kind.PRIVILEGE
     params_schema = DeferredPaymentParams
+    promotional = False  # payment terms granted or ended: a privilege
     requires = "payment_terms"

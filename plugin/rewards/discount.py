@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -41,9 +40,9 @@ class DiscountParams(ParamsSchema):
 
 
 class Discount(RewardType):
-    """A grant; delivered as a customer-limited code (``discount_codes``).  A discount given for
-    being in the customer's first stage is a welcome invitation to someone who has bought
-    nothing yet: promotional unless its params say otherwise."""
+    """A grant; delivered as a customer-limited code (``discount_codes``).  Every discount — of
+    any stage or trigger: a welcome, a first- or second-order code, a win-back — is an offer to
+    buy again: promotional (consent needed) unless its params say ``notify: transactional``."""
 
     name = "discount"
     kind = Kind.GRANT
@@ -83,6 +82,3 @@ class Discount(RewardType):
         if ctx.currency and "amount" in params and "currency" not in params:
             params["currency"] = ctx.currency
         return params, value
-
-    def promotional_by_default(self, award: Mapping[str, Any], first_stage: str | None) -> bool:
-        return award.get("scope") == "stage" and first_stage is not None and award.get("stage") == first_stage

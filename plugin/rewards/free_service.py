@@ -19,3 +19,4 @@ class FreeService(RewardType):
     name = "free_service"
     kind = Kind.GRANT
     params_schema = FreeServiceParams
+    promotional = True  # an offer of a service to use: marketing

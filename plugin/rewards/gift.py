@@ -19,3 +19,4 @@ class Gift(RewardType):
     name = "gift"
     kind = Kind.GRANT
     params_schema = GiftParams
+    promotional = False  # a gift given (an apology for a complaint): already theirs

@@ -20,4 +20,5 @@ class Greeting(RewardType):
     name = "greeting"
     kind = Kind.GRANT
     params_schema = GreetingParams
+    promotional = True  # attention, not something earned: marketing
     notice_only = True

@@ -37,6 +37,7 @@ class Points(RewardType):
     name = "points"
     kind = Kind.GRANT
     params_schema = PointsParams
+    promotional = False  # a notice of points credited: what the customer earned
 
     def trigger_problems(self, params: Mapping[str, Any], trigger: Trigger) -> dict[str, str]:
         if "points_per_unit" in params and trigger.kind != "order":

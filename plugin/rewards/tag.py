@@ -17,5 +17,6 @@ class Tag(RewardType):
     name = "tag"
     kind = Kind.PRIVILEGE
     params_schema = TagParams
+    promotional = False  # a privilege granted or ended (the webhook hears of it)
     requires = "tags"
     emailed = False

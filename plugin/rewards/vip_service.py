@@ -21,6 +21,7 @@ class VipService(RewardType):
     name = "vip_service"
     kind = Kind.PRIVILEGE
     params_schema = VipServiceParams
+    promotional = False  # a privilege granted or ended
 
     def capability(self, params: Mapping[str, Any]) -> str | None:
         return "tags" if params.get("tag") else None
