@@ -180,8 +180,12 @@ def customers_with_unapplied(db: sa.Engine, shop_id: str | None = None,
     """(shop, customer) pairs with accepted events not applied yet, sorted.  Events set aside
     (poison isolation) are not pending, and a customer whose processing failed is left out until
     its backoff ends (``customers.retry_at``)."""
-    ev, cu = store.events, store.customers
-    backing_off = sa.exists().where(cu.c.shop_id == ev.c.shop_id, cu.c.customer_id == ev.c.customer_id,
+    ev, cu, links = store.events, store.customers, store.customer_links
+    # a guest's events are processed as its account's: the account's backoff holds for them too
+    account = (sa.select(links.c.customer_id).where(links.c.shop_id == ev.c.shop_id, links.c.alias_id == ev.c.customer_id)
+               .scalar_subquery())
+    backing_off = sa.exists().where(cu.c.shop_id == ev.c.shop_id,
+                                    sa.or_(cu.c.customer_id == ev.c.customer_id, cu.c.customer_id == account),
                                     cu.c.retry_at.is_not(None), cu.c.retry_at > utcnow())
     where = [ev.c.applied_at.is_(None), ev.c.set_aside_at.is_(None), ~backing_off]
     if shop_id is not None:

@@ -14,7 +14,8 @@ queue jobs only carry ``(shop, customer)``: a job that runs twice changes nothin
 
 Poison isolation: a failure (any exception but NotFound) is counted on the customer's row
 (``failures``, ``last_error``) and the customer is left alone for a backoff
-(``retry_at``: :data:`FAILURE_BACKOFF` × 2^(failures−1)) by the consumers that look for work.
+(``retry_at``: :data:`FAILURE_BACKOFF` × 2^(failures−1), at most :data:`FAILURE_BACKOFF_CAP`) by
+the consumers that look for work (the live lane, the sweep).
 At the :data:`MAX_FAILURES`-th failure in a row the customer's unapplied events are tested one by
 one, in arrival order, on top of the applied ones (which folded fine before): a fold and a save
 that is rolled back, each failure confirmed once.  An event that makes it fail is *set aside*
@@ -53,8 +54,9 @@ log = logging.getLogger(__name__)
 MAX_OPTIMISTIC_TRIES = 3
 #: failures in a row after which a customer's unapplied events are tested one by one
 MAX_FAILURES = 3
-#: the wait after the first failure; it doubles with each further one (before MAX_FAILURES)
+#: the wait after the first failure; it doubles with each further one, up to FAILURE_BACKOFF_CAP
 FAILURE_BACKOFF = timedelta(seconds=2)
+FAILURE_BACKOFF_CAP = timedelta(hours=1)
 #: unapplied events tested per isolation (each test: one fold and one rolled-back save); later
 #: ones are processed as usual afterwards and isolated in a later round if one of them fails
 MAX_ISOLATION_CANDIDATES = 100
@@ -236,7 +238,9 @@ def _record_failure(db: sa.Engine, shop_id: str, customer_id: str, exc: BaseExce
         with store.begin_write(db) as conn:
             account = identity.canonical(conn, shop_id, customer_id)
             failures = int(store.lock_customer(conn, shop_id, account)["failures"] or 0) + 1
-            retry_at = utcnow() + FAILURE_BACKOFF * 2 ** (failures - 1) if failures < MAX_FAILURES else None
+            # also at MAX_FAILURES and beyond: should processing still fail after the isolation
+            # (a failure outside the fold and save, events beyond one round), it waits (a success resets it)
+            retry_at = utcnow() + min(FAILURE_BACKOFF * 2 ** min(failures - 1, 20), FAILURE_BACKOFF_CAP)
             cu = store.customers
             conn.execute(cu.update().where(cu.c.shop_id == shop_id, cu.c.customer_id == account)
                          .values(failures=failures, last_error=reason_of(exc), retry_at=retry_at))

@@ -179,6 +179,20 @@ def test_an_event_that_crashes_the_fold_is_set_aside_and_the_rest_processed(serv
     assert "poison" in json.dumps(service.customer_data("default", "c-1"))
 
 
+def test_a_poisoned_guest_event_backs_off_and_is_set_aside_on_its_account(service, poison):
+    guest = identity.guest_id("ana@example.com")
+    _store(service, [*journey("c-1")[:3], {**order("poison", "o-guest", 5, "50.00"), "customer_id": guest}])
+    identity.link_all(service.db, "default", [(guest, "c-1")])
+    for _ in range(1, processing.MAX_FAILURES):
+        with pytest.raises(RuntimeError):
+            service.process_customer("default", guest)  # a guest is processed as its account
+        # the account backs off, and so do the guest's own events (the live lane looks by event)
+        assert ledger.customers_with_unapplied(service.db) == []
+    assert service.process_customer("default", guest).facts["orders_count"] == 1  # c-1 without the poison
+    assert [e["id"] for e in service.customer("default", "c-1")["set_aside_events"]] == ["poison"]
+    assert _pending_customers(service) == []
+
+
 def test_an_event_that_makes_the_save_fail_is_set_aside(service, monkeypatch):
     """A database error inside the save transaction (PostgreSQL aborts the transaction)."""
     real_save_customer = processing._save_customer
