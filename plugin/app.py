@@ -10,6 +10,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Flask, jsonify
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
@@ -71,6 +72,21 @@ def _handle_ladder_error(error: LadderError):
     return response
 
 
+#: how long a client should wait before retrying when the store is briefly unavailable
+RETRY_AFTER_SECONDS = 2
+
+
+def _handle_store_unavailable(error: sa.exc.OperationalError):
+    # A locked SQLite file past its busy timeout, a PostgreSQL that restarts: load, not bad
+    # input and not a bug.  A shop retries a 503 webhook; nothing was stored.
+    log.warning("store unavailable, answered 503: %s", getattr(error, "orig", error))
+    response = jsonify({"code": "unavailable", "message": "the store is busy or unavailable; retry shortly",
+                        "errors": {}})
+    response.status_code = 503
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 def _handle_unexpected(error: Exception):
     # A bug, not bad input: log it with its traceback, answer without one.
     log.exception("unhandled error")
@@ -116,7 +132,11 @@ class LoyaltyLadder:
         app.config.setdefault("OPENAPI_VERSION", "3.0.3")
         app.config.setdefault("OPENAPI_URL_PREFIX", opts.get("url_prefix") or "/")
         app.config.setdefault("OPENAPI_JSON_PATH", "openapi.json")
-        app.config.setdefault("MAX_CONTENT_LENGTH", 8 * 1024 * 1024)
+        # Flask's defaults hold MAX_CONTENT_LENGTH = None, so setdefault would keep "unlimited":
+        # set it unless the host app chose a limit itself.  Werkzeug refuses a larger
+        # Content-Length with 413 before reading the body, and stops a chunked body at the limit.
+        if app.config.get("MAX_CONTENT_LENGTH") is None:
+            app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
         api = LadderApi(app, spec_kwargs={"components": {"securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer"}}}})
         api.spec.components.schema("Event", schema=EventSchema)
@@ -126,6 +146,7 @@ class LoyaltyLadder:
             api.register_blueprint(module.blp, url_prefix=prefix + module.URL_PREFIX)
         app.register_error_handler(LadderError, _handle_ladder_error)
         app.url_value_preprocessor(check_path_ids)  # ids in the URL follow the events' id rules
+        app.register_error_handler(sa.exc.OperationalError, _handle_store_unavailable)
         if not app.debug and not app.testing:
             app.register_error_handler(Exception, _handle_unexpected)
         state.api = api

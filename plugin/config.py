@@ -58,6 +58,11 @@ class Settings:
     # The consumer polls an idle SQLite queue this often: an accepted event must be applied
     # within 1 s (p95), and a poll costs one indexed SELECT.
     queue_poll_seconds: float = 0.1
+    # Largest request body read (webhooks, the events API); larger → 413 before it is read.
+    max_body_bytes: int = 4 * 1024 * 1024
+    # The deliveries lane: shops served in parallel, and calls per second to one shop's API.
+    delivery_workers: int = 4
+    delivery_rate_per_shop: float = 2.0
     # Signs the links of promotional e-mails (unsubscribe); None: derived from admin_token.  The
     # server and every worker need the same one.
     secret_key: str | None = None
@@ -125,11 +130,11 @@ def _coerce(name: str, raw: Any) -> Any:
     """Turn one raw value (a string from the environment, or a CLI value) into its setting type."""
     if name in ("rules", "shops_file"):
         return None if raw is None else Path(raw)
-    if name == "port":
+    if name in ("port", "max_body_bytes", "delivery_workers"):
         return _parse_int(raw)
     if name == "auto_migrate":
         return raw if isinstance(raw, bool) else _parse_bool(str(raw))
-    if name == "queue_poll_seconds":
+    if name in ("queue_poll_seconds", "delivery_rate_per_shop"):
         return _parse_float(raw)
     return None if raw is None else str(raw)
 
@@ -145,6 +150,12 @@ def _check(name: str, value: Any) -> Any:
         return level
     if name == "queue_poll_seconds" and not 0 < value <= 60:
         raise ValueError(f"must be more than 0 and at most 60 seconds, got {value}")
+    if name == "max_body_bytes" and not 1024 <= value <= 1024 ** 3:
+        raise ValueError(f"must be between 1024 and {1024 ** 3} bytes, got {value}")
+    if name == "delivery_workers" and not 1 <= value <= 64:
+        raise ValueError(f"must be between 1 and 64, got {value}")
+    if name == "delivery_rate_per_shop" and not 0 < value <= 1000:
+        raise ValueError(f"must be more than 0 and at most 1000 calls per second, got {value}")
     if name == "database_url":
         try:
             make_url(value)
@@ -175,6 +186,9 @@ class _SettingsFileSchema(Schema):
     queue_poll_seconds = mf.Float()
     secret_key = mf.String(allow_none=True)
     public_url = mf.String(allow_none=True)
+    max_body_bytes = mf.Integer(strict=True)
+    delivery_workers = mf.Integer(strict=True)
+    delivery_rate_per_shop = mf.Float()
 
 
 def read_yaml(path: Path) -> Any:

@@ -112,6 +112,19 @@ def _delivery_key(value: str | None) -> str | None:
     return "sha256:" + hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
+def check_headers(shops: Shops, platform: str, headers: Mapping[str, str]) -> None:
+    """What can be refused from the headers alone, before the body is read: an unknown platform
+    (404), a platform without shops, or headers that name a shop we do not have (401).  Headers
+    that name no shop pass: a set-up ping (WooCommerce's) names none, and needs its body."""
+    cls, candidates, shop = identify(shops, platform, headers)
+    if not candidates:
+        raise Unauthorized(f"no {platform} shop is configured", {"shop": ["add the shop to the shops file"]})
+    hint = cls.shop_hint(headers)
+    if hint and shop is None:
+        raise Unauthorized(f"unknown {platform} shop {hint!r}",
+                           {"shop": ["the shop's domain must match a shop of the shops file"]})
+
+
 def receive(db: sa.Engine, shops: Shops, platform: str, headers: Mapping[str, str], body: bytes) -> ReceiveResult:
     """Verify and persist one webhook; nothing is parsed beyond what the adapter needs to name
     the delivery.
@@ -150,28 +163,13 @@ def receive(db: sa.Engine, shops: Shops, platform: str, headers: Mapping[str, st
 def _insert(db: sa.Engine, row: dict[str, Any]) -> int | None:
     """Insert the row unless its (platform, shop, delivery id) is known; the new pk or None.
 
-    The check runs inside a write transaction (SQLite: the write lock is taken at BEGIN, so
-    check and insert cannot interleave with another writer).  PostgreSQL can still race two
-    first deliveries; the unique constraint then refuses the second, which is a duplicate too.
+    One short write transaction with one ``INSERT … ON CONFLICT DO NOTHING`` (no check first, no
+    retry): the accept path of a webhook.  Rows without a delivery id are never duplicates
+    (NULLs are distinct in the unique constraint).
     """
-    t = store.inbox
-    try:
-        with store.begin_write(db) as conn:
-            if row["delivery_id"] is not None and _known(conn, row):
-                return None
-            return int(conn.execute(t.insert().values(**row)).inserted_primary_key[0])
-    except sa.exc.IntegrityError:
-        with db.connect() as conn:
-            if row["delivery_id"] is not None and _known(conn, row):
-                return None
-        raise
-
-
-def _known(conn: sa.Connection, row: Mapping[str, Any]) -> bool:
-    t = store.inbox
-    return conn.execute(sa.select(t.c.pk).where(
-        t.c.platform == row["platform"], t.c.shop_id == row["shop_id"],
-        t.c.delivery_id == row["delivery_id"])).first() is not None
+    with store.begin_write(db) as conn:
+        pk = store.insert_new(conn, store.inbox, row, ["platform", "shop_id", "delivery_id"])
+    return None if pk is None else int(pk)
 
 
 # ---------------------------------------------------------------- process
@@ -386,6 +384,7 @@ def _record_parts(record: Any) -> tuple[str, dict[str, str], bytes]:
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
         raise BadRequest("replay record headers must map strings to strings")
     return platform, dict(headers), body.encode("utf-8")
+
 
 # ---------------------------------------------------------------- operators: list / retry
 #: how many rows a listing returns unless told otherwise, and at most

@@ -357,14 +357,19 @@ def _process_customer(db: sa.Engine, shop: ShopConfig, programme: Programme, com
     raise AssertionError("unreachable: the last attempt folds under the lock")  # pragma: no cover
 
 
-def customers_due(db: sa.Engine, now: datetime, unapplied_before: datetime) -> list[tuple[str, str]]:
-    """(shop, customer) pairs to process: unapplied events older than ``unapplied_before`` (a
-    lost enqueue, a crash) and due wake-ups (minimum stays ending, lapse deadlines, month starts)."""
+def wakeups_due(db: sa.Engine, now: datetime) -> list[tuple[str, str]]:
+    """(shop, customer) pairs whose next wake-up has come (minimum stays ending, lapse
+    deadlines, month starts), sorted."""
     cu = store.customers
     with db.connect() as conn:
         due = conn.execute(sa.select(cu.c.shop_id, cu.c.customer_id)
                            .where(cu.c.next_wake_at.is_not(None), cu.c.next_wake_at <= now,
                                   sa.or_(cu.c.retry_at.is_(None), cu.c.retry_at <= now))).all()
-    pairs = {*ledger.customers_with_unapplied(db, received_before=unapplied_before),
-             *((r.shop_id, r.customer_id) for r in due)}
-    return sorted(pairs)
+    return sorted((r.shop_id, r.customer_id) for r in due)
+
+
+def customers_due(db: sa.Engine, now: datetime, unapplied_before: datetime) -> list[tuple[str, str]]:
+    """(shop, customer) pairs to process: unapplied events older than ``unapplied_before`` (a
+    lost enqueue, a crash) and due wake-ups."""
+    return sorted({*ledger.customers_with_unapplied(db, received_before=unapplied_before),
+                   *wakeups_due(db, now)})

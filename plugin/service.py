@@ -66,15 +66,25 @@ class LadderService:
         # set by bind_queue(): how to hand work to the consumer; default: do it now.
         # Due wake-ups need no scheduled jobs: the periodic sweep finds next_wake_at <= now.
         self._enqueue: Callable[[str, str], None] = self._process_now
-        # Without a queue, planned deliveries wait in the outbox for a worker's sweep.
+        # Without a queue, planned deliveries wait in the outbox for the deliveries lane.
         self._deliver: Callable[[int], None] | None = None
+        # A stored inbox row: without a queue, processed now (``ladder replay`` leaves it).
+        self._inbox_received: Callable[[int], None] = self._process_inbox_now
         self._notifier: Notifier | None = None
 
     # ------------------------------------------------------------ wiring
-    def bind_queue(self, enqueue: Callable[[str, str], None], deliver: Callable[[int], None] | None = None) -> None:
-        """Hand customers (``enqueue(shop, customer)``) and deliveries (``deliver(pk)``) to a queue."""
+    def bind_queue(self, enqueue: Callable[[str, str], None], deliver: Callable[[int], None] | None = None,
+                   inbox_received: Callable[[int], None] | None = None) -> None:
+        """Hand customers (``enqueue(shop, customer)``), deliveries (``deliver(pk)``) and stored
+        inbox rows (``inbox_received(pk)``) to a queue — or to nobody, when the lanes read them
+        from the database (:mod:`.tasks`)."""
         self._enqueue = enqueue
         self._deliver = deliver
+        if inbox_received is not None:
+            self._inbox_received = inbox_received
+
+    def _process_inbox_now(self, pk: int) -> None:
+        self.process_inbox(pk)
 
     def _process_now(self, shop_id: str, customer_id: str) -> None:
         self.process_customer(shop_id, customer_id)
@@ -142,9 +152,20 @@ class LadderService:
         self._enqueue_all(shop_id, result.customers)
         return result
 
+    def check_webhook_headers(self, platform: str, headers: Mapping[str, str]) -> None:
+        """Refuse what the headers alone say is not ours (see :func:`inbox.check_headers`)."""
+        inbox.check_headers(self.shops, platform, headers)
+
     def receive_webhook(self, platform: str, headers: Mapping[str, str], body: bytes) -> inbox.ReceiveResult:
-        """Verify and persist one webhook (see :func:`inbox.receive`); the caller enqueues it."""
-        return inbox.receive(self.db, self.shops, platform, headers, body)
+        """Verify and persist one webhook (see :func:`inbox.receive`) and hand a new row on."""
+        result = inbox.receive(self.db, self.shops, platform, headers, body)
+        if result.inbox_pk is not None:
+            try:
+                self._inbox_received(result.inbox_pk)
+            except Exception:  # the row is stored: the live lane processes it
+                log.exception("inbox row %s stored; processing it failed, the live lane retries it",
+                              result.inbox_pk)
+        return result
 
     def process_inbox(self, pk: int) -> list[tuple[str, str]]:
         """Apply one inbox row and enqueue the customers it touched; returns them."""
@@ -177,6 +198,10 @@ class LadderService:
         for shop_id, customer_id in pairs:
             self._enqueue(shop_id, customer_id)
         return len(pairs)
+
+    def due_wakeups(self, now: datetime | None = None) -> list[tuple[str, str]]:
+        """Customers of configured shops whose next wake-up has come (the bulk lane's work)."""
+        return [(s, c) for s, c in processing.wakeups_due(self.db, now or utcnow()) if s in self.shops]
 
     def unprocessed_inbox(self) -> list[int]:
         """Inbox rows a lost enqueue or a crash left ``received``."""

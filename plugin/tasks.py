@@ -1,10 +1,18 @@
-"""Queue jobs: the link between the service and Huey.
+"""Queue jobs: the bulk lane on Huey, and the synchronous wiring of tests and embedding.
 
-Jobs carry only ``(shop, customer)``; the ledger is the source of truth, so a job
-that runs twice or never (the sweeper re-enqueues) changes nothing.
-Tasks are registered on the Huey instance a process builds from its settings —
-no module-level queue — so the web process, `ladder worker` and tests each wire
-their own.
+With a real queue, webhooks, events and deliveries are not Huey jobs: their rows in the
+database are the queue items, read by the live and deliveries lanes (:mod:`.lanes`), so the
+accept path is one transaction.  Huey carries the bulk lane: the minute sweep and the customers
+it finds with a due wake-up (minimum stays ending, lapse deadlines, month starts), processed by
+the Huey consumer, so a month start never delays a webhook.
+
+With an immediate Huey (tests, ``immediate_queue=True``) every job runs as it is called, and the
+service is bound to them: an accepted event is processed before the request returns.
+
+Jobs carry only ``(shop, customer)``; the ledger is the source of truth, so a job that runs
+twice or never changes nothing.  Tasks are registered on the Huey instance a process builds
+from its settings — no module-level queue — so the web process, `ladder worker` and tests each
+wire their own.
 """
 from __future__ import annotations
 
@@ -63,18 +71,23 @@ def register_tasks(huey: Any, service: Any) -> Tasks:
         for ready in outcome.follow_up:  # notices after a grant, a revoke after a late success
             deliver(ready)
 
-    # Every minute: unapplied events (a lost enqueue, a crash), due wake-ups (minimum stays
-    # ending, lapse deadlines, month starts), inbox rows left unprocessed, deliveries due.
+    # Every minute, the bulk lane: customers with a due wake-up (minimum stays ending, lapse
+    # deadlines, month starts), each a job of its own on this queue.
     @huey.periodic_task(crontab(minute="*"), name="ladder.sweep")
     def sweep() -> None:
-        customers = service.sweep()
-        for pk in service.unprocessed_inbox():
-            process_inbox(pk)
-        for pk in service.due_deliveries():
-            deliver(pk)
-        if customers:
-            log.info("sweep: %d customers with unapplied events or a due wake-up", customers)
+        due = service.due_wakeups()
+        for shop_id, customer_id in due:
+            process_customer(shop_id, customer_id)
+        if due:
+            log.info("sweep: %d customers with a due wake-up", len(due))
 
     tasks = Tasks(huey=huey, process=process_customer, sweep=sweep, process_inbox=process_inbox, deliver=deliver)
-    service.bind_queue(tasks.enqueue, tasks.enqueue_delivery)
+    if huey.immediate:
+        service.bind_queue(tasks.enqueue, tasks.enqueue_delivery, tasks.process_inbox)
+    else:
+        service.bind_queue(_left_to_the_lanes, _left_to_the_lanes, _left_to_the_lanes)
     return tasks
+
+
+def _left_to_the_lanes(*_work: object) -> None:
+    """The accept path stores the row; the live and deliveries lanes find it there."""

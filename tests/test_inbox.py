@@ -189,18 +189,16 @@ def test_the_same_delivery_twice_is_a_no_op(service):
     assert inbox.receive(service.db, service.shops, "generic", headers, body).status == "accepted"
 
 
-def test_a_duplicate_that_races_past_the_check_is_still_a_no_op(service, monkeypatch):
+def test_the_same_delivery_racing_from_many_threads_is_stored_once(service):
+    """One INSERT … ON CONFLICT DO NOTHING: no check-then-insert window, no retry, no error."""
+    from concurrent.futures import ThreadPoolExecutor
+
     headers, body = signed(events())
-    inbox.receive(service.db, service.shops, "generic", headers, body)
-    real, calls = inbox._known, []
-
-    def blind_first(conn, row):  # the other request inserted between our check and our insert
-        calls.append(1)
-        return False if len(calls) == 1 else real(conn, row)
-
-    monkeypatch.setattr(inbox, "_known", blind_first)
-    result = inbox.receive(service.db, service.shops, "generic", headers, body)
-    assert result.duplicate and len(calls) == 2 and len(rows(service)) == 1
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: inbox.receive(service.db, service.shops, "generic", headers, body),
+                                range(16)))
+    assert sorted(r.status for r in results) == ["accepted"] + ["duplicate"] * 15
+    assert len(rows(service)) == 1
 
 
 def test_a_body_that_is_not_utf8_is_a_bad_request_and_nothing_is_stored(service):

@@ -128,7 +128,7 @@ def test_sqlite_engine_pragmas_and_parent_directory(tmp_path):
     try:
         with engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL: an acknowledged webhook survives a power cut
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert (tmp_path / "a" / "b" / "ladder.db").exists()

@@ -178,14 +178,13 @@ def test_malformed_json_is_acknowledged_and_the_row_failed(client, service):
     assert row.status == "failed" and "not valid JSON" in row.error
 
 
-def test_a_queue_that_is_down_still_acknowledges_and_leaves_the_row_for_the_sweeper(app, client, service, monkeypatch):
+def test_processing_that_fails_after_the_store_still_acknowledges_and_leaves_the_row(client, service, monkeypatch):
     from loyalty_ladder import inbox
-    from loyalty_ladder.app import EXTENSION
 
     def down(pk):
-        raise ConnectionError("redis is down")
+        raise ConnectionError("the database went away")
 
-    monkeypatch.setattr(app.extensions[EXTENSION].tasks, "process_inbox", down)
+    monkeypatch.setattr(service, "process_inbox", down)
     assert post(client, events()).get_json() == {"status": "accepted"}
     [row] = rows(service)
     assert row.status == "received"
@@ -234,3 +233,55 @@ def test_the_woocommerce_creation_ping_is_200_and_stored_nowhere(client, service
                                     "User-Agent": "WooCommerce/8.9.1 Hookshot (WordPress/6.5.3)"})
     assert response.status_code == 200 and response.get_json() == {"status": "ping"}
     assert rows(service) == []
+
+
+class _Untouchable:
+    """A request body stream that fails the test if anything reads it."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def read(self, *args):
+        self.reads += 1
+        raise AssertionError("the body was read")
+
+    readline = read
+
+
+def test_an_unknown_shop_is_refused_before_its_body_is_read(client, service):
+    stream = _Untouchable()
+    response = client.post("/webhooks/testshop", headers={"X-Testshop-Domain": "stranger.example"},
+                           environ_overrides={"wsgi.input": stream, "CONTENT_TYPE": "application/json",
+                                              "CONTENT_LENGTH": str(200 * 1024 * 1024)})
+    assert response.status_code == 401 and response.get_json()["code"] == "unauthorized"
+    assert stream.reads == 0 and rows(service) == []
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_read_and_nothing_is_stored(client, service):
+    stream = _Untouchable()
+    response = client.post("/webhooks/testshop", headers={"X-Testshop-Domain": "demo.example"},
+                           environ_overrides={"wsgi.input": stream, "CONTENT_TYPE": "application/json",
+                                              "CONTENT_LENGTH": str(5 * 1024 * 1024)})  # the limit is 4 MiB
+    assert response.status_code == 413 and response.get_json()["code"] == "request_entity_too_large"
+    assert stream.reads == 0 and rows(service) == []
+
+
+def test_a_signed_body_over_the_limit_is_refused_and_one_under_it_is_stored(app, client, service):
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    big = [{**events()[0], "customer": {"email": "ana@example.com", "tags": ["x" * 100] * 700}}]
+    assert post(client, big).status_code == 413 and rows(service) == []
+    assert post(client, events()).status_code == 200 and len(rows(service)) == 1
+
+
+def test_the_body_limit_is_a_setting_and_a_host_app_keeps_its_own(ladder_settings):
+    import dataclasses
+
+    from flask import Flask
+
+    from loyalty_ladder.app import LoyaltyLadder, create_app
+
+    assert create_app(dataclasses.replace(ladder_settings, max_body_bytes=2048)).config["MAX_CONTENT_LENGTH"] == 2048
+    host = Flask("shop")
+    host.config["MAX_CONTENT_LENGTH"] = 1234
+    LoyaltyLadder(host, settings=ladder_settings)
+    assert host.config["MAX_CONTENT_LENGTH"] == 1234

@@ -34,6 +34,7 @@ class Events(MethodView):
         _404="unknown shop",
         _409="an id reused with other content; nothing stored",
         _413="the body is larger than the limit (max_body_bytes); nothing stored",
+        _503="the store is briefly busy or unavailable (Retry-After); nothing stored",
     ))
     @blp.response(202, AcceptResultSchema, description="every event persisted (or already known with the same content)")
     def post(self, shop: str):

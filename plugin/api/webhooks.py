@@ -51,6 +51,8 @@ class Webhook(MethodView):
         _400="the body is not UTF-8; nothing stored",
         _401="unknown shop, or a missing or wrong signature; nothing stored",
         _404="no adapter for this platform",
+        _413="the body is larger than LADDER_MAX_BODY_BYTES; nothing read, nothing stored",
+        _503="the store is briefly busy or unavailable (Retry-After); nothing stored",
     ))
     @blp.response(200, WebhookResultSchema, description="accepted (stored, processing enqueued), duplicate "
                   "(this delivery was already received) or ping (a set-up ping, stored nowhere)")
@@ -66,12 +68,9 @@ class Webhook(MethodView):
                                           f"{platform} shops send events to /api/v1/shops/<shop>/events")]})
         # The raw bytes, before anything parses them: the signature covers exactly these, and
         # form parsing (the WooCommerce ping is form-encoded) must not consume the stream first.
-        body = request.get_data(cache=False)
-        state = ladder()
-        result = state.service.receive_webhook(platform, request.headers, body)
-        if result.inbox_pk is not None:
-            try:
-                state.tasks.process_inbox(result.inbox_pk)
-            except Exception:  # the row is stored: the sweeper enqueues it again
-                log.exception("could not enqueue inbox row %s; the sweeper will retry it", result.inbox_pk)
+        service = ladder().service
+        # The headers name the shop: an unknown one is refused before a byte of the body is read.
+        service.check_webhook_headers(platform, request.headers)
+        body = request.get_data(cache=False)  # at most MAX_CONTENT_LENGTH, else 413
+        result = service.receive_webhook(platform, request.headers, body)
         return {"status": result.status}

@@ -60,12 +60,16 @@ class RunOutcome:
 
 def due(db: sa.Engine, now: datetime | None = None, limit: int = 500) -> list[int]:
     """Pending deliveries whose time has come (retries, lost enqueues, crashed runs), oldest first."""
-    now = now or utcnow()
+    return [pk for pk, _shop in due_by_shop(db, now or utcnow(), limit)]
+
+
+def due_by_shop(db: sa.Engine, now: datetime, limit: int = 500) -> list[tuple[int, str]]:
+    """``(pk, shop)`` of the pending deliveries whose time has come, oldest first."""
     t = store.deliveries
     with db.connect() as conn:
-        return [int(r.pk) for r in conn.execute(
-            sa.select(t.c.pk).where(t.c.status == DeliveryStatus.PENDING, t.c.next_attempt_at.is_not(None),
-                                    t.c.next_attempt_at <= now)
+        return [(int(r.pk), r.shop_id) for r in conn.execute(
+            sa.select(t.c.pk, t.c.shop_id).where(t.c.status == DeliveryStatus.PENDING, t.c.next_attempt_at.is_not(None),
+                                                 t.c.next_attempt_at <= now)
             .order_by(t.c.next_attempt_at, t.c.pk).limit(limit))]
 
 
