@@ -177,15 +177,18 @@ def apply_inbound(db: sa.Engine, shop_id: str, programme: Programme, inbound: In
     """What a shop adapter made of one verified webhook: links, events, redactions.
 
     Vendor events are stored keep-first (the same vendor id always means the same event).
-    Returns the customers whose fold changed (to process).  Invalid events raise BadRequest.
+    Returns the customers whose fold changed (to process).  Invalid events raise BadRequest
+    before anything is written: a webhook that fails leaves no guest link behind.
     """
-    touched: list[str] = identity.link_all(db, shop_id, inbound.links)
+    parsed: list[events_mod.Event] = []
     if inbound.events:
         try:
             parsed = events_mod.parse_events(list(inbound.events))
         except ValidationError as exc:
             raise BadRequest(f"the {source} payload mapped to invalid events", exc.normalized_messages()) from None
         ledger.check_acceptable(programme, parsed, utcnow())
+    touched: list[str] = identity.link_all(db, shop_id, inbound.links)
+    if parsed:
         result = ledger.store_events(db, shop_id, parsed, source, keep_first=True)
         touched += result.customers
         touched += identity.link_guests(db, shop_id, parsed)

@@ -393,3 +393,14 @@ def test_stored_headers_keep_vendor_headers_and_drop_credentials(backend):  # pu
         "X-Client-Secret": "s"})
     assert kept == {"X-Shopify-Topic": "orders/paid", "X-Shopify-Hmac-Sha256": "abc=", "X-Shopify-Shop-Domain": "d",
                     "X-WC-Webhook-Delivery-ID": "9", "Content-Type": "application/json"}
+
+
+def test_a_webhook_whose_events_are_invalid_leaves_no_guest_link(service):
+    from loyalty_ladder.errors import BadRequest as Bad
+
+    programme = service.programme("acme")[0]
+    bad = Inbound(events=({"id": "e", "type": "order_paid"},), links=(("guest:abc", "ana"),))
+    with pytest.raises(Bad):
+        inbox.apply_inbound(service.db, "acme", programme, bad, "generic")
+    with service.db.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(store.customer_links)).scalar() == 0
