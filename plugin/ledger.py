@@ -113,54 +113,63 @@ def store_events(db: sa.Engine, shop_id: str, parsed: Sequence[events_mod.Event]
     """Insert the new events of a validated batch in one transaction; see the module docstring.
 
     Raises Conflict (nothing stored) when an id is reused with other content and not
-    ``keep_first``.  Two requests carrying the same new id at once (a client retrying while its
-    first try is in flight) race on PostgreSQL, where reads do not block: the loser's insert hits
-    the unique key, and it runs again, now seeing the winner's rows as duplicates.
+    ``keep_first``.  The rows go in with ``INSERT … ON CONFLICT DO NOTHING``: two requests
+    carrying the same new id at once (a client retrying while its first try is in flight) race
+    on PostgreSQL, where reads do not block; the loser's row is simply not inserted, and it is
+    then judged like any known id — a duplicate, or a conflict that rolls the batch back.
     """
-    try:
-        return _store_once(db, shop_id, parsed, source, keep_first)
-    except sa.exc.IntegrityError:
-        return _store_once(db, shop_id, parsed, source, keep_first)
-
-
-def _store_once(db: sa.Engine, shop_id: str, parsed: Sequence[events_mod.Event], source: str,
-                keep_first: bool) -> AcceptResult:
     t = store.events
     result = AcceptResult()
     seen_in_batch: dict[str, str] = {}
     now = utcnow()
     rows = []
     conflicts: dict[str, Any] = {}
+
+    def judge(i: int, event: events_mod.Event, known: str, digest: str) -> None:
+        if known != digest and not keep_first:
+            conflicts[str(i)] = {"id": [f"event id '{event.id}' was already accepted with other content"]}
+        else:
+            result.duplicates += 1
+
     with store.begin_write(db) as conn:
-        existing = {
-            r.event_id: r.body_hash
-            for chunk in chunks([e.id for e in parsed])
-            for r in conn.execute(sa.select(t.c.event_id, t.c.body_hash)
-                                  .where(t.c.shop_id == shop_id, t.c.event_id.in_(chunk)))
-        }
+        existing = _hashes(conn, shop_id, [e.id for e in parsed])
+        fresh: list[tuple[int, events_mod.Event, str]] = []
         for i, event in enumerate(parsed):
             digest = body_hash(event.raw)
             known = existing.get(event.id) or seen_in_batch.get(event.id)
             if known is not None:
-                if known != digest and not keep_first:
-                    conflicts[str(i)] = {"id": [f"event id '{event.id}' was already accepted with other content"]}
-                else:
-                    result.duplicates += 1
+                judge(i, event, known, digest)
                 continue
             seen_in_batch[event.id] = digest
+            fresh.append((i, event, digest))
             rows.append({"shop_id": shop_id, "event_id": event.id, "customer_id": event.customer_id,
                          "type": event.type, "occurred_at": event.occurred_at, "body": event.raw,
                          "body_hash": digest, "source": source, "received_at": now, "applied_at": None})
-            if event.customer_id not in result.customers:
-                result.customers.append(event.customer_id)
-            result.ids.append(event.id)
+        inserted: set[str] = set()
+        if rows and not conflicts:
+            inserted = set(conn.execute(store.insert_new_many(conn, t, ["shop_id", "event_id"], "event_id"),
+                                        rows).scalars())
+            raced = _hashes(conn, shop_id, [e.id for _, e, _ in fresh if e.id not in inserted])
+            for i, event, digest in fresh:
+                if event.id not in inserted:  # another writer stored it between our read and our insert
+                    judge(i, event, raced[event.id], digest)
         if conflicts:
             # raising inside the `with` rolls the whole batch back
             raise Conflict("an event id was reused with other content; nothing was stored", conflicts)
-        if rows:
-            conn.execute(t.insert(), rows)
-        result.accepted = len(rows)
+        for _, event, _ in fresh:
+            if event.id in inserted:
+                result.ids.append(event.id)
+                if event.customer_id not in result.customers:
+                    result.customers.append(event.customer_id)
+        result.accepted = len(inserted)
     return result
+
+
+def _hashes(conn: sa.Connection, shop_id: str, event_ids: Sequence[str]) -> dict[str, str]:
+    t = store.events
+    return {r.event_id: r.body_hash for chunk in chunks(list(event_ids))
+            for r in conn.execute(sa.select(t.c.event_id, t.c.body_hash)
+                                  .where(t.c.shop_id == shop_id, t.c.event_id.in_(chunk)))}
 
 
 def owner_of(db: sa.Engine, shop_id: str, event_ids: Sequence[str]) -> str | None:

@@ -353,16 +353,28 @@ def insert_new(conn: Connection, table: sa.Table, values: dict[str, Any], unique
     """``INSERT … ON CONFLICT (unique) DO NOTHING RETURNING pk``: the new row's pk, or None when
     a row with the same ``unique`` columns exists.  One statement, so two writers racing on the
     same new key need no retry and no second transaction (SQLite ≥ 3.35 and PostgreSQL)."""
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        raise NotImplementedError(f"insert_new does not support {dialect}")
-    statement = (dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=unique)
+    statement = (_dialect_insert(conn)(table).values(**values).on_conflict_do_nothing(index_elements=unique)
                  .returning(table.c.pk))
     return conn.execute(statement).scalar()
+
+
+def insert_new_many(conn: Connection, table: sa.Table, unique: list[str], returning: str) -> Any:
+    """The statement ``INSERT … ON CONFLICT (unique) DO NOTHING RETURNING returning``, to execute
+    with a list of rows: the returned values are those of the rows actually inserted."""
+    dialect_insert = _dialect_insert(conn)
+    return (dialect_insert(table).on_conflict_do_nothing(index_elements=unique)
+            .returning(table.c[returning], sort_by_parameter_order=True))
+
+
+def _dialect_insert(conn: Connection) -> Any:
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise NotImplementedError(f"{dialect} is not supported")
+    return insert
 
 
 def lock_customer(conn: Connection, shop_id: str, customer_id: str) -> RowMapping:

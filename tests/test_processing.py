@@ -86,3 +86,35 @@ def test_a_customer_whose_ledger_keeps_changing_is_folded_under_the_lock_at_last
     assert calls == [2 + i for i in range(n)] + [2 + n]  # the last fold, under the lock, sees all
     assert state.facts["orders_count"] == sum(1 for e in events[:2 + n] if e["type"] == "order_paid")
     assert _unapplied(service) == 0
+
+
+def _blind_first_read(monkeypatch):
+    """Another writer stores the ids between our read and our insert (a PostgreSQL race)."""
+    real, calls = ledger._hashes, []
+
+    def hashes(conn, shop_id, ids):
+        calls.append(1)
+        return {} if len(calls) == 1 else real(conn, shop_id, ids)
+
+    monkeypatch.setattr(ledger, "_hashes", hashes)
+
+
+def test_an_insert_that_loses_a_race_is_a_duplicate_not_an_error(service, monkeypatch):
+    events = journey()
+    _store(service, events[:1])
+    _blind_first_read(monkeypatch)
+    result = _store(service, events[:2])  # the first id was stored "meanwhile", the second is new
+    assert (result.accepted, result.duplicates, result.ids) == (1, 1, [events[1]["id"]])
+
+
+def test_an_insert_that_loses_a_race_to_other_content_is_a_conflict_and_stores_nothing(service, monkeypatch):
+    from loyalty_ladder.errors import Conflict
+
+    events = journey()
+    _store(service, events[:1])
+    _blind_first_read(monkeypatch)
+    changed = {**events[0], "customer": {"email": "other@example.com"}}
+    with pytest.raises(Conflict):
+        _store(service, [changed, events[1]])
+    with service.db.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(store.events)).scalar() == 1
