@@ -5,8 +5,10 @@ Like ``requests.adapters.BaseAdapter``, an adapter is a small abstract interface
 identifies the shop of a webhook (:meth:`Adapter.shop_hint`), verifies its signature over the raw
 bytes *before* anything is parsed (:meth:`Adapter.verify`), names its delivery id and topic, and
 turns the vendor payload into our generic events (:meth:`Adapter.parse` → :class:`Inbound`).
-Outbound, it carries an award to the shop (:meth:`Adapter.deliver`) and pulls history
-(:meth:`Adapter.sync`).  Vendor errors never leak: they become the ``DeliveryError`` tree.
+Outbound, it carries an award to the shop (:meth:`Adapter.deliver`), pulls history
+(:meth:`Adapter.sync`) and, where the platform has a consent field, reports an unsubscribe
+(:meth:`Adapter.report_marketing_opt_out`).  Vendor errors never leak: they become the
+``DeliveryError`` tree.
 """
 from __future__ import annotations
 
@@ -298,6 +300,17 @@ class Adapter(ABC):
     def sync(self, since: datetime | None, progress: Callable[[str], None] | None = None) -> Iterator[dict[str, Any]]:
         """Generic events for the shop's customers and orders since ``since``, through its API."""
         raise NotSupported(f"platform {self.platform} has no API to pull customers and orders from")
+
+    def report_marketing_opt_out(self, customer_id: str) -> None:
+        """Tell the shop that ``customer_id`` (our id) withdrew marketing consent through our
+        unsubscribe link, so the shop's own e-mails stop too.
+
+        Called on the bulk lane, never inside a request.  Raises the ``DeliveryError`` tree:
+        ``RateLimited`` / ``Unavailable`` (retried), ``Rejected`` (permanent), ``NotSupported``
+        (the platform has no standard consent field, or the customer has no account there):
+        nothing is reported.  The default: ``NotSupported``.
+        """
+        raise NotSupported(f"platform {self.platform} has no standard marketing-consent field to report an opt-out to")
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:

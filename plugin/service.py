@@ -71,17 +71,24 @@ class LadderService:
         # A stored inbox row: without a queue, processed now (``ladder replay`` leaves it).
         self._inbox_received: Callable[[int], None] = self._process_inbox_now
         self._notifier: Notifier | None = None
+        # Set by bind_queue(): the bulk-lane job that reports an unsubscribe to the shop; never
+        # run in a request, so without a queue an opt-out stays ours only.
+        self._opt_out: Callable[[str, str], None] | None = None
 
     # ------------------------------------------------------------ wiring
     def bind_queue(self, enqueue: Callable[[str, str], None], deliver: Callable[[int], None] | None = None,
-                   inbox_received: Callable[[int], None] | None = None) -> None:
+                   inbox_received: Callable[[int], None] | None = None,
+                   opt_out: Callable[[str, str], None] | None = None) -> None:
         """Hand customers (``enqueue(shop, customer)``), deliveries (``deliver(pk)``) and stored
         inbox rows (``inbox_received(pk)``) to a queue — or to nobody, when the lanes read them
-        from the database (:mod:`.tasks`)."""
+        from the database (:mod:`.tasks`); ``opt_out(shop, customer)``: report an unsubscribe
+        to the shop (a Huey job on the bulk lane)."""
         self._enqueue = enqueue
         self._deliver = deliver
         if inbox_received is not None:
             self._inbox_received = inbox_received
+        if opt_out is not None:
+            self._opt_out = opt_out
 
     def _process_inbox_now(self, pk: int) -> None:
         self.process_inbox(pk)
@@ -174,6 +181,28 @@ class LadderService:
         for shop_id, customer_id in touched:
             self._enqueue(shop_id, customer_id)
         return touched
+
+    def opt_out_recorded(self, shop_id: str, customer_id: str) -> None:
+        """An unsubscribe through our link was stored: hand the report to the shop to the queue
+        (see :meth:`report_opt_out`).  The opt-out is ours already, so a queue that cannot take
+        the job is logged, never the caller's failure."""
+        if self._opt_out is None:
+            log.info("opt-out of %s/%s recorded; no queue bound, so the shop is not told", shop_id, customer_id)
+            return
+        try:
+            self._opt_out(shop_id, customer_id)
+        except Exception:
+            log.exception("opt-out of %s/%s recorded; reporting it to the shop could not be queued",
+                          shop_id, customer_id)
+
+    def report_opt_out(self, shop_id: str, customer_id: str) -> bool:
+        """Tell the shop that the customer unsubscribed (:meth:`Adapter.report_marketing_opt_out`);
+        False in shadow mode (nothing is sent).  Raises the adapter's ``DeliveryError`` tree."""
+        shop = self.shop(shop_id)
+        if shop.shadow:
+            return False
+        self._adapter_for(shop).report_marketing_opt_out(customer_id)
+        return True
 
     def redact_customer(self, shop_id: str, customer_id: str) -> str | None:
         """Pseudonymise one customer (see :func:`identity.redact_customer`)."""

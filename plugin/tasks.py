@@ -4,7 +4,8 @@ With a real queue, webhooks, events and deliveries are not Huey jobs: their rows
 database are the queue items, read by the live and deliveries lanes (:mod:`.lanes`), so the
 accept path is one transaction.  Huey carries the bulk lane: the minute sweep and the customers
 it finds with a due wake-up (minimum stays ending, lapse deadlines, month starts), processed by
-the Huey consumer, so a month start never delays a webhook.
+the Huey consumer, so a month start never delays a webhook; and the report of an unsubscribe to
+the shop (``ladder.report_opt_out``), so the unsubscribe page never waits for the shop's API.
 
 With an immediate Huey (tests, ``immediate_queue=True``) every job runs as it is called, and the
 service is bound to them: an accepted event is processed before the request returns.
@@ -21,10 +22,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from huey import crontab
+from huey.exceptions import RetryTask
 
-from .errors import NotFound
+from .errors import NotFound, NotSupported, RateLimited, Rejected, Unavailable
 
 log = logging.getLogger(__name__)
+
+#: how often a report of an unsubscribe to the shop is retried (rate limited, shop unavailable)
+OPT_OUT_RETRIES = 4
+#: the first retry's wait when the shop names none (seconds); it doubles with every attempt
+OPT_OUT_RETRY_DELAY = 60.0
 
 
 @dataclass
@@ -34,6 +41,7 @@ class Tasks:
     sweep: Any
     process_inbox: Any
     deliver: Any
+    report_opt_out: Any
 
     def enqueue(self, shop_id: str, customer_id: str) -> None:
         self.process(shop_id, customer_id)
@@ -71,6 +79,38 @@ def register_tasks(huey: Any, service: Any) -> Tasks:
         for ready in outcome.follow_up:  # notices after a grant, a revoke after a late success
             deliver(ready)
 
+    # An unsubscribe through our link, reported to the shop (Shopify's e-mail marketing consent).
+    # Huey's retries, each with a wait: Retry-After for RateLimited, else a doubling delay;
+    # RetryTask does not count an attempt by itself, so this one takes it off task.retries.
+    @huey.task(name="ladder.report_opt_out", retries=OPT_OUT_RETRIES, retry_delay=OPT_OUT_RETRY_DELAY, context=True)
+    def report_opt_out(shop_id: str, customer_id: str, task: Any = None) -> None:
+        try:
+            sent = service.report_opt_out(shop_id, customer_id)
+        except NotSupported as exc:
+            log.debug("opt-out of %s/%s not reported to the shop: %s", shop_id, customer_id, exc)
+        except Rejected as exc:
+            log.warning("opt-out of %s/%s refused by the shop (not retried): %s", shop_id, customer_id, exc)
+        except (RateLimited, Unavailable) as exc:
+            left = task.retries if task is not None else 0
+            attempt = OPT_OUT_RETRIES - left + 1
+            if left <= 0:
+                log.error("opt-out of %s/%s not reported to the shop: failed after %d attempts: %s",
+                          shop_id, customer_id, attempt, exc)
+                return
+            wait = exc.retry_after if isinstance(exc, RateLimited) and exc.retry_after else None
+            wait = max(wait or OPT_OUT_RETRY_DELAY * 2 ** (attempt - 1), 1.0)
+            task.retries -= 1
+            log.info("opt-out of %s/%s: attempt %d failed (%s); retrying in %g s",
+                     shop_id, customer_id, attempt, exc, wait)
+            raise RetryTask(str(exc), delay=wait) from None
+        except NotFound:
+            log.warning("opt-out of %s/%s not reported: the shop is no longer configured", shop_id, customer_id)
+        else:
+            if sent:
+                log.info("opt-out of %s/%s reported to the shop", shop_id, customer_id)
+            else:
+                log.debug("opt-out of %s/%s not reported: the shop is in shadow mode", shop_id, customer_id)
+
     # Every minute, the bulk lane: customers with a due wake-up (minimum stays ending, lapse
     # deadlines, month starts), each a job of its own on this queue.
     @huey.periodic_task(crontab(minute="*"), name="ladder.sweep")
@@ -81,11 +121,13 @@ def register_tasks(huey: Any, service: Any) -> Tasks:
         if due:
             log.info("sweep: %d customers with a due wake-up", len(due))
 
-    tasks = Tasks(huey=huey, process=process_customer, sweep=sweep, process_inbox=process_inbox, deliver=deliver)
+    tasks = Tasks(huey=huey, process=process_customer, sweep=sweep, process_inbox=process_inbox, deliver=deliver,
+                  report_opt_out=report_opt_out)
+    # an opt-out is in no table a lane reads: it is a Huey job in both modes (at once when immediate)
     if huey.immediate:
-        service.bind_queue(tasks.enqueue, tasks.enqueue_delivery, tasks.process_inbox)
+        service.bind_queue(tasks.enqueue, tasks.enqueue_delivery, tasks.process_inbox, opt_out=tasks.report_opt_out)
     else:
-        service.bind_queue(_left_to_the_lanes, _left_to_the_lanes, _left_to_the_lanes)
+        service.bind_queue(_left_to_the_lanes, _left_to_the_lanes, _left_to_the_lanes, opt_out=tasks.report_opt_out)
     return tasks
 
 

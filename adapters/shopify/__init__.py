@@ -17,16 +17,25 @@ from typing import Any, ClassVar
 
 from marshmallow import fields
 
-from ...errors import BadRequest, RateLimited, SignatureError
+from ...errors import BadRequest, NotSupported, RateLimited, SignatureError
 from ...events import format_time
 from ...identity import guest_id
 from ..base import Adapter, AdapterSettings, Delivery, DeliveryResult, Inbound, get_header, verify_hmac_base64
 from . import delivery as _delivery
 from .client import DEFAULT_RETRY_AFTER, ShopifyClient
-from .graphql import CUSTOMERS_PAGE, ORDER_OWNER, ORDERS_PAGE, customer_from_graphql, nodes, order_from_graphql
+from .graphql import (
+    CUSTOMERS_PAGE,
+    EMAIL_CONSENT_UPDATE,
+    ORDER_OWNER,
+    ORDERS_PAGE,
+    customer_from_graphql,
+    nodes,
+    order_from_graphql,
+)
 from .mapping import (
     ORDER_STATES,
     PREFIX,
+    account_id,
     checkout_started_event,
     customer_events,
     customer_links,
@@ -225,6 +234,18 @@ class ShopifyAdapter(Adapter):
 
     def deliver(self, delivery: Delivery) -> DeliveryResult:
         return _delivery.deliver(self.client, delivery, self.now())
+
+    def report_marketing_opt_out(self, customer_id: str) -> None:
+        """``customerEmailMarketingConsentUpdate``: the account's e-mail marketing state becomes
+        ``UNSUBSCRIBED``; its ``userErrors`` (a customer without an e-mail …) are ``Rejected``.
+        A guest or a pseudonymised id has no Shopify account: ``NotSupported``, nothing sent."""
+        account = account_id(customer_id)
+        if account is None:
+            raise NotSupported(f"customer {customer_id} has no Shopify account: no marketing consent to update")
+        self.client.mutate("customerEmailMarketingConsentUpdate", EMAIL_CONSENT_UPDATE, {"input": {
+            "customerId": gid("Customer", account),
+            "emailMarketingConsent": {"marketingState": "UNSUBSCRIBED", "marketingOptInLevel": "SINGLE_OPT_IN"},
+        }})
 
     # ------------------------------------------------------------ sync
     def sync(self, since: datetime | None, progress: Callable[[str], None] | None = None) -> Iterator[dict[str, Any]]:

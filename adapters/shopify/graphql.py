@@ -43,6 +43,13 @@ TAGS_REMOVE = """mutation tagsRemove($id: ID!, $tags: [String!]!) {
   }
 }"""
 
+EMAIL_CONSENT_UPDATE = """mutation customerEmailMarketingConsentUpdate($input: CustomerEmailMarketingConsentUpdateInput!) {
+  customerEmailMarketingConsentUpdate(input: $input) {
+    customer { id }
+    userErrors { field code message }
+  }
+}"""
+
 ORDER_OWNER = """query orderOwner($id: ID!) {
   order(id: $id) { legacyResourceId email customer { legacyResourceId email } }
 }"""

@@ -47,6 +47,10 @@ events), :mod:`.client` (REST v3 with Basic auth, errors translated by
 :mod:`loyalty_ladder.adapters.http`), :mod:`.delivery` (coupons and customer-meta tags).  This
 module is the adapter that ties them to the interface, and declares the shop keys WooCommerce
 needs.
+
+An unsubscribe through our link is not reported to the site: the REST v3 customer has no
+marketing-consent field (our mapping reads none either), so
+:meth:`~loyalty_ladder.adapters.base.Adapter.report_marketing_opt_out` stays ``NotSupported``.
 """
 from __future__ import annotations
 

@@ -15,6 +15,8 @@ replaces (``ladder:unsubscribe:<hash of the customer and the event that last sai
 second click, a retried POST or two at once store nothing new; a customer who already has no
 consent gets the same page and no event.  The customer is then processed as after any event:
 the fact ``accepts_marketing`` turns false, and every later offer is cancelled for lack of consent.
+A newly stored opt-out is also reported to the shop where its API has a consent field (Shopify),
+by a job on the bulk lane (``service.opt_out_recorded``), never inside this request.
 """
 from __future__ import annotations
 
@@ -94,9 +96,13 @@ def unsubscribe(shop_id: str, customer_id: str, now: datetime | None = None) -> 
     if not said or said[-1].body["customer"]["accepts_marketing"] is not True:
         return False
     try:
-        service.accept_events(shop_id, [opt_out_event(shop_id, customer_id, said[-1], now or utcnow())], source=SOURCE)
+        stored = service.accept_events(shop_id, [opt_out_event(shop_id, customer_id, said[-1], now or utcnow())],
+                                       source=SOURCE)
     except Conflict:  # the same opt-out with another instant, stored by a concurrent click
         pass
+    else:
+        if stored.accepted:  # tell the shop too: a job on the bulk lane, never in this request
+            service.opt_out_recorded(shop_id, customer_id)
     return True
 
 
