@@ -13,7 +13,7 @@ import sqlalchemy as sa
 import yaml
 from click.testing import CliRunner
 
-from loyalty_ladder import inbox, store
+from loyalty_ladder import inbox, inbox_failures, store
 from loyalty_ladder.adapters.generic import DEFAULT_TOPIC as GENERIC_TOPIC
 from loyalty_ladder.app import create_app
 from loyalty_ladder.cli import main
@@ -81,12 +81,12 @@ def test_inbox_listing_needs_the_token_a_known_shop_and_a_known_status(client):
 def test_retry_sets_failed_rows_back_to_received_once(service):
     failed = add_inbox_row(service.db)
     done = add_inbox_row(service.db, status="processed", error=None)
-    first = inbox.retry(service.db, [failed, done, 999])
+    first = inbox_failures.retry(service.db, [failed, done, 999])
     assert first.retried == (failed,)
     assert dict(first.skipped) == {done: "processed: only failed or ignored rows are retried",
                                    999: "no such inbox row"}
     assert tuple(inbox_status(service.db, failed)) == ("received", None)
-    again = inbox.retry(service.db, [failed])
+    again = inbox_failures.retry(service.db, [failed])
     assert again.retried == () and "already received" in dict(again.skipped)[failed]
 
 
@@ -94,7 +94,7 @@ def test_retry_by_status_and_shop_and_never_a_redacted_row(service):
     mine = add_inbox_row(service.db, shop="default")
     other = add_inbox_row(service.db, shop="other")
     redacted = add_inbox_row(service.db, error="redacted")
-    result = inbox.retry(service.db, status="failed", shop_id="default")
+    result = inbox_failures.retry(service.db, status="failed", shop_id="default")
     assert result.retried == (mine,) and dict(result.skipped) == {redacted: "redacted: its body is gone"}
     assert inbox_status(service.db, other).status == "failed"
 
@@ -104,7 +104,7 @@ def test_a_retried_row_is_processed_again(service):
     body = json.dumps({"id": "w1", "type": "customer_created", "customer_id": "ana",
                        "occurred_at": utcnow().isoformat()})
     pk = add_inbox_row(service.db, body=body, topic=GENERIC_TOPIC)
-    assert inbox.retry(service.db, [pk]).retried == (pk,)
+    assert inbox_failures.retry(service.db, [pk]).retried == (pk,)
     service.process_inbox(pk)
     assert inbox_status(service.db, pk).status == "processed"
 

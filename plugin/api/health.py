@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from flask import current_app
 from flask_smorest import Blueprint
 
-from .. import __version__, inbox
+from .. import __version__, inbox_failures
 from ..clock import utcnow
 from ..documents import HealthSchema
 from ..globals import ladder
@@ -44,7 +44,7 @@ def healthz():
         return HealthSchema().dump(degraded), 503
     threshold = int(current_app.config.get("LADDER_HEALTH_FAILURE_THRESHOLD", FAILURE_THRESHOLD))
     since = utcnow() - FAILURE_WINDOW
-    counts = {"inbox_failed_24h": inbox.failures_since(state.service.db, since),
+    counts = {"inbox_failed_24h": inbox_failures.failures_since(state.service.db, since),
               "deliveries_failed_24h": failures.failures_since(state.service.db, since), "threshold": threshold}
     degraded = counts["inbox_failed_24h"] > threshold or counts["deliveries_failed_24h"] > threshold
     return {"status": "degraded" if degraded else "ok", "database": database, "version": __version__,

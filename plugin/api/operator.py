@@ -15,7 +15,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from .. import inbox
+from .. import inbox_failures
 from ..documents import DeliveryPageSchema, InboxPageSchema
 from ..globals import ladder
 from ..outbox import failures
@@ -32,8 +32,8 @@ ERRORS = error_responses(_400="an invalid shop id in the URL", _401="missing or 
 
 
 class _ListArgs(Schema):
-    limit = fields.Integer(load_default=inbox.LIST_DEFAULT, validate=validate.Range(min=1, max=inbox.LIST_MAX),
-                           metadata={"description": f"at most this many rows (default {inbox.LIST_DEFAULT})"})
+    limit = fields.Integer(load_default=inbox_failures.LIST_DEFAULT, validate=validate.Range(min=1, max=inbox_failures.LIST_MAX),
+                           metadata={"description": f"at most this many rows (default {inbox_failures.LIST_DEFAULT})"})
     before = fields.Integer(validate=validate.Range(min=1, max=2**63 - 1),
                             metadata={"description": "only rows with a smaller pk: the next page"})
 
@@ -59,7 +59,7 @@ class Inbox(MethodView):
         """The shop's received webhooks with status and reason (``?status=failed``); no bodies."""
         service = ladder().service
         service.shop(shop)
-        return _page(inbox.list_rows(service.db, shop_id=shop, status=status, limit=limit, before=before), limit)
+        return _page(inbox_failures.list_rows(service.db, shop_id=shop, status=status, limit=limit, before=before), limit)
 
 
 @blp.route("/<string:shop>/deliveries")

@@ -1,0 +1,117 @@
+"""Received webhooks for an operator: list them by status (``ladder inbox list``,
+``GET …/inbox``) and send failed or ignored ones round again (``ladder inbox retry``) once the
+cause is fixed — the row goes back to ``received`` and the live lane processes it again."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from . import store
+from .clock import utcnow
+from .inbox import SWEEP_GIVE_UP
+from .statuses import InboxStatus
+
+#: how many rows a listing returns unless told otherwise, and at most
+LIST_DEFAULT = 50
+LIST_MAX = 500
+#: the statuses an operator may send back to ``received``
+RETRYABLE = (InboxStatus.FAILED, InboxStatus.IGNORED)
+
+
+def list_rows(db: sa.Engine, *, shop_id: str | None = None, status: str | None = None,
+              limit: int = LIST_DEFAULT, before: int | None = None) -> list[dict[str, Any]]:
+    """Inbox rows for an operator, newest first: pk, platform, shop, topic, delivery id, status,
+    error, received_at, processed_at — never the body or the headers (personal data).
+    ``before``: only rows with a smaller pk (the next page)."""
+    t = store.inbox
+    where = []
+    if shop_id is not None:
+        where.append(t.c.shop_id == shop_id)
+    if status is not None:
+        where.append(t.c.status == status)
+    if before is not None:
+        where.append(t.c.pk < before)
+    columns = [t.c.pk, t.c.platform, t.c.shop_id, t.c.topic, t.c.delivery_id, t.c.status, t.c.error,
+               t.c.received_at, t.c.processed_at]
+    with db.connect() as conn:
+        rows = conn.execute(sa.select(*columns).where(*where).order_by(t.c.pk.desc())
+                            .limit(max(1, min(limit, LIST_MAX)))).mappings().all()
+    return [dict(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class RetryResult:
+    """What :func:`retry` did: rows set back to ``received``, and rows left alone with why."""
+
+    retried: tuple[int, ...]
+    skipped: tuple[tuple[int, str], ...]
+
+
+def retry(db: sa.Engine, pks: Iterable[int] = (), *, status: str | None = None,
+          shop_id: str | None = None) -> RetryResult:
+    """Set failed (or ignored) rows back to ``received`` so the consumer processes them again,
+    once the cause is fixed: the rows named by ``pks``, or every row with ``status`` (of
+    ``shop_id``).  Idempotent: a row already ``received`` is left as it is.  The error and the
+    processed time are cleared (the new run writes its own); redacted rows (their body is gone)
+    and processed rows are never retried.
+    """
+    t = store.inbox
+    wanted = list(dict.fromkeys(int(pk) for pk in pks))
+    retried: list[int] = []
+    skipped: list[tuple[int, str]] = []
+    with store.begin_write(db) as conn:
+        query = sa.select(t.c.pk, t.c.shop_id, t.c.status, t.c.error)
+        if wanted:
+            query = query.where(t.c.pk.in_(wanted))
+        elif status is not None:
+            query = query.where(t.c.status == status)
+        else:
+            return RetryResult((), ())
+        if shop_id is not None:
+            query = query.where(t.c.shop_id == shop_id)
+        found = {r.pk: r for r in conn.execute(query.order_by(t.c.pk))}
+        for pk in wanted or list(found):
+            row = found.get(pk)
+            if row is None:
+                skipped.append((pk, "no such inbox row" + (f" of shop {shop_id!r}" if shop_id else "")))
+            elif row.status == InboxStatus.RECEIVED:
+                skipped.append((pk, "already received (waiting for the consumer)"))
+            elif row.error == "redacted":
+                skipped.append((pk, "redacted: its body is gone"))
+            elif row.status not in RETRYABLE:
+                skipped.append((pk, f"{row.status}: only {' or '.join(RETRYABLE)} rows are retried"))
+            else:
+                retried.append(pk)
+        if retried:
+            values: dict[str, Any] = {"status": InboxStatus.RECEIVED, "error": None, "processed_at": None}
+            if "attempts" in t.c:  # the poison-isolation counter and backoff (migration 0004)
+                values["attempts"] = 0
+            if "retry_at" in t.c:
+                values["retry_at"] = None
+            conn.execute(t.update().where(t.c.pk.in_(retried), t.c.status.in_(RETRYABLE)).values(**values))
+    return RetryResult(tuple(retried), tuple(skipped))
+
+
+def failures_since(db: sa.Engine, since: datetime) -> int:
+    """Inbox rows that failed since ``since`` (by their processed time), for ``/healthz``."""
+    t = store.inbox
+    with db.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(t).where(
+            t.c.status == InboxStatus.FAILED, t.c.processed_at >= since)).scalar() or 0)
+
+
+def stale(db: sa.Engine, pks: Iterable[int], now: datetime | None = None) -> list[int]:
+    """Those of ``pks`` that arrived more than SWEEP_GIVE_UP ago: received again, the sweep
+    does not pick them up (``ladder inbox retry --now`` processes them)."""
+    wanted = list(pks)
+    if not wanted:
+        return []
+    t = store.inbox
+    now = now or utcnow()
+    with db.connect() as conn:
+        return [r.pk for r in conn.execute(sa.select(t.c.pk).where(
+            t.c.pk.in_(wanted), t.c.received_at <= now - SWEEP_GIVE_UP).order_by(t.c.pk))]
