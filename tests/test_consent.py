@@ -14,10 +14,10 @@ import sqlalchemy as sa
 
 from loyalty_ladder import store
 from loyalty_ladder.app import create_app
-from loyalty_ladder.notify import read_unsubscribe_token, unsubscribe_secret, unsubscribe_token
 from loyalty_ladder.rewards import registry
 from loyalty_ladder.service import LadderService
 from loyalty_ladder.shop import ShopConfig
+from loyalty_ladder.unsubscribe_links import read_unsubscribe_token, unsubscribe_secret, unsubscribe_token
 
 from .test_notify import smtp_server  # noqa: F401  (the fixture: a real SMTP server)
 

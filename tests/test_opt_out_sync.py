@@ -20,10 +20,10 @@ from loyalty_ladder.adapters.registry import adapter_for
 from loyalty_ladder.app import create_app
 from loyalty_ladder.clock import utcnow
 from loyalty_ladder.errors import NotSupported
-from loyalty_ladder.notify import unsubscribe_secret, unsubscribe_token
 from loyalty_ladder.service import LadderService
 from loyalty_ladder.shop import ShopConfig
 from loyalty_ladder.tasks import OPT_OUT_RETRIES
+from loyalty_ladder.unsubscribe_links import unsubscribe_secret, unsubscribe_token
 
 on_both = pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)

@@ -1,7 +1,7 @@
 """The unsubscribe link of promotional e-mails: ``GET`` / ``POST /unsubscribe/<token>`` (public).
 
 The token names the shop and the customer and is signed by the server
-(:func:`loyalty_ladder.notify.unsubscribe_token`), so no admin token is needed and nobody can
+(:func:`loyalty_ladder.unsubscribe_links.unsubscribe_token`), so no admin token is needed and nobody can
 unsubscribe someone else.  ``GET`` (the link a customer opens; mail scanners open it too) only
 shows a page with a button; ``POST`` (that button, or a mail client's one-click unsubscribe,
 RFC 8058) records the opt-out.  Answers:
@@ -34,7 +34,8 @@ from .. import identity, store
 from ..clock import iso, utcnow
 from ..errors import Conflict, NotFound
 from ..globals import ladder
-from ..notify import language, read_unsubscribe_token, unsubscribe_secret
+from ..notify import language
+from ..unsubscribe_links import read_unsubscribe_token, unsubscribe_secret
 from .responses import error_responses
 
 URL_PREFIX = ""
