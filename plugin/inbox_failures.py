@@ -16,8 +16,8 @@ from .inbox import SWEEP_GIVE_UP
 from .statuses import InboxStatus
 
 #: how many rows a listing returns unless told otherwise, and at most
-LIST_DEFAULT = 50
-LIST_MAX = 500
+LIST_DEFAULT = store.PAGE_DEFAULT
+LIST_MAX = store.PAGE_MAX
 #: the statuses an operator may send back to ``received``
 RETRYABLE = (InboxStatus.FAILED, InboxStatus.IGNORED)
 
@@ -28,19 +28,9 @@ def list_rows(db: sa.Engine, *, shop_id: str | None = None, status: str | None =
     error, received_at, processed_at — never the body or the headers (personal data).
     ``before``: only rows with a smaller pk (the next page)."""
     t = store.inbox
-    where = []
-    if shop_id is not None:
-        where.append(t.c.shop_id == shop_id)
-    if status is not None:
-        where.append(t.c.status == status)
-    if before is not None:
-        where.append(t.c.pk < before)
     columns = [t.c.pk, t.c.platform, t.c.shop_id, t.c.topic, t.c.delivery_id, t.c.status, t.c.error,
                t.c.received_at, t.c.processed_at]
-    with db.connect() as conn:
-        rows = conn.execute(sa.select(*columns).where(*where).order_by(t.c.pk.desc())
-                            .limit(max(1, min(limit, LIST_MAX)))).mappings().all()
-    return [dict(r) for r in rows]
+    return store.newest_rows(db, t, columns, shop_id=shop_id, status=status, before=before, limit=limit)
 
 
 @dataclass(frozen=True)

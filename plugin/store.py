@@ -349,6 +349,28 @@ def begin_write(engine: Engine) -> Iterator[Connection]:
             yield conn
 
 
+#: an operator's listing: rows returned unless told otherwise, and at most
+PAGE_DEFAULT = 50
+PAGE_MAX = 500
+
+
+def newest_rows(db: Engine, table: sa.Table, columns: list[sa.Column], *, shop_id: str | None = None,
+                status: str | None = None, before: int | None = None, limit: int = PAGE_DEFAULT) -> list[dict[str, Any]]:
+    """A page of ``table`` for an operator, newest first: rows of ``shop_id`` with ``status``,
+    pk below ``before`` (the next page), at most ``limit`` (clamped to 1…PAGE_MAX)."""
+    where = []
+    if shop_id is not None:
+        where.append(table.c.shop_id == shop_id)
+    if status is not None:
+        where.append(table.c.status == status)
+    if before is not None:
+        where.append(table.c.pk < before)
+    with db.connect() as conn:
+        rows = conn.execute(sa.select(*columns).where(*where).order_by(table.c.pk.desc())
+                            .limit(max(1, min(limit, PAGE_MAX)))).mappings().all()
+    return [dict(r) for r in rows]
+
+
 def insert_new(conn: Connection, table: sa.Table, values: dict[str, Any], unique: list[str]) -> Any:
     """``INSERT … ON CONFLICT (unique) DO NOTHING RETURNING pk``: the new row's pk, or None when
     a row with the same ``unique`` columns exists.  One statement, so two writers racing on the

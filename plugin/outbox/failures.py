@@ -21,8 +21,8 @@ from ..statuses import AwardStatus, DeliveryAction, DeliveryStatus
 from .planning import set_award_status
 
 #: how many rows a listing returns unless told otherwise, and at most
-LIST_DEFAULT = 50
-LIST_MAX = 500
+LIST_DEFAULT = store.PAGE_DEFAULT
+LIST_MAX = store.PAGE_MAX
 #: what running.py writes on the notices of a grant that failed
 _CANCELLED_WITH_GRANT = "the reward was not delivered"
 
@@ -32,20 +32,10 @@ def list_rows(db: sa.Engine, *, shop_id: str | None = None, status: str | None =
     """Delivery rows, newest first: pk, shop, customer, award key, action, channel, status,
     attempts, last error, external id and times — not the award document or the customer."""
     t = store.deliveries
-    where = []
-    if shop_id is not None:
-        where.append(t.c.shop_id == shop_id)
-    if status is not None:
-        where.append(t.c.status == status)
-    if before is not None:
-        where.append(t.c.pk < before)
     columns = [t.c.pk, t.c.shop_id, t.c.customer_id, t.c.award_key, t.c.action, t.c.channel, t.c.status,
                t.c.attempts, t.c.last_error, t.c.external_id, t.c.created_at, t.c.updated_at,
                t.c.next_attempt_at, t.c.delivered_at]
-    with db.connect() as conn:
-        rows = conn.execute(sa.select(*columns).where(*where).order_by(t.c.pk.desc())
-                            .limit(max(1, min(limit, LIST_MAX)))).mappings().all()
-    return [dict(r) for r in rows]
+    return store.newest_rows(db, t, columns, shop_id=shop_id, status=status, before=before, limit=limit)
 
 
 @dataclass(frozen=True)
