@@ -285,3 +285,22 @@ def test_the_body_limit_is_a_setting_and_a_host_app_keeps_its_own(ladder_setting
     host.config["MAX_CONTENT_LENGTH"] = 1234
     LoyaltyLadder(host, settings=ladder_settings)
     assert host.config["MAX_CONTENT_LENGTH"] == 1234
+
+
+def test_a_chunked_body_over_the_limit_is_413_not_a_cut_body(app, client, service):
+    """Without Content-Length werkzeug only cuts the stream at the limit; a cut body must not be
+    judged (a bad signature, invalid JSON): it is refused as too large."""
+    import io
+
+    app.config["MAX_CONTENT_LENGTH"] = 4096
+    raw = json.dumps([{**events()[0], "customer": {"email": "ana@example.com", "tags": ["x" * 50] * 200}}]).encode()
+    headers = {"X-Testshop-Domain": "demo.example", "X-Ladder-Hmac-Sha256": hmac_sha256_base64("new-secret", raw),
+               "X-Ladder-Delivery-Id": "d-big", "Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+    chunked = {"wsgi.input_terminated": True}  # what a server that decodes chunked bodies says
+    response = client.post("/webhooks/testshop", input_stream=io.BytesIO(raw), headers=headers,
+                           environ_overrides=chunked)
+    assert response.status_code == 413 and rows(service) == []
+    events_response = client.post("/api/v1/shops/default/events", input_stream=io.BytesIO(raw),
+                                  headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked",
+                                           "Authorization": "Bearer test-admin-token"}, environ_overrides=chunked)
+    assert events_response.status_code == 413, events_response.get_json()

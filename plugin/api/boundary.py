@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import request
+from flask import current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import BadRequest
 from ..events import id_problem
@@ -45,11 +46,24 @@ def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def body_bytes(cache: bool = False) -> bytes:
+    """The raw request body, at most ``MAX_CONTENT_LENGTH`` bytes.
+
+    Werkzeug refuses a larger ``Content-Length`` with 413 before reading; a chunked body (no
+    length) it only cuts at the limit.  A cut body would be judged as malformed (or, worse, a
+    signature mismatch), so a chunked body that reaches the limit is refused with 413 too."""
+    data = request.get_data(cache=cache)
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if limit is not None and request.content_length is None and len(data) >= limit:
+        raise RequestEntityTooLarge(f"the body is larger than the limit of {limit} bytes")
+    return data
+
+
 def json_body() -> Any:
     """The request's JSON body, or None when it is not valid JSON; BadRequest (400) when an
     object repeats a key."""
     try:
-        return json.loads(request.get_data(cache=True), object_pairs_hook=_refuse_duplicates)
+        return json.loads(body_bytes(cache=True), object_pairs_hook=_refuse_duplicates)
     except DuplicateKey as exc:
         raise BadRequest(f"the JSON body repeats the key {exc.key!r}",
                          {"_schema": [f"duplicate key {exc.key!r}: send each key once"]}) from None

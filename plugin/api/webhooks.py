@@ -30,6 +30,7 @@ from ..documents import WebhookResultSchema
 from ..errors import NotFound
 from ..globals import ladder
 from ..inbox import served_platforms
+from .boundary import body_bytes
 from .responses import error_responses
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,6 @@ class Webhook(MethodView):
         service = ladder().service
         # The headers name the shop: an unknown one is refused before a byte of the body is read.
         service.check_webhook_headers(platform, request.headers)
-        body = request.get_data(cache=False)  # at most MAX_CONTENT_LENGTH, else 413
+        body = body_bytes()  # at most MAX_CONTENT_LENGTH, else 413
         result = service.receive_webhook(platform, request.headers, body)
         return {"status": result.status}
