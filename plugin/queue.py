@@ -32,6 +32,7 @@ from huey.consumer import Consumer
 
 from .config import Settings, default_queue_file
 from .errors import ConfigError
+from .redact import mask_url
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,21 @@ def make_huey(settings: Settings, name: str = DEFAULT_NAME, immediate: bool = Fa
         # SqliteHuey creates its tables at construction; the directory must exist by then.
         Path(where).parent.mkdir(parents=True, exist_ok=True)
     return SqliteHuey(name, filename=where, immediate=immediate, results=results)
+
+
+def check_reachable(huey: Huey, settings: Settings) -> None:
+    """Fail at start, with one clear line, when a Redis queue cannot be reached or refuses our
+    login — not with a traceback per poll once the consumer runs.  SQLite queues are files."""
+    if huey.immediate or not isinstance(huey, RedisHuey):
+        return
+    from redis.exceptions import RedisError
+
+    try:
+        huey.storage.conn.ping()
+    except RedisError as exc:
+        where = mask_url(settings.queue_url or "")
+        raise ConfigError(f"cannot use the queue at {where}: {type(exc).__name__}: {exc}",
+                          {"queue_url": [where]}) from None
 
 
 def _consumer_kwargs(workers: int, poll_seconds: float, periodic: bool) -> dict[str, object]:

@@ -271,3 +271,22 @@ def test_redis_queue_with_the_in_process_consumer(redis_url):
         handle.stop()
         huey.flush()  # only this instance's keys (its queue, schedule and results)
     assert not huey.storage.conn.keys(f"*{name}*")
+
+
+@pytest.mark.redis
+def test_a_redis_queue_that_refuses_the_login_fails_at_start_with_one_masked_line(tmp_path, redis_url):
+    """Not a traceback per poll once the consumer runs, and never the password."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    url = redis_url.replace("redis://", "redis://nobody:wrong-pw@", 1)
+    env = {**os.environ, "LADDER_QUEUE_URL": url, "LADDER_ADMIN_TOKEN": "t",
+           "LADDER_DATABASE_URL": f"sqlite:///{tmp_path / 'l.db'}"}
+    ladder = str(Path(sys.executable).with_name("ladder"))
+    done = subprocess.run([ladder, "worker"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 2, done.stderr
+    assert "cannot use the queue at redis://nobody:***@" in done.stderr
+    assert "wrong-pw" not in done.stdout + done.stderr and "Traceback" not in done.stderr

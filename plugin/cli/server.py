@@ -27,7 +27,7 @@ def serve(host: str | None, port: int | None) -> None:
 
     from ..app import EXTENSION, create_app
     from ..lanes import start_lanes, stop_lanes
-    from ..queue import start_consumer
+    from ..queue import check_reachable, start_consumer
 
     settings = cli_settings(host=host, port=port)
     if not settings.admin_token:
@@ -37,6 +37,7 @@ def serve(host: str | None, port: int | None) -> None:
     state = app.extensions[EXTENSION]
     note_default_shop(state.service.shops)
     programme = state.service.ensure_programme_recorded(next(iter(state.service.shops)))
+    check_reachable(state.huey, settings)
     try:  # bind first: a port in use must not leave a consumer running
         server = make_server(settings.host, settings.port, app, threaded=True)
     except OSError as exc:
@@ -72,7 +73,7 @@ def worker(workers: int, lane_names: str) -> None:
     live: received webhooks and accepted events; deliveries: the outbox, per shop and
     rate-limited; bulk: the Huey queue (due wake-ups found by the minute sweep)."""
     from ..lanes import start_lanes, stop_lanes
-    from ..queue import make_huey, run_consumer
+    from ..queue import check_reachable, make_huey, run_consumer
     from ..service import LadderService
     from ..shops import require_secrets
     from ..tasks import register_tasks
@@ -87,6 +88,7 @@ def worker(workers: int, lane_names: str) -> None:
     require_secrets(service.shops)  # a worker serves every shop
     note_default_shop(service.shops)
     huey = make_huey(settings)
+    check_reachable(huey, settings)
     register_tasks(huey, service)
     lanes = start_lanes(service, tuple(n for n in names if n != "bulk"))
     click.echo(f"loyalty-ladder worker ({', '.join(names)}): database {redact.mask_url(settings.database_url)}, "
