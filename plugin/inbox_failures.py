@@ -4,7 +4,6 @@ cause is fixed — the row goes back to ``received`` and the live lane processes
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -33,16 +32,8 @@ def list_rows(db: sa.Engine, *, shop_id: str | None = None, status: str | None =
     return store.newest_rows(db, t, columns, shop_id=shop_id, status=status, before=before, limit=limit)
 
 
-@dataclass(frozen=True)
-class RetryResult:
-    """What :func:`retry` did: rows set back to ``received``, and rows left alone with why."""
-
-    retried: tuple[int, ...]
-    skipped: tuple[tuple[int, str], ...]
-
-
 def retry(db: sa.Engine, pks: Iterable[int] = (), *, status: str | None = None,
-          shop_id: str | None = None) -> RetryResult:
+          shop_id: str | None = None) -> store.RetryResult:
     """Set failed (or ignored) rows back to ``received`` so the consumer processes them again,
     once the cause is fixed: the rows named by ``pks``, or every row with ``status`` (of
     ``shop_id``).  Idempotent: a row already ``received`` is left as it is.  The error and the
@@ -60,7 +51,7 @@ def retry(db: sa.Engine, pks: Iterable[int] = (), *, status: str | None = None,
         elif status is not None:
             query = query.where(t.c.status == status)
         else:
-            return RetryResult((), ())
+            return store.RetryResult((), ())
         if shop_id is not None:
             query = query.where(t.c.shop_id == shop_id)
         found = {r.pk: r for r in conn.execute(query.order_by(t.c.pk))}
@@ -83,7 +74,7 @@ def retry(db: sa.Engine, pks: Iterable[int] = (), *, status: str | None = None,
             if "retry_at" in t.c:
                 values["retry_at"] = None
             conn.execute(t.update().where(t.c.pk.in_(retried), t.c.status.in_(RETRYABLE)).values(**values))
-    return RetryResult(tuple(retried), tuple(skipped))
+    return store.RetryResult(tuple(retried), tuple(skipped))
 
 
 def failures_since(db: sa.Engine, since: datetime) -> int:

@@ -366,10 +366,3 @@ def wakeups_due(db: sa.Engine, now: datetime) -> list[tuple[str, str]]:
                            .where(cu.c.next_wake_at.is_not(None), cu.c.next_wake_at <= now,
                                   sa.or_(cu.c.retry_at.is_(None), cu.c.retry_at <= now))).all()
     return sorted((r.shop_id, r.customer_id) for r in due)
-
-
-def customers_due(db: sa.Engine, now: datetime, unapplied_before: datetime) -> list[tuple[str, str]]:
-    """(shop, customer) pairs to process: unapplied events older than ``unapplied_before`` (a
-    lost enqueue, a crash) and due wake-ups."""
-    return sorted({*ledger.customers_with_unapplied(db, received_before=unapplied_before),
-                   *wakeups_due(db, now)})

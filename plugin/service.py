@@ -40,9 +40,6 @@ __all__ = ["AcceptResult", "LadderService"]
 
 log = logging.getLogger(__name__)
 
-#: accepted events older than this and still unapplied are re-enqueued by the sweeper
-SWEEP_AFTER = inbox.SWEEP_AFTER
-
 
 class LadderService:
     """The loyalty engine for one database and one set of shops."""
@@ -220,21 +217,9 @@ class LadderService:
         self._enqueue_deliveries(done.deliveries)
         return done.state
 
-    def sweep(self, now: datetime | None = None) -> int:
-        """Re-enqueue customers with old unapplied events (lost enqueue, crash) or a due wake-up."""
-        now = now or utcnow()
-        pairs = [(s, c) for s, c in processing.customers_due(self.db, now, now - SWEEP_AFTER) if s in self.shops]
-        for shop_id, customer_id in pairs:
-            self._enqueue(shop_id, customer_id)
-        return len(pairs)
-
     def due_wakeups(self, now: datetime | None = None) -> list[tuple[str, str]]:
         """Customers of configured shops whose next wake-up has come (the bulk lane's work)."""
         return [(s, c) for s, c in processing.wakeups_due(self.db, now or utcnow()) if s in self.shops]
-
-    def unprocessed_inbox(self) -> list[int]:
-        """Inbox rows a lost enqueue or a crash left ``received``."""
-        return inbox.sweep(self.db)
 
     # ------------------------------------------------------------ deliver
     def run_delivery(self, pk: int, now: datetime | None = None) -> running.RunOutcome:

@@ -24,6 +24,7 @@ lock instead, so different customers proceed in parallel.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -369,6 +370,15 @@ def newest_rows(db: Engine, table: sa.Table, columns: list[sa.Column], *, shop_i
         rows = conn.execute(sa.select(*columns).where(*where).order_by(table.c.pk.desc())
                             .limit(max(1, min(limit, PAGE_MAX)))).mappings().all()
     return [dict(r) for r in rows]
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryResult:
+    """What an operator's retry did (inbox rows, deliveries): the rows sent round again, and the
+    rows left alone with why."""
+
+    retried: tuple[int, ...]
+    skipped: tuple[tuple[int, str], ...]
 
 
 def insert_new(conn: Connection, table: sa.Table, values: dict[str, Any], unique: list[str]) -> Any:

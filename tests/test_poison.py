@@ -23,6 +23,7 @@ from loyalty_ladder.events import parse_events
 from loyalty_ladder.facts import FactsAccumulator
 from loyalty_ladder.shop import ShopConfig
 
+from .conftest import app_with_shops
 from .test_api import at, journey, order
 
 pytestmark = pytest.mark.parametrize(
@@ -104,14 +105,7 @@ SHOPS = {
 
 @pytest.fixture
 def webhook_app(ladder_settings):
-    from loyalty_ladder.app import create_app
-    from loyalty_ladder.service import LadderService
-
-    service = LadderService(ladder_settings, shops=SHOPS)
-    application = create_app(ladder_settings, immediate_queue=True, service=service)
-    application.testing = True
-    yield application
-    service.db.dispose()
+    yield from app_with_shops(ladder_settings, SHOPS)
 
 
 def _inbox_rows(db) -> list:
@@ -141,7 +135,7 @@ def _pending_customers(service) -> list[tuple[str, str]]:
     """What the consumers look for: the live lane's unapplied customers, the sweeper's due ones."""
     now = utcnow() + timedelta(minutes=1)  # any backoff before isolation has ended by then
     return sorted({*ledger.customers_with_unapplied(service.db),
-                   *processing.customers_due(service.db, now, now)})
+                   *processing.wakeups_due(service.db, now)})
 
 
 def test_an_event_that_crashes_the_fold_is_set_aside_and_the_rest_processed(service, client, auth, poison):

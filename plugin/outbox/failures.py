@@ -9,7 +9,6 @@ a grant whose award has been reversed meanwhile is not retried (there is nothing
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -38,16 +37,8 @@ def list_rows(db: sa.Engine, *, shop_id: str | None = None, status: str | None =
     return store.newest_rows(db, t, columns, shop_id=shop_id, status=status, before=before, limit=limit)
 
 
-@dataclass(frozen=True)
-class RetryResult:
-    """What :func:`retry` did: rows set back to ``pending``, and rows left alone with why."""
-
-    retried: tuple[int, ...]
-    skipped: tuple[tuple[int, str], ...]
-
-
 def retry(db: sa.Engine, pks: Iterable[int] = (), *, status: str | None = None, shop_id: str | None = None,
-          now: datetime | None = None) -> RetryResult:
+          now: datetime | None = None) -> store.RetryResult:
     """Set failed deliveries back to ``pending`` (due now): those named by ``pks``, or every row
     with ``status`` (``failed``) of ``shop_id``.  Idempotent: a pending row is left alone."""
     t, awards = store.deliveries, store.awards
@@ -56,7 +47,7 @@ def retry(db: sa.Engine, pks: Iterable[int] = (), *, status: str | None = None, 
     retried: list[int] = []
     skipped: list[tuple[int, str]] = []
     if not wanted and status is None:
-        return RetryResult((), ())
+        return store.RetryResult((), ())
     with store.begin_write(db) as conn:
         query = sa.select(t.c.pk, t.c.award_key, t.c.action, t.c.status, t.c.detail, awards.c.status.label("award_status"),
                           awards.c.rule_version).join(awards, awards.c.key == t.c.award_key)
@@ -77,7 +68,7 @@ def retry(db: sa.Engine, pks: Iterable[int] = (), *, status: str | None = None, 
             else:
                 _rearm_failed(conn, row, now)
                 retried.append(pk)
-    return RetryResult(tuple(retried), tuple(skipped))
+    return store.RetryResult(tuple(retried), tuple(skipped))
 
 
 def _rearm_failed(conn: sa.Connection, row: Any, now: datetime) -> None:
