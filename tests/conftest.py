@@ -191,3 +191,16 @@ def install_adapters(monkeypatch, *extra: tuple[str, str], only: bool = False):
     registry.clear_cache()
     yield
     registry.clear_cache()
+
+
+def app_with_shops(ladder_settings, shops):
+    """The real app (immediate queue, testing mode) on a service with these shops; a generator
+    for a fixture: ``yield from app_with_shops(ladder_settings, SHOPS)``."""
+    from loyalty_ladder.app import create_app
+    from loyalty_ladder.service import LadderService
+
+    service = LadderService(ladder_settings, shops=shops)
+    application = create_app(ladder_settings, immediate_queue=True, service=service)
+    application.testing = True
+    yield application
+    service.db.dispose()

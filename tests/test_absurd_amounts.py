@@ -14,6 +14,8 @@ from loyalty_ladder import inbox, store
 from loyalty_ladder.adapters.base import hmac_sha256_base64
 from loyalty_ladder.shop import ShopConfig
 
+from .conftest import app_with_shops
+
 pytestmark = pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 
@@ -30,14 +32,7 @@ SHOPS = {
 
 @pytest.fixture
 def webhook_app(ladder_settings):
-    from loyalty_ladder.app import create_app
-    from loyalty_ladder.service import LadderService
-
-    service = LadderService(ladder_settings, shops=SHOPS)
-    application = create_app(ladder_settings, immediate_queue=True, service=service)
-    application.testing = True
-    yield application
-    service.db.dispose()
+    yield from app_with_shops(ladder_settings, SHOPS)
 
 
 def _inbox_rows(db) -> list:

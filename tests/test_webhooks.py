@@ -18,7 +18,7 @@ from loyalty_ladder.adapters.base import Inbound, get_header, hmac_sha256_base64
 from loyalty_ladder.adapters.generic import GenericAdapter
 from loyalty_ladder.shop import ShopConfig
 
-from .conftest import install_adapters
+from .conftest import app_with_shops, install_adapters
 
 pytestmark = pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
@@ -65,14 +65,7 @@ def adapters(monkeypatch):
 
 @pytest.fixture
 def app(ladder_settings):
-    from loyalty_ladder.app import create_app
-    from loyalty_ladder.service import LadderService
-
-    service = LadderService(ladder_settings, shops=SHOPS)
-    application = create_app(ladder_settings, immediate_queue=True, service=service)
-    application.testing = True
-    yield application
-    service.db.dispose()
+    yield from app_with_shops(ladder_settings, SHOPS)
 
 
 def events(customer: str = "ana") -> list[dict]:
