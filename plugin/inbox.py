@@ -44,7 +44,7 @@ Shops = Mapping[str, ShopConfig]
 
 log = logging.getLogger(__name__)
 
-#: rows still ``received`` after this long are re-enqueued by the sweeper
+#: the default age of rows ``sweep`` finds still ``received`` (the live lane asks for any age)
 SWEEP_AFTER = timedelta(seconds=60)
 #: header names (lower-case) that are stored although they do not start with ``x-``
 KEPT_HEADERS = ("content-type",)
@@ -209,7 +209,7 @@ def process(db: sa.Engine, shops: Shops, pk: int, adapter_factory: Callable[[Sho
     order); ``programme_for(shop)`` its programme (events are checked against its currency).
     A row no longer ``received`` (processed meanwhile, redundant enqueue) is left alone.
     BadRequest/Conflict (from parsing or applying) fail the row permanently; anything else
-    propagates so the queue retries, and the row stays ``received`` for the sweeper.
+    propagates so the queue retries, and the row stays ``received`` for the live lane.
     """
     t = store.inbox
     with db.connect() as conn:
@@ -298,7 +298,7 @@ def _mark(db: sa.Engine, pk: int, status: InboxStatus, error: str | None) -> Non
         conn.execute(t.update().where(t.c.pk == pk, t.c.status == InboxStatus.RECEIVED).values(**values))
 
 
-#: the sweeper stops re-trying a row this long after it arrived (a shop API down for good must
+#: the live lane stops re-trying a row this long after it arrived (a shop API down for good must
 #: not make every minute log the same failure forever); `ladder inbox-export` still lists it
 SWEEP_GIVE_UP = timedelta(days=7)
 
@@ -351,7 +351,7 @@ def replay(db: sa.Engine, shops: Shops, records: Iterable[Mapping[str, Any]],
     known deliveries are no-ops.  Returns ``{"accepted", "duplicates", "pings", "rejected"}``.
 
     Each new row goes to ``enqueue(pk)``; without a queue it stays ``received`` and the worker's
-    sweeper processes it.  A refused record (bad signature, unknown shop, malformed record) is
+    live lane processes it.  A refused record (bad signature, unknown shop, malformed record) is
     counted and reported to ``on_reject(record number, message)`` (default: a warning in the
     log), never fatal: one bad line must not stop the re-injection of an outage's log.
     """

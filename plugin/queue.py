@@ -3,7 +3,7 @@
 No task is defined here and there is no module-level Huey: the service module registers its
 tasks on the instance :func:`make_huey` returns (``huey.task()(fn)``,
 ``huey.periodic_task(crontab(...))(fn)``).  The database, not the queue, is the source of
-truth: a lost message is re-enqueued by a sweeper, so results are not stored by default.
+truth: the lanes read their work from it (see lanes.py), so results are not stored by default.
 
 Two ways to consume:
 

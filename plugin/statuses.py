@@ -52,7 +52,7 @@ class NotifyChannel(StrEnum):
 class InboxStatus(StrEnum):
     """Where a received webhook stands."""
 
-    RECEIVED = "received"  # stored, not processed yet (the sweeper re-enqueues old ones)
+    RECEIVED = "received"  # stored, not processed yet (the live lane picks it up)
     PROCESSED = "processed"
     IGNORED = "ignored"  # nothing for us; the adapter's note is kept
     FAILED = "failed"  # cannot be understood; the reason is kept; never retried

@@ -180,7 +180,7 @@ events = sa.Table(
     sa.UniqueConstraint("shop_id", "event_id"),
     sa.Index(None, "shop_id", "customer_id"),
 )
-# The sweeper looks for events accepted but never applied; a partial index keeps that cheap
+# The live lane looks for events accepted but never applied; a partial index keeps that cheap
 # however long the ledger grows (both SQLite and PostgreSQL support partial indexes).
 sa.Index(
     "ix_events_pending",
