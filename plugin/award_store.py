@@ -43,6 +43,7 @@ def grant_reason(award: awards_mod.ImpliedAward) -> str:
         "event": f"event {award.scope_ref} {where}",
         "period": f"period {award.scope_ref} {where}",
         "lapse": f"lapsed {where} (turn {award.turn})",
+        "manual": award.note or "granted by hand",
     }.get(award.scope, award.scope)
     if award.historical:
         text += "; before the shop went live, recorded only"
@@ -50,13 +51,14 @@ def grant_reason(award: awards_mod.ImpliedAward) -> str:
 
 
 def derived_values(award: awards_mod.ImpliedAward, version: str) -> dict[str, Any]:
-    """Every stored column of an award that is a function of the history and the programme in
-    force (all but the processing record: ``status`` as far as it follows delivery,
-    ``created_at``, ``updated_at``, ``reversed_at``, and the ``award_log``)."""
+    """Every stored column of an award that is a function of the history and the timeline of
+    versions (all but the processing record: ``status`` as far as it follows delivery,
+    ``created_at``, ``updated_at``, ``reversed_at``, and the ``award_log``).  ``rule_version`` is
+    the version that decided the award (``version``, the one in force now, when it names none)."""
     return {"reward_id": award.reward_id, "type": award.type, "scope": award.scope, "scope_ref": award.scope_ref,
             "stage": award.stage, "turn": award.turn, "granted_at": award.granted_at,
             "params": to_jsonable(award.params), "value": award.value, "reason": grant_reason(award),
-            "rule_version": version}
+            "rule_version": award.rule_version or version}
 
 
 def _show(value: Any) -> str:
@@ -98,8 +100,13 @@ def log(conn: sa.Connection, key: str, at: datetime, status: str, reason: str, v
 
 
 def record(conn: sa.Connection, shop_id: str, customer_id: str, implied: Sequence[awards_mod.ImpliedAward],
-           version: str, now: datetime, reverse_reason: str | None = None) -> Recorded:
+           version: str, now: datetime, reverse_reason: str | None = None,
+           reverse_reasons: Mapping[str, str] | None = None) -> Recorded:
     """Reconcile ``implied`` with the customer's recorded awards and write the difference.
+
+    ``version``: the version in force now (it goes on reversals and the audit rows; each implied
+    award carries the version that decided it).  ``reverse_reasons``: why particular keys are
+    reversed (a revocation by hand), before ``reverse_reason`` and the generic reason.
 
     Order-independent: every column :func:`derived_values` names is recomputed from ``implied``
     for every implied award (granted, re-granted, recomputed or kept), so the rows are the same
@@ -122,15 +129,23 @@ def record(conn: sa.Connection, shop_id: str, customer_id: str, implied: Sequenc
     reversed_keys = [rec["key"] if isinstance(rec, Mapping) else rec.key for rec in plan.reverse]
     for key in reversed_keys:
         # the reason is a function of why (never of when); the instant is processing time
-        reason = reverse_reason or NOT_IMPLIED
+        reason = (reverse_reasons or {}).get(key) or reverse_reason or NOT_IMPLIED
         conn.execute(t.update().where(t.c.key == key)
-                     .values(status=AwardStatus.REVERSED, reason=reason, reversed_at=now, updated_at=now, rule_version=version))
+                     .values(status=AwardStatus.REVERSED, reason=reason, reversed_at=now, updated_at=now))
         log(conn, key, now, AwardStatus.REVERSED, reason, version)
     # recomputed (params, value, stage, granted_at … differ) and kept awards alike: a kept award
     # whose reason or programme version is stale is restated, so no column depends on history order
     for award in (*plan.update, *plan.keep):
         old = by_key[award.key]
         values = derived_values(award, version)
+        if award.historical and old["status"] == AwardStatus.DUE:
+            # decided before the shop went live (a shadow shop switched to live meanwhile):
+            # recorded only, never delivered — whichever process saw the switch first
+            conn.execute(t.update().where(t.c.key == award.key, t.c.status == AwardStatus.DUE)
+                         .values(**values, status=AwardStatus.HISTORICAL, updated_at=now))
+            log(conn, award.key, now, AwardStatus.HISTORICAL, "decided before the shop went live; recorded only",
+                version)
+            continue
         if not _differs(old, values):
             continue
         conn.execute(t.update().where(t.c.key == award.key).values(**values, updated_at=now))

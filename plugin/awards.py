@@ -8,7 +8,8 @@ comment-only rule edit — implies the same keys:
 
 ``{shop}/{customer}/{reward}/stage/{stage}/{turn}``, ``…/order/{order_id}``,
 ``…/event/{event_id}``, ``…/period/{YYYY-MM | YYYY-Qn | YYYY}``,
-``…/lapse/{stage}/{turn}``.
+``…/lapse/{stage}/{turn}``, ``…/manual/{event_id}`` (a grant by hand: the id of its
+``reward_granted`` event).
 
 Each component is percent-encoded (``quote(…, safe="")``) so an id containing ``/``
 cannot make two different awards share a key; ordinary ids are unchanged.  A component whose
@@ -42,7 +43,7 @@ __all__ = [
     "resolve_params",
 ]
 
-SCOPES = ("stage", "order", "event", "period", "lapse")
+SCOPES = ("stage", "order", "event", "period", "lapse", "manual")
 #: the length of the ``awards.key`` column (``store.AWARD_KEY``; awards is pure, below the store)
 AWARD_KEY = 512
 #: what ``quote(…, safe="")`` leaves alone; such components skip the (slow) quoting
@@ -93,6 +94,10 @@ class ImpliedAward:
     params: Mapping[str, Any] = field(default_factory=dict, hash=False)
     value: Decimal | None = None
     historical: bool = False
+    #: the programme version that decided the award (it keeps it: an activation never re-decides it)
+    rule_version: str = ""
+    #: a manual grant's author and reason, in words
+    note: str = field(default="", compare=False)
 
 
 def resolve_params(reward: Reward, key: str, granted_at: datetime,
@@ -104,9 +109,11 @@ def resolve_params(reward: Reward, key: str, granted_at: datetime,
 
 def imply(reward: Reward, *, shop: str, customer_id: str, scope: str, ref: str | Sequence[Any],
           stage: str | None, turn: int, granted_at: datetime, live_from: datetime | None = None,
-          order_net: Decimal | None = None, currency: str | None = None) -> ImpliedAward:
+          order_net: Decimal | None = None, currency: str | None = None, rule_version: str = "",
+          note: str = "") -> ImpliedAward:
     """One implied award of ``reward`` (params resolved by its type, historical when before
-    ``live_from``); ``currency`` is the programme's (a fixed discount amount is in it)."""
+    ``live_from``); ``currency`` is the programme's (a fixed discount amount is in it);
+    ``rule_version``: the version that decided it."""
     key = award_key(shop, customer_id, reward.id, scope, ref)
     params, value = registry.of(reward.type).resolve(
         AwardContext(reward, key, granted_at, order_net=order_net, currency=currency))
@@ -115,6 +122,7 @@ def imply(reward: Reward, *, shop: str, customer_id: str, scope: str, ref: str |
         key=key, shop=shop, customer_id=customer_id, reward_id=reward.id, type=reward.type,
         scope=scope, scope_ref=scope_ref, stage=stage, turn=turn, granted_at=granted_at,
         params=params, value=value, historical=live_from is not None and granted_at < live_from,
+        rule_version=rule_version, note=note,
     )
 
 

@@ -47,7 +47,15 @@ EVENT_TYPES = (
     "referral",
     "complaint",
     "review",
+    "stage_set",
+    "turn_started",
+    "reward_granted",
+    "reward_revoked",
 )
+#: manual adjustments by staff (``ladder adjust``, ``POST …/adjustments``),
+#: stored in the customer's ledger with ``source`` ``admin`` and an ``adjustment`` {author, reason,
+#: …}; the fold applies them at their instant.  The public events API refuses them.
+ADMIN_EVENT_TYPES = ("stage_set", "turn_started", "reward_granted", "reward_revoked")
 #: events that are about one order and must name it
 ORDER_EVENTS = ("order_placed", "order_paid", "payment_received", "order_refunded", "order_cancelled",
                 "order_restored")
@@ -248,6 +256,23 @@ class CustomerSchema(_Strict):
     image_client = fields.Boolean()
 
 
+class AdjustmentSchema(_Strict):
+    """Who made a manual adjustment, why, and its data (by event type: ``stage_set`` names the
+    ``stage`` and may ``force`` one below the current; ``reward_granted`` the ``reward`` id;
+    ``reward_revoked`` the ``award_key``)."""
+
+    author = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+    stage = fields.String(validate=validate.Length(min=1, max=64))
+    force = fields.Boolean()
+    reward = fields.String(validate=validate.Length(min=1, max=64))
+    award_key = fields.String(validate=validate.Length(min=1, max=512))
+
+
+#: what each admin event type's adjustment must name
+_ADJUSTMENT_NEEDS = {"stage_set": "stage", "reward_granted": "reward", "reward_revoked": "award_key"}
+
+
 class EventSchema(_Strict):
     schema = fields.Integer(strict=True, validate=validate.Equal(1, error="Only schema version 1 exists."))
     id = _id_field()
@@ -261,6 +286,7 @@ class EventSchema(_Strict):
     reason = fields.String(validate=validate.Length(max=1000))
     rating = fields.Integer(strict=True, validate=validate.Range(min=1, max=5))
     amount = Money()
+    adjustment = fields.Nested(AdjustmentSchema)
 
     @validates_schema
     def _per_type(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -283,6 +309,14 @@ class EventSchema(_Strict):
             errors["referred_customer_id"] = ["Required for referral."]
         if kind == "review" and data.get("rating") is None:
             errors["rating"] = ["Required for review."]
+        adjustment = data.get("adjustment")
+        if kind in ADMIN_EVENT_TYPES:
+            if adjustment is None:
+                errors["adjustment"] = [f"Required for {kind}: {{author, reason, …}}."]
+            elif kind in _ADJUSTMENT_NEEDS and not adjustment.get(_ADJUSTMENT_NEEDS[kind]):
+                errors["adjustment"] = {_ADJUSTMENT_NEEDS[kind]: [f"Required for {kind}."]}
+        elif adjustment is not None:
+            errors["adjustment"] = ["Only for manual adjustments (" + ", ".join(ADMIN_EVENT_TYPES) + ")."]
         if errors:
             raise ValidationError(errors)
 
@@ -339,6 +373,18 @@ class CustomerInfo:
 
 
 @dataclass(frozen=True)
+class Adjustment:
+    """A manual adjustment's author, reason and data (see :class:`AdjustmentSchema`)."""
+
+    author: str
+    reason: str
+    stage: str | None = None
+    force: bool = False
+    reward: str | None = None
+    award_key: str | None = None
+
+
+@dataclass(frozen=True)
 class Event:
     id: str
     type: str
@@ -351,6 +397,7 @@ class Event:
     reason: str | None = None
     rating: int | None = None
     amount: Decimal | None = None
+    adjustment: Adjustment | None = None
     #: canonical JSON form of what was accepted (storage, 409 comparison)
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
@@ -397,6 +444,7 @@ def _event_from_loaded(data: dict[str, Any]) -> Event:
         reason=data.get("reason"),
         rating=data.get("rating"),
         amount=data.get("amount"),
+        adjustment=None if data.get("adjustment") is None else Adjustment(**data["adjustment"]),
     )
     object.__setattr__(ev, "raw", _canonical(data))
     return ev

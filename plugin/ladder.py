@@ -1,44 +1,67 @@
 """The ladder state machine: one customer's events, folded in time order, with due-time wake-ups.
 
 A customer's state is a pure function of their events (deduplicated by id, sorted by
-``(occurred_at, id)``, those after ``as_of`` ignored) and ``as_of``.  Live processing,
-import, replay and ``simulate`` all call ``fold``; the engine only says which conditions hold,
-this module decides movement.
+``(occurred_at, id)``, those after ``as_of`` ignored), the shop's timeline of programme versions
+(:class:`~loyalty_ladder.timeline.Timeline`), its shop-wide inputs (admin turns, exclusions:
+:class:`~loyalty_ladder.timeline.ShopInputs`) and ``as_of``.  Live processing, import, replay
+and ``simulate`` all call ``fold``; the engine only says which conditions hold, this module
+decides movement.
 
 One module although it is over 400 lines: it is one state machine, and the order of the steps
 of a wake-up (below) is its contract; split across files, that order would have no one place.
 
 **Wake-ups.**  The machine looks at the customer at every distinct event time and at
 its own due times: the end of the current stage's minimum stay, the lapse deadline,
-the first instant of every calendar month (UTC) while on the ladder, and each shop-wide
-turn passed in ``shop_turns``.  ``as_of`` itself is never a wake-up, so ``fold(events, T2)`` agrees
+the first instant of every calendar month (UTC) while on the ladder, each shop-wide
+turn, each activation of a programme version while on the ladder, and each change of the
+shop's exclusions.  ``as_of`` itself is never a wake-up, so ``fold(events, T2)`` agrees
 with ``fold(events, T1)`` up to ``T1`` when nothing happened in between.
 
-**At a wake-up**, in this order:
+**At a wake-up**, in this order (every later feature keeps it; a step a feature adds goes
+where this list names it):
 
-1. apply the events of that instant;
-2. a shop-wide turn at this instant: ``turn += 1`` (stage kept, lapse cleared: the turn
+1. pick the version active at the instant (the timeline segment it falls in).  At an
+   activation the new version takes over: stage, turn and ``since`` are kept (a stage id the
+   new version dropped is moved by the activation's stage map), so its minimum stays and lapse
+   deadlines count from the same ``since`` and anchor and a deadline already past falls now;
+   facts use the deciding version's settings from now on (the refund window excepted: an
+   order keeps the window of the version active at its first event);
+2. apply the events of that instant, manual adjustments among them (``stage_set``: the
+   stage is set, a stage below only when forced, and the customer does not climb in this
+   wake-up — from the next one on the rules apply again; ``turn_started``: a new turn; the
+   grants and revocations of step 9);
+3. refund-window exclusions (computed before the fold: an excluded order's events never
+   arrive), then expiries (none yet);
+4. a shop-wide turn at this instant: ``turn += 1`` (stage kept, lapse cleared: the turn
    restarts the lapse clock);
-3. snapshot the facts, evaluate once;
-4. lapsed and a new counting order: no longer lapsed, ``turn += 1`` (a transition to
-   the same stage with the new turn);
-5. lapse: the deadline (anchor + the stage's ``lapse_after_days``, anchor = the latest
-   counting order — or, without orders, the latest event — but not before the
-   current turn's start) has come: lapsed, keeping the stage;
-6. enter stage 0 when it holds; climb while the next stage holds and the current
+5. an excluded customer (a tag or e-mail pattern of the shop's exclusions) stops here: the
+   events count in the facts, nothing is evaluated, moved or granted;
+6. snapshot the facts (never affected by this wake-up's grants), evaluate once;
+7. lapsed and a new counting order: no longer lapsed, ``turn += 1`` (a transition to
+   the same stage with the new turn); then lapse: the deadline (anchor + the stage's
+   ``lapse_after_days``, anchor = the latest counting order — or, without orders, the latest
+   event — but not before the current turn's start) has come: lapsed, keeping the stage; then
+   climb: enter stage 0 when it holds; climb while the next stage holds and the current
    stage's minimum stay (from ``since``) has passed, one stage per step, further in the
    same instant only while the entered stage has no minimum stay; never while lapsed;
    no demotion ever (a lapse check follows, for a stage with a shorter lapse);
-7. subgroup: the first whose condition holds;
-8. grants — reward condition and subgroup filter must hold in this evaluation, the
-   customer must be in one of the trigger's stages (none listed: any): ``stage``
+8. subgroup: the first whose condition holds; (privileges end / suspend / restore: none yet);
+9. grants in rule-file order — reward condition and subgroup filter must hold in this
+   evaluation, the customer must be in one of the trigger's stages (none listed: any): ``stage``
    rewards of the stage the customer is in now (once per stage and turn, so a stage
-   only passed through gets none), ``order`` rewards for each counting order first
+   only passed through gets none — and a version activated now grants its stage rewards whose
+   key is not yet implied), ``order`` rewards for each counting order first
    seen now, ``event`` rewards for each event of the trigger's type now, ``period``
    rewards at the month wake-up that starts their period (every month start; Jan/Apr/
    Jul/Oct 1 for quarters; Jan 1 for years), for customers on the ladder before that
    instant — so a new-year greeting comes on January 1st, never in March to someone
-   who joined in February — and ``lapse`` rewards when the customer lapsed now.
+   who joined in February — and ``lapse`` rewards when the customer lapsed now; then the
+   manual grants (``reward_granted``) of this instant; a manual revocation
+   (``reward_revoked``) removes its award from what is implied, with its reason;
+10. (earnings settle debts, notices: none yet).
+
+An award keeps the version that decided it (``rule_version``) and the values that version gave
+it; an activation never reverses or re-values what was decided before it.
 
 **Refund window.**  An order fully refunded (Σ refunds ≥ total) or cancelled within
 ``refund_window_days`` of its first event (and by ``as_of``) never counted: its
@@ -51,17 +74,18 @@ values use the order's net at ``as_of``.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
 from .awards import ImpliedAward, imply
-from .events import Event
+from .events import ADMIN_EVENT_TYPES, Event
 from .facts import FactsAccumulator
 from .programme import Programme, Reward, Settings, Stage, condition_id
 from .rewards import registry as reward_types
+from .timeline import Segment, ShopInputs, Timeline
 
 
 # ------------------------------------------------------------------ protocol
@@ -105,8 +129,12 @@ class LadderState:
     awards: tuple[ImpliedAward, ...]
     next: NextStep | None
     next_wake_at: datetime | None
-    rule_version: str
+    rule_version: str  # the version active at as_of
     lapse_at: datetime | None = None
+    lapsed_at: datetime | None = None  # when the customer lapsed (None while not lapsed)
+    excluded: str | None = None  # why the shop's exclusions leave the customer out (None: evaluated)
+    #: award keys revoked by hand, with the reason (they are not in ``awards``)
+    revoked: Mapping[str, str] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ helpers
@@ -131,12 +159,15 @@ def prepare_events(events: Iterable[Event], as_of: datetime) -> list[Event]:
     return sorted(chosen.values(), key=lambda e: e.sort_key)
 
 
-def excluded_orders(events: Sequence[Event], settings: Settings) -> frozenset[str]:
+def excluded_orders(events: Sequence[Event], settings: Settings | Callable[[datetime], Settings]) -> frozenset[str]:
     """Orders fully refunded or cancelled within the refund window of their first event.
 
-    ``events`` are already sorted and cut at ``as_of``.
+    ``events`` are already sorted and cut at ``as_of``.  ``settings``: the programme's, or a
+    function of an instant giving the settings of the version active then — an order keeps the
+    refund window of the version active at its first event.
     """
-    window = timedelta(days=settings.refund_window_days)
+    settings_at = settings if callable(settings) else (lambda _t: settings)
+    windows: dict[str, timedelta] = {}
     first_at: dict[str, datetime] = {}
     totals: dict[str, Decimal] = {}
     refunds: dict[str, dict[str, Decimal]] = {}
@@ -147,6 +178,9 @@ def excluded_orders(events: Sequence[Event], settings: Settings) -> frozenset[st
             continue
         oid = order.id
         start = first_at.setdefault(oid, event.occurred_at)
+        window = windows.get(oid)
+        if window is None:
+            window = windows[oid] = timedelta(days=settings_at(start).refund_window_days)
         if event.type in ORDER_CREATING and order.total is not None:
             totals[oid] = order.total
         if event.type == "order_restored":
@@ -214,20 +248,27 @@ class _Grant:
     stage: str
     turn: int
     at: datetime
+    version: str
     order_id: str | None = None
+    note: str = ""  # a manual grant's author and reason
 
 
 class _Fold:
     """The mutable machine behind ``fold`` (one use)."""
 
-    def __init__(self, programme: Programme, evaluator: Evaluator, shop_turns: Iterable[datetime]):
-        self.programme = programme
-        self.evaluator = evaluator
-        self.stages: tuple[Stage, ...] = programme.stages
-        self.used = tuple(sorted(programme.facts_used()))
+    def __init__(self, timeline: Timeline, shop_inputs: ShopInputs):
+        self.timeline = timeline
+        self.shop_inputs = shop_inputs
+        self.seg_idx = -1
+        self.segment: Segment = timeline.segments[0]
+        self.programme: Programme = self.segment.programme
+        self.evaluator: Evaluator = self.segment.evaluator
+        self.stages: tuple[Stage, ...] = self.programme.stages
+        self.used: tuple[str, ...] = ()
         self.memo: dict[tuple[Any, ...], frozenset[str]] = {}
-        self.turn_times = sorted({_aware(t) for t in shop_turns})
+        self.turn_times = list(shop_inputs.turns)
         self.turn_ptr = 0
+        self.exclusion_times = [t for t, _ in shop_inputs.exclusions]
         self.acc: FactsAccumulator | None = None
         self.idx: int | None = None  # index of the current stage
         self.lapsed = False
@@ -238,6 +279,39 @@ class _Fold:
         self.history: list[Transition] = []
         self.grants: list[_Grant] = []
         self.granted: set[tuple[str, str, Any]] = set()
+        self.revoked: dict[str, str] = {}
+        self.lapsed_at: datetime | None = None
+        self.excluded: str | None = None
+        self.email: str | None = None
+        self.placed_at: datetime | None = None
+        self.use(timeline.index_at(datetime.min.replace(tzinfo=UTC)))
+
+    # -------------------------------------------------------------- versions
+    def use(self, seg_idx: int) -> None:
+        """Let the timeline's segment ``seg_idx`` decide from now on (step 1 of a wake-up)."""
+        if seg_idx == self.seg_idx:
+            return
+        segment = self.timeline.segments[seg_idx]
+        stage = self.stage
+        self.seg_idx, self.segment = seg_idx, segment
+        self.programme, self.evaluator = segment.programme, segment.evaluator
+        self.stages = segment.programme.stages
+        self.used = tuple(sorted(segment.programme.facts_used()))
+        self.memo = {}
+        if self.acc is not None:
+            self.acc.settings = segment.programme.settings
+        if stage is not None:
+            # stage, turn and since are kept; a stage the new version dropped moves by the map
+            target = segment.stage_map.get(stage.id, stage.id)
+            ids = [st.id for st in self.stages]
+            self.idx = ids.index(target) if target in ids else min(self.idx or 0, len(ids) - 1)
+            moved_to = self.stages[self.idx].id
+            if moved_to != stage.id:
+                # a mapped stage is the same step under a new id: what it granted in this turn
+                # (stage and lapse rewards) is not granted again under the new id
+                for reward_id, scope, ref in list(self.granted):
+                    if scope in ("stage", "lapse") and ref == (stage.id, self.turn):
+                        self.granted.add((reward_id, scope, (moved_to, self.turn)))
 
     # -------------------------------------------------------------- evaluation
     def evaluate(self, facts: Mapping[str, Any]) -> frozenset[str]:
@@ -277,6 +351,12 @@ class _Fold:
             ptr = bisect.bisect_right(self.turn_times, after)
             if ptr < len(self.turn_times):
                 candidates.append(self.turn_times[ptr])
+            activation = self.timeline.next_start(after)
+            if activation is not None:
+                candidates.append(activation)
+        ptr = bisect.bisect_right(self.exclusion_times, after)
+        if ptr < len(self.exclusion_times):
+            candidates.append(self.exclusion_times[ptr])
         return min(candidates, default=None)
 
     # -------------------------------------------------------------- movement
@@ -296,16 +376,49 @@ class _Fold:
         deadline = self.lapse_deadline()
         if deadline is not None and deadline <= at:
             self.lapsed = True
+            self.lapsed_at = at
             return True
         return False
 
+    def _adjust(self, at: datetime, event: Event) -> None:
+        """A manual ``stage_set`` or ``turn_started`` (step 2); grants and revocations wait for step 9."""
+        adjustment = event.adjustment
+        if event.type == "turn_started":
+            if self.idx is not None:
+                self._new_turn(at)
+            return
+        if event.type != "stage_set" or adjustment is None or adjustment.stage is None:
+            return
+        ids = [st.id for st in self.stages]
+        if adjustment.stage not in ids:
+            return  # checked when it was made; a version without the stage leaves it a no-op
+        target = ids.index(adjustment.stage)
+        if self.idx is not None and (target == self.idx or (target < self.idx and not adjustment.force)):
+            return
+        if self.idx is None:
+            self.turn_start = at
+        self.idx = target
+        self.lapsed = False
+        self.lapsed_at = None
+        self.placed_at = at  # placed by hand: no climb in this wake-up (a move down would bounce back)
+        self._transition(at)
+
     def wake(self, at: datetime, batch: Sequence[Event], on_ladder_before: bool) -> None:
+        self.use(self.timeline.index_at(at))
         acc = self.acc
         assert acc is not None
         acc.new_orders.clear()
+        manual = []
         for event in batch:
+            if event.type in ADMIN_EVENT_TYPES:
+                manual.append(event)
+                continue
             acc.apply(event)
+            if event.customer is not None and event.customer.email:
+                self.email = event.customer.email
         new_orders = [oid for oid in acc.new_orders if acc.orders[oid].counts]
+        for event in manual:
+            self._adjust(at, event)
 
         admin_turn = False
         while self.turn_ptr < len(self.turn_times) and self.turn_times[self.turn_ptr] <= at:
@@ -316,11 +429,16 @@ class _Fold:
         if admin_turn:
             self._new_turn(at)
 
+        self.excluded = self.shop_inputs.exclusions_at(at).match(acc.tags, self.email)
+        if self.excluded is not None:
+            return
+
         facts = acc.snapshot(at)
         holds = self.evaluate(facts)
 
         if self.lapsed and new_orders:
             self._new_turn(at)
+            self.lapsed_at = None
         lapsed_now = self._check_lapse(at)
 
         stages = self.stages
@@ -328,7 +446,7 @@ class _Fold:
             self.idx = 0
             self.turn_start = at
             self._transition(at)
-        while (self.idx is not None and not self.lapsed and self.idx + 1 < len(stages)
+        while (self.idx is not None and not self.lapsed and self.idx + 1 < len(stages) and self.placed_at != at
                and _holds(holds, "stage", stages[self.idx + 1].id, stages[self.idx + 1].when)):
             assert self.since is not None
             if at < self.since + timedelta(days=stages[self.idx].min_stay_days):
@@ -342,6 +460,21 @@ class _Fold:
         if self.idx is not None:
             period_start = on_ladder_before and at == month_start(at)
             self._grant(at, holds, batch, new_orders, period_start, lapsed_now)
+        for event in manual:
+            self._manual_award(at, event)
+
+    def _manual_award(self, at: datetime, event: Event) -> None:
+        """A manual ``reward_granted`` or ``reward_revoked`` (step 9, after the rule-file grants)."""
+        adjustment = event.adjustment
+        if adjustment is None:
+            return
+        who = f"by {adjustment.author}: {adjustment.reason}"
+        if event.type == "reward_revoked" and adjustment.award_key:
+            self.revoked[adjustment.award_key] = f"revoked {who}"
+        elif event.type == "reward_granted" and adjustment.reward:
+            reward = next((r for r in self.programme.rewards if r.id == adjustment.reward), None)
+            if reward is not None:  # checked when it was made; a version without it grants nothing
+                self._add(reward, "manual", event.id, at, note=f"granted {who}")
 
     def _grant(self, at: datetime, holds: frozenset[str], batch: Sequence[Event], new_orders: Sequence[str],
                month_start_wake: bool, lapsed_now: bool) -> None:
@@ -371,32 +504,38 @@ class _Fold:
                 self._add(reward, "lapse", (stage.id, self.turn), at)
 
     def _add(self, reward: Reward, scope: str, ref: str | tuple[str, int], at: datetime,
-             order_id: str | None = None) -> None:
+             order_id: str | None = None, note: str = "") -> None:
         mark = (reward.id, scope, ref)
         if mark in self.granted:
             return
         self.granted.add(mark)
         stage = self.stage
-        assert stage is not None
-        self.grants.append(_Grant(reward, scope, ref, stage.id, self.turn, at, order_id))
+        self.grants.append(_Grant(reward, scope, ref, stage.id if stage is not None else "", self.turn, at,
+                                  self.segment.version, order_id, note))
 
 
 # ------------------------------------------------------------------ fold
-def fold(programme: Programme, evaluator: Evaluator, events: Iterable[Event], as_of: datetime,
+def fold(programme: Programme | Timeline, evaluator: Evaluator | None, events: Iterable[Event], as_of: datetime,
          shop: str = "default", customer_id: str = "", live_from: datetime | None = None,
-         shop_turns: Iterable[datetime] = ()) -> LadderState:
-    """The customer's ladder state at ``as_of`` (see the module docstring for the rules)."""
+         shop_turns: Iterable[datetime] = (), shop_inputs: ShopInputs | None = None) -> LadderState:
+    """The customer's ladder state at ``as_of`` (see the module docstring for the rules).
+
+    ``programme``: a shop's :class:`Timeline` of versions (``evaluator`` unused), or one programme
+    with its ``evaluator`` — a timeline of that one version.  ``shop_inputs``: the shop-wide admin
+    turns and exclusions (``shop_turns`` alone: turns only)."""
     if as_of.tzinfo is None:
         raise ValueError("as_of must be timezone-aware")
-    settings = programme.settings
+    timeline = programme if isinstance(programme, Timeline) else Timeline.single(programme, evaluator)
+    if shop_inputs is None:
+        shop_inputs = ShopInputs.of(shop_turns)
     live_from = _aware(live_from) if live_from is not None else None
     evs = prepare_events(events, as_of)
-    excluded = excluded_orders(evs, settings)
+    excluded = excluded_orders(evs, lambda t: timeline.at(t).programme.settings)
     if excluded:
         evs = [e for e in evs if not (e.type in VANISHING and e.order is not None and e.order.id in excluded)]
 
-    machine = _Fold(programme, evaluator, shop_turns)
-    acc = FactsAccumulator(settings, excluded)
+    machine = _Fold(timeline, shop_inputs)
+    acc = FactsAccumulator(machine.programme.settings, excluded)
     machine.acc = acc
     i = 0
     last: datetime | None = None
@@ -416,13 +555,15 @@ def fold(programme: Programme, evaluator: Evaluator, events: Iterable[Event], as
         i = j
         last = at
 
+    machine.use(timeline.index_at(as_of))  # a customer off the ladder is read under today's version
     facts = acc.snapshot(as_of)
-    resolved = (_resolve(g, shop, customer_id, live_from, acc, settings) for g in machine.grants)
+    resolved = (_resolve(g, shop, customer_id, live_from, acc, timeline) for g in machine.grants)
     # an award may come to nothing (points of an order refunded in full, outside the window): its
     # type says so, and it is no longer implied (reversed), rather than left due with nothing in it
-    awards = tuple(a for a in resolved if reward_types.of(a.type).implied(a.params))
+    awards = tuple(a for a in resolved if reward_types.of(a.type).implied(a.params) and a.key not in machine.revoked)
     stage = machine.stage
     lapse_at = machine.lapse_deadline()
+    programme, evaluator = machine.programme, machine.evaluator
     return LadderState(
         stage=stage.id if stage is not None else None,
         subgroup=machine.subgroup if stage is not None else None,
@@ -436,15 +577,20 @@ def fold(programme: Programme, evaluator: Evaluator, events: Iterable[Event], as
         next_wake_at=machine.next_due(as_of),
         rule_version=programme.version,
         lapse_at=lapse_at,
+        lapsed_at=machine.lapsed_at if machine.lapsed else None,
+        excluded=machine.excluded,
+        revoked=dict(machine.revoked),
     )
 
 
 def _resolve(grant: _Grant, shop: str, customer_id: str, live_from: datetime | None,
-             acc: FactsAccumulator, settings: Settings) -> ImpliedAward:
+             acc: FactsAccumulator, timeline: Timeline) -> ImpliedAward:
+    """The award of a grant, valued as the version that decided it values it."""
     order_net = acc.order_net(grant.order_id) if grant.order_id is not None else None
+    settings = timeline.at(grant.at).programme.settings
     return imply(grant.reward, shop=shop, customer_id=customer_id, scope=grant.scope, ref=grant.ref,
-                 stage=grant.stage, turn=grant.turn, granted_at=grant.at, live_from=live_from,
-                 order_net=order_net, currency=settings.currency)
+                 stage=grant.stage or None, turn=grant.turn, granted_at=grant.at, live_from=live_from,
+                 order_net=order_net, currency=settings.currency, rule_version=grant.version, note=grant.note)
 
 
 def _next_step(programme: Programme, evaluator: Evaluator, machine: _Fold,

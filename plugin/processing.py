@@ -29,24 +29,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
-from . import award_store, identity, ledger, store
+from . import adjustments, award_store, identity, ledger, programmes, store
 from . import events as events_mod
 from . import ladder as ladder_mod
 from .clock import utcnow
-from .engine import CompiledProgramme
 from .errors import NotFound
 from .jsonable import to_jsonable
 from .outbox import planning
-from .programme import Programme
-from .programmes import record_version
 from .shop import ShopConfig
+from .timeline import ShopInputs, Timeline
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +65,19 @@ REASON_CHARS = 2000
 @dataclass(frozen=True)
 class FoldInputs:
     """What a customer's fold reads: their ledger rows (with linked guests') and events in
-    ledger order, the shop's go-live time, its shop-wide turns, and a fingerprint of all that."""
+    ledger order, the shop's go-live time, its shop-wide inputs (admin turns, exclusions), and a
+    fingerprint of all that and of the shop's timeline of versions."""
 
     rows: tuple[Any, ...]
     events: tuple[events_mod.Event, ...]
     live_from: datetime | None
-    turns: tuple[datetime, ...]
+    shop_inputs: ShopInputs
     fingerprint: tuple[Any, ...]
+
+
+#: what a process_customer caller hands in: ``timelines(key=None)`` gives the shop's timeline now;
+#: with the ``key`` the inputs saw (``programmes.activations_key``), one at least as new as that
+TimelineSource = Callable[..., Timeline]
 
 
 @dataclass(frozen=True)
@@ -88,16 +92,15 @@ class Processed:
 
 def fingerprint(conn: sa.Connection, shop_id: str, customer_id: str) -> tuple[Any, ...]:
     """Cheap identity of a customer's fold inputs: their ids, the count and last pk of their
-    events, the shop's go-live time and shop-wide turns.  The ledger is append-only, so an unchanged
+    events, the shop's go-live time, its shop events and its timeline.  All are append-only, so an unchanged
     fingerprint means unchanged inputs (a redaction moves events away and changes the count)."""
     ids = identity.ids_of(conn, shop_id, customer_id)
     ev = store.events
     count, last, aside = conn.execute(sa.select(sa.func.count(), sa.func.max(ev.c.pk), sa.func.count(ev.c.set_aside_at))
                                       .where(ev.c.shop_id == shop_id, ev.c.customer_id.in_(ids))).one()
     live_from = conn.execute(sa.select(store.shops.c.live_from).where(store.shops.c.shop_id == shop_id)).scalar()
-    st = store.shop_turns
-    turns = conn.execute(sa.select(sa.func.count(), sa.func.max(st.c.started_at)).where(st.c.shop_id == shop_id)).one()
-    return (tuple(ids), count, last, aside, live_from, tuple(turns))
+    return (tuple(ids), count, last, aside, live_from, tuple(adjustments.shop_inputs_key(conn, shop_id)),
+            programmes.activations_key(conn, shop_id))
 
 
 def load_inputs(conn: sa.Connection, shop_id: str, customer_id: str) -> FoldInputs:
@@ -105,17 +108,15 @@ def load_inputs(conn: sa.Connection, shop_id: str, customer_id: str) -> FoldInpu
     ids = identity.ids_of(conn, shop_id, customer_id)
     rows = ledger.rows_of(conn, shop_id, ids)
     live_from = conn.execute(sa.select(store.shops.c.live_from).where(store.shops.c.shop_id == shop_id)).scalar()
-    turns = tuple(r.started_at for r in conn.execute(
-        sa.select(store.shop_turns.c.started_at).where(store.shop_turns.c.shop_id == shop_id)))
-    return FoldInputs(tuple(rows), tuple(events_mod.Event.from_raw(r.body) for r in rows), live_from, turns,
-                      fingerprint(conn, shop_id, customer_id))
+    return FoldInputs(tuple(rows), tuple(events_mod.Event.from_raw(r.body) for r in rows), live_from,
+                      adjustments.shop_inputs(conn, shop_id), fingerprint(conn, shop_id, customer_id))
 
 
-def fold(programme: Programme, compiled: CompiledProgramme, inputs: FoldInputs, as_of: datetime,
-         shop_id: str, customer_id: str) -> ladder_mod.LadderState:
+def fold(timeline: Timeline, inputs: FoldInputs, as_of: datetime, shop_id: str,
+         customer_id: str) -> ladder_mod.LadderState:
     """The ladder fold of loaded inputs (pure: no database)."""
-    return ladder_mod.fold(programme, compiled, inputs.events, as_of, shop=shop_id, customer_id=customer_id,
-                           live_from=inputs.live_from, shop_turns=inputs.turns)
+    return ladder_mod.fold(timeline, None, inputs.events, as_of, shop=shop_id, customer_id=customer_id,
+                           live_from=inputs.live_from, shop_inputs=inputs.shop_inputs)
 
 
 def next_to_dict(step: Any) -> dict[str, Any] | None:
@@ -155,11 +156,11 @@ def _save_customer(conn: sa.Connection, shop_id: str, customer_id: str, state: l
     conn.execute(t.update().where(t.c.shop_id == shop_id, t.c.customer_id == customer_id).values(**values))
 
 
-def _merge_guest(db: sa.Engine, shop: ShopConfig, programme: Programme, customer_id: str, account: str,
+def _merge_guest(db: sa.Engine, shop: ShopConfig, timeline: Timeline, customer_id: str, account: str,
                  now: datetime, smtp_configured: bool) -> list[int]:
     """A guest merged into an account: what it earned alone is reversed, its row dropped."""
     with store.begin_write(db) as conn:
-        recorded = award_store.record(conn, shop.id, customer_id, (), programme.version, now,
+        recorded = award_store.record(conn, shop.id, customer_id, (), timeline.at(now).version, now,
                                       reverse_reason=f"merged into customer {account}")
         conn.execute(store.customers.delete().where(store.customers.c.shop_id == shop.id,
                                                     store.customers.c.customer_id == customer_id))
@@ -173,11 +174,11 @@ def _plan(conn: sa.Connection, shop: ShopConfig, recorded: award_store.Recorded,
     return planning.plan(conn, shop, recorded.granted, recorded.reversed, smtp_configured=smtp_configured, now=now)
 
 
-def _save(conn: sa.Connection, shop: ShopConfig, programme: Programme, customer_id: str, inputs: FoldInputs,
+def _save(conn: sa.Connection, shop: ShopConfig, customer_id: str, inputs: FoldInputs,
           state: ladder_mod.LadderState, as_of: datetime, smtp_configured: bool) -> tuple[ladder_mod.LadderState,
                                                                                              list[int]]:
-    record_version(conn, shop.id, programme)
-    recorded = award_store.record(conn, shop.id, customer_id, state.awards, programme.version, as_of)
+    recorded = award_store.record(conn, shop.id, customer_id, state.awards, state.rule_version, as_of,
+                                  reverse_reasons=state.revoked)
     deliveries = _plan(conn, shop, recorded, smtp_configured, as_of)
     # an event a little ahead of our clock is folded when its time comes, not marked applied now
     ahead = [e.occurred_at for e in inputs.events if e.occurred_at > as_of]
@@ -193,10 +194,12 @@ def _save(conn: sa.Connection, shop: ShopConfig, programme: Programme, customer_
     return state, deliveries
 
 
-def process_customer(db: sa.Engine, shop: ShopConfig, programme: Programme, compiled: CompiledProgramme,
+def process_customer(db: sa.Engine, shop: ShopConfig, timelines: TimelineSource,
                      customer_id: str, as_of: datetime | None = None, *,
                      smtp_configured: bool = False) -> Processed:
     """Re-fold one customer's whole history and reconcile their awards (see the module docstring).
+    ``timelines()`` gives the shop's timeline of versions as it is now; it is asked again (with
+    the key the inputs saw) when the timeline changed meanwhile.
 
     A guest id linked to an account is processed as that account (its own awards reversed as
     merged).  Raises NotFound for a customer with no accepted event.  Any other exception is
@@ -205,7 +208,7 @@ def process_customer(db: sa.Engine, shop: ShopConfig, programme: Programme, comp
     """
     as_of = as_of or utcnow()
     try:
-        return _process_customer(db, shop, programme, compiled, customer_id, as_of, smtp_configured)
+        return _process_customer(db, shop, timelines, customer_id, as_of, smtp_configured)
     except NotFound:
         raise
     except Exception as exc:
@@ -217,11 +220,11 @@ def process_customer(db: sa.Engine, shop: ShopConfig, programme: Programme, comp
             log.warning("processing %s/%s failed (%d of %d): %s", shop.id, account, failures, MAX_FAILURES,
                         reason_of(exc))
             raise
-        if not isolate(db, shop, programme, compiled, account, as_of, smtp_configured):
+        if not isolate(db, shop, timelines(), account, as_of, smtp_configured):
             log.error("processing %s/%s failed %d times, also without its unapplied events: %s; "
                       "a dead letter until a new event", shop.id, account, failures, reason_of(exc))
             raise
-    return _process_customer(db, shop, programme, compiled, customer_id, as_of, smtp_configured)
+    return _process_customer(db, shop, timelines, customer_id, as_of, smtp_configured)
 
 
 def reason_of(exc: BaseException) -> str:
@@ -250,7 +253,7 @@ def _record_failure(db: sa.Engine, shop_id: str, customer_id: str, exc: BaseExce
     return account, failures
 
 
-def _trial(db: sa.Engine, shop: ShopConfig, programme: Programme, compiled: CompiledProgramme, customer_id: str,
+def _trial(db: sa.Engine, shop: ShopConfig, timeline: Timeline, customer_id: str,
            inputs: FoldInputs, kept: Sequence[int], as_of: datetime, smtp_configured: bool) -> Exception | None:
     """Fold and save the customer with only the inputs' events at positions ``kept``, in a
     transaction that is rolled back; the exception that fails it, or None."""
@@ -259,13 +262,13 @@ def _trial(db: sa.Engine, shop: ShopConfig, programme: Programme, compiled: Comp
     sub = dataclasses.replace(inputs, rows=tuple(inputs.rows[i] for i in kept),
                               events=tuple(inputs.events[i] for i in kept))
     try:
-        state = fold(programme, compiled, sub, as_of, shop.id, customer_id)
+        state = fold(timeline, sub, as_of, shop.id, customer_id)
         with db.connect() as conn:
             conn.execution_options(ladder_write=True)
             transaction = conn.begin()
             try:
                 store.lock_customer(conn, shop.id, customer_id)
-                _save(conn, shop, programme, customer_id, sub, state, as_of, smtp_configured)
+                _save(conn, shop, customer_id, sub, state, as_of, smtp_configured)
             finally:
                 transaction.rollback()
     except Exception as exc:  # noqa: BLE001 - whatever fails the trial is its answer
@@ -273,7 +276,7 @@ def _trial(db: sa.Engine, shop: ShopConfig, programme: Programme, compiled: Comp
     return None
 
 
-def isolate(db: sa.Engine, shop: ShopConfig, programme: Programme, compiled: CompiledProgramme, customer_id: str,
+def isolate(db: sa.Engine, shop: ShopConfig, timeline: Timeline, customer_id: str,
             as_of: datetime, smtp_configured: bool = False) -> bool:
     """Set aside the unapplied events that make the customer's fold or save fail (see the
     module docstring).  True when the customer can be processed now (culprits set aside, or
@@ -289,9 +292,9 @@ def isolate(db: sa.Engine, shop: ShopConfig, programme: Programme, compiled: Com
     candidates = [i for i, r in enumerate(inputs.rows) if r.pk not in applied][:MAX_ISOLATION_CANDIDATES]
 
     def fails(positions: list[int]) -> Exception | None:
-        error = _trial(db, shop, programme, compiled, customer_id, inputs, positions, as_of, smtp_configured)
+        error = _trial(db, shop, timeline, customer_id, inputs, positions, as_of, smtp_configured)
         if error is not None:  # once more: a passing glitch must not set a good event aside
-            error = _trial(db, shop, programme, compiled, customer_id, inputs, positions, as_of, smtp_configured)
+            error = _trial(db, shop, timeline, customer_id, inputs, positions, as_of, smtp_configured)
         return error
 
     now = utcnow()
@@ -327,32 +330,38 @@ def _set_aside(db: sa.Engine, reasons: Sequence[tuple[int, str]], now: datetime)
                          .values(set_aside_at=now, set_aside_reason=reason[:REASON_CHARS]))
 
 
-def _process_customer(db: sa.Engine, shop: ShopConfig, programme: Programme, compiled: CompiledProgramme,
+def _process_customer(db: sa.Engine, shop: ShopConfig, timelines: TimelineSource,
                       customer_id: str, as_of: datetime, smtp_configured: bool) -> Processed:
     deliveries: list[int] = []
+
     with db.connect() as conn:
         account = identity.canonical(conn, shop.id, customer_id)
     if account != customer_id:
-        deliveries += _merge_guest(db, shop, programme, customer_id, account, as_of, smtp_configured)
+        deliveries += _merge_guest(db, shop, timelines(), customer_id, account, as_of, smtp_configured)
         customer_id = account
     for attempt in range(MAX_OPTIMISTIC_TRIES + 1):
         locked_fold = attempt == MAX_OPTIMISTIC_TRIES
+        # asked with no transaction open (the registry may record the shop's first activation);
+        # an activation after this is in the fingerprint, so the save below sees it and folds again
+        timeline = timelines()
         if not locked_fold:
             with db.connect() as conn:
                 inputs = load_inputs(conn, shop.id, customer_id)
             if not inputs.rows:
                 raise NotFound(f"customer '{customer_id}' has no accepted events in shop '{shop.id}'")
-            state = fold(programme, compiled, inputs, as_of, shop.id, customer_id)
+            if timeline.key and timeline.key != inputs.fingerprint[-1]:
+                timeline = timelines(key=inputs.fingerprint[-1])  # an activation between the two reads
+            state = fold(timeline, inputs, as_of, shop.id, customer_id)
         with store.begin_write(db) as conn:
             store.lock_customer(conn, shop.id, customer_id)
             if locked_fold:  # the last resort: read and fold under the lock
                 inputs = load_inputs(conn, shop.id, customer_id)
                 if not inputs.rows:
                     raise NotFound(f"customer '{customer_id}' has no accepted events in shop '{shop.id}'")
-                state = fold(programme, compiled, inputs, as_of, shop.id, customer_id)
+                state = fold(timeline, inputs, as_of, shop.id, customer_id)
             elif fingerprint(conn, shop.id, customer_id) != inputs.fingerprint:
                 continue  # the ledger changed while we folded: the transaction ends, fold again
-            state, planned = _save(conn, shop, programme, customer_id, inputs, state, as_of, smtp_configured)
+            state, planned = _save(conn, shop, customer_id, inputs, state, as_of, smtp_configured)
         return Processed(customer_id, state, tuple(deliveries + planned))
     raise AssertionError("unreachable: the last attempt folds under the lock")  # pragma: no cover
 

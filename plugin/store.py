@@ -134,19 +134,28 @@ shops = sa.Table(
     sa.Column("shop_id", sa.String(SHOP_ID), primary_key=True),
     # Awards implied by the state before this instant are `historical`, never delivered.
     sa.Column("live_from", UTCDateTime(), nullable=True),
-    sa.Column("active_version", sa.String(VERSION), nullable=True),
+    # The mode (live | shadow) the shop's configuration had when last seen; a change from
+    # shadow to live sets live_from to that instant (migration 0005).
+    sa.Column("mode", sa.String(16), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False, default=_now),
 )
 
-shop_turns = sa.Table(
-    "shop_turns",
+#: Shop-wide inputs of every customer's fold, with a deterministic id, author and reason
+#: (migration 0005; they replace ``shop_turns``): ``turn_started`` (an admin turn: every customer
+#: on the ladder starts a new turn at ``occurred_at``) and ``exclusions_set`` (the full list of
+#: tag and e-mail patterns whose customers are never evaluated from ``occurred_at`` on).
+shop_events = sa.Table(
+    "shop_events",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("shop_id", sa.String(SHOP_ID), nullable=False),
-    sa.Column("started_at", UTCDateTime(), nullable=False),
-    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("event_id", sa.String(EXTERNAL_ID), nullable=False),
+    sa.Column("type", sa.String(NAME), nullable=False),
+    sa.Column("occurred_at", UTCDateTime(), nullable=False),
+    sa.Column("body", sa.JSON, nullable=False, default=dict),  # {author, reason, ...data of the type}
     sa.Column("created_at", UTCDateTime(), nullable=False, default=_now),
-    sa.Index(None, "shop_id", "started_at"),
+    sa.UniqueConstraint("shop_id", "event_id"),
+    sa.Index(None, "shop_id", "occurred_at"),
 )
 
 programme_versions = sa.Table(
@@ -155,7 +164,58 @@ programme_versions = sa.Table(
     sa.Column("version", sa.String(VERSION), primary_key=True),
     sa.Column("source", sa.String(1024), nullable=False),  # where it was read from
     sa.Column("canonical", sa.Text, nullable=False),  # the normalised programme the version hashes
+    # the rule files' text, {name: text} (migration 0005; NULL for versions stored before: their
+    # canonical JSON is itself a rule file of the same version)
+    sa.Column("files", sa.JSON, nullable=True),
+    sa.Column("author", sa.String(255), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False, default=_now),
+)
+
+#: A shop's timeline of programme versions (migration 0005): each row makes ``version`` the one
+#: that decides every wake-up at or after ``active_from`` (NULL: from the beginning), until the
+#: next row's ``active_from``; ties are broken by ``pk``.  ``stage_map`` maps stage ids the new
+#: version dropped to the ones customers move to.  Rows are never updated or deleted: a rollback
+#: is a new row activating an older version.
+programme_activations = sa.Table(
+    "programme_activations",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("shop_id", sa.String(SHOP_ID), nullable=False),
+    sa.Column("version", sa.String(VERSION), sa.ForeignKey("programme_versions.version"), nullable=False),
+    sa.Column("active_from", UTCDateTime(), nullable=True),
+    sa.Column("stage_map", sa.JSON, nullable=False, default=dict),
+    sa.Column("author", sa.String(255), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False, default=_now),
+    sa.Index(None, "shop_id", "active_from"),
+)
+
+#: The fold's semantics on a timeline (migration 0005): a release that changes what the fold
+#: means records its ``version`` from the instant the database is upgraded to it (NULL: from the
+#: beginning, for a database created by it), so a code upgrade is no more retroactive than an
+#: activation (``loyalty_ladder.timeline``).
+semantics_versions = sa.Table(
+    "semantics_versions",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("active_from", UTCDateTime(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False, default=_now),
+)
+
+#: Every admin action (activations, turns, adjustments, exclusions, retries …), who did it and
+#: why (migration 0005); read through ``GET /api/v1/shops/<shop>/audit`` and ``ladder audit``.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("shop_id", sa.String(SHOP_ID), nullable=True),
+    sa.Column("author", sa.String(255), nullable=False),
+    sa.Column("action", sa.String(NAME), nullable=False),
+    sa.Column("target", sa.String(EXTERNAL_ID), nullable=True),  # a customer, a version, a row …
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("detail", sa.JSON, nullable=False, default=dict),
+    sa.Index(None, "shop_id", "at"),
 )
 
 events = sa.Table(
@@ -213,6 +273,10 @@ customers = sa.Table(
 )
 
 AWARD_STATUSES = tuple(AwardStatus)
+
+# `GET …/customers?email=` and `ladder customers --email` find a customer by address, in any case
+# (migration 0005): an expression index on both SQLite and PostgreSQL.
+sa.Index("ix_customers_shop_id_lower_email", customers.c.shop_id, sa.func.lower(customers.c.email))
 
 awards = sa.Table(
     "awards",

@@ -3,7 +3,6 @@ what-if ``simulate``.  Nothing here writes; the documents are dumped by :mod:`.d
 """
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -12,12 +11,14 @@ import sqlalchemy as sa
 
 from . import award_store, identity, ledger, store
 from . import ladder as ladder_mod
-from .clock import iso_or_none, utcnow
+from .clock import utcnow
 from .engine import CompiledProgramme
 from .errors import NotFound
+from .explanations import explain_state
 from .processing import fold, history_of, load_inputs, next_to_dict
-from .programme import Programme, condition_id
+from .programme import Programme
 from .statuses import AwardStatus
+from .timeline import Timeline
 
 
 def customer_view(db: sa.Engine, shop_id: str, customer_id: str) -> dict[str, Any]:
@@ -69,82 +70,18 @@ def customer_data(db: sa.Engine, shop_id: str, customer_id: str) -> dict[str, An
     return {"customer": view, "events": rows}
 
 
-def explain(db: sa.Engine, programme: Programme, compiled: CompiledProgramme, shop_id: str, customer_id: str,
+def explain(db: sa.Engine, timeline: Timeline, shop_id: str, customer_id: str,
             as_of: datetime | None = None) -> dict[str, Any]:
-    """Why this stage, what gets to the next, when lapse would come, and each reward's fate."""
+    """Why this stage, what gets to the next, when lapse would come, and each reward's fate —
+    under the version active at ``as_of`` (default now)."""
     as_of = as_of or utcnow()
     view = customer_view(db, shop_id, customer_id)
     customer_id = view["customer_id"]
     with db.connect() as conn:
         inputs = load_inputs(conn, shop_id, customer_id)
-    state = fold(programme, compiled, inputs, as_of, shop_id, customer_id)
-    return explain_state(programme, compiled, state, view["rewards"], as_of)
-
-
-def passed_through(state: ladder_mod.LadderState, stages: Sequence[str]) -> list[str]:
-    """Which of ``stages`` the customer only passed through (left in the instant they entered)."""
-    out = []
-    for here, after in itertools.pairwise(state.history):
-        if here.stage in stages and after.at == here.at and here.turn == after.turn and here.stage != after.stage:
-            out.append(here.stage)
-    return out
-
-
-def _withheld_because(reward: Any, state: ladder_mod.LadderState, holds: bool) -> str | None:
-    passed = passed_through(state, reward.trigger.stages) if reward.trigger.kind == "stage" else []
-    if passed:
-        return (f"passed through stage {', '.join(passed)} in the same moment; stage rewards are "
-                "for customers who are in the stage at a wake-up")
-    if reward.trigger.stages and state.stage not in reward.trigger.stages:
-        return f"only for stages {', '.join(reward.trigger.stages)}; the customer is in {state.stage}"
-    if reward.subgroups and state.subgroup not in reward.subgroups:
-        return f"only for subgroups {', '.join(reward.subgroups)}; the customer is {state.subgroup}"
-    if not holds:
-        return "its condition does not hold now"
-    return {"order": "granted per counting order in its stages; none yet",
-            "event": f"granted per '{reward.trigger.event}' event; none yet",
-            "period": "granted at the start of each period while in its stages",
-            "lapse": "granted when the customer lapses",
-            "stage": "granted at the next wake-up in its stage"}.get(reward.trigger.kind)
-
-
-def explain_state(programme: Programme, compiled: CompiledProgramme, state: ladder_mod.LadderState,
-                  recorded: Sequence[Mapping[str, Any]], as_of: datetime) -> dict[str, Any]:
-    """The explanation document: stage, next step, lapse, and every reward's fate with a reason."""
-    evaluation = compiled.evaluate(state.facts, trace=True)
-    by_condition: dict[str, list[Any]] = {}
-    for entry in evaluation.trace:
-        by_condition.setdefault(entry.condition, []).append(entry)
-    stage_text = "not on the ladder yet" if state.stage is None else (
-        f"in stage {state.stage} since {iso_or_none(state.since)} "
-        f"(turn {state.turn})" + (", lapsed" if state.lapsed else ""))
-    recorded_by_reward: dict[str, list[Mapping[str, Any]]] = {}
-    for rec in recorded:
-        recorded_by_reward.setdefault(rec["reward_id"], []).append(rec)
-    rewards = []
-    for reward in programme.rewards:
-        cid = condition_id("reward", reward.id)
-        recs = recorded_by_reward.get(reward.id, [])
-        rewards.append({
-            "reward": reward.id, "type": reward.type, "trigger": reward.trigger.kind,
-            "condition_holds": cid in evaluation.holds, "condition": by_condition.get(cid, []),
-            "awards": recs,
-            "withheld_because": None if recs else _withheld_because(reward, state, cid in evaluation.holds),
-        })
-    stages = [{"stage": s.id, "holds": condition_id("stage", s.id) in evaluation.holds,
-               "condition": by_condition.get(condition_id("stage", s.id), []), "min_stay_days": s.min_stay_days,
-               "lapse_after_days": s.lapse_after_days} for s in programme.stages]
-    return {
-        "stage": state.stage, "subgroup": state.subgroup, "lapsed": state.lapsed, "turn": state.turn,
-        "as_of": as_of, "rule_version": programme.version, "why": stage_text,
-        "history": history_of(state),
-        "stages": stages,
-        "subgroups": [{"subgroup": g.id, "holds": condition_id("subgroup", g.id) in evaluation.holds,
-                       "condition": by_condition.get(condition_id("subgroup", g.id), [])} for g in programme.subgroups],
-        "next": next_to_dict(state.next),
-        "lapse_at": state.lapse_at,
-        "rewards": rewards,
-    }
+    state = fold(timeline, inputs, as_of, shop_id, customer_id)
+    segment = timeline.at(as_of)
+    return explain_state(segment.programme, segment.evaluator, state, view["rewards"], as_of)
 
 
 def state_view(state: ladder_mod.LadderState, shop_id: str, customer_id: str) -> dict[str, Any]:
@@ -156,7 +93,7 @@ def state_view(state: ladder_mod.LadderState, shop_id: str, customer_id: str) ->
         "rule_version": state.rule_version,
         "rewards": [{"key": a.key, "reward_id": a.reward_id, "type": a.type, "customer_id": customer_id,
                      "status": AwardStatus.HISTORICAL if a.historical else AwardStatus.DUE, "reason": award_store.grant_reason(a),
-                     "rule_version": state.rule_version, "scope": a.scope, "scope_ref": a.scope_ref,
+                     "rule_version": a.rule_version or state.rule_version, "scope": a.scope, "scope_ref": a.scope_ref,
                      "stage": a.stage, "turn": a.turn, "granted_at": a.granted_at, "value": a.value,
                      "params": a.params, "reversed_at": None} for a in state.awards],
     }

@@ -203,6 +203,10 @@ def test_every_type_has_a_minimal_valid_form():
         "order_restored": {"order": {"id": "o"}},
         "referral": {"referred_customer_id": "c-9"},
         "review": {"rating": 5},
+        "stage_set": {"adjustment": {"author": "ana", "reason": "r", "stage": "regular"}},
+        "turn_started": {"adjustment": {"author": "ana", "reason": "r"}},
+        "reward_granted": {"adjustment": {"author": "ana", "reason": "r", "reward": "welcome"}},
+        "reward_revoked": {"adjustment": {"author": "ana", "reason": "r", "award_key": "s/c/welcome/stage/x/1"}},
     }
     for kind in EVENT_TYPES:
         assert parse_event(base(kind, **extras.get(kind, {}))).type == kind
@@ -219,3 +223,19 @@ def test_parse_events_reports_per_index():
     assert parse_events([good])[0].id == "e-checkout_started"
     with pytest.raises(ValidationError):
         parse_events(good)  # an object is not a list
+
+
+@pytest.mark.parametrize(("kind", "adjustment", "error"), [
+    ("stage_set", None, {"adjustment": ["Required for stage_set: {author, reason, …}."]}),
+    ("stage_set", {"author": "ana", "reason": "r"}, {"adjustment": {"stage": ["Required for stage_set."]}}),
+    ("reward_revoked", {"author": "ana", "reason": "r"}, {"adjustment": {"award_key": ["Required for reward_revoked."]}}),
+    ("order_cancelled", {"author": "ana", "reason": "r"},
+     {"adjustment": ["Only for manual adjustments (stage_set, turn_started, reward_granted, reward_revoked)."]}),
+])
+def test_manual_adjustments_carry_their_author_reason_and_data(kind, adjustment, error):
+    extra = {"order": {"id": "o"}} if kind == "order_cancelled" else {}
+    if adjustment is not None:
+        extra["adjustment"] = adjustment
+    with pytest.raises(ValidationError) as info:
+        parse_event(base(kind, **extra))
+    assert info.value.normalized_messages() == error

@@ -214,10 +214,10 @@ def test_a_customer_failing_without_any_new_event_is_a_dead_letter(service, monk
     _store(service, [order("c-1-e9", "o-9", 7, "70.00")])
     real_fold = processing.fold
 
-    def broken(programme, compiled, inputs, as_of, shop_id, customer_id):
+    def broken(timeline, inputs, as_of, shop_id, customer_id):
         if customer_id == "c-1":
             raise ValueError("the programme cannot fold this customer")
-        return real_fold(programme, compiled, inputs, as_of, shop_id, customer_id)
+        return real_fold(timeline, inputs, as_of, shop_id, customer_id)
 
     monkeypatch.setattr(processing, "fold", broken)
     for _ in range(processing.MAX_FAILURES):

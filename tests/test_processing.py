@@ -34,7 +34,7 @@ def test_an_event_arriving_during_the_fold_is_folded_too(service, monkeypatch):
     calls = []
 
     def fold_while_a_new_event_arrives(*args, **kwargs):
-        calls.append(len(args[2].events))
+        calls.append(len(args[1].events))
         if len(calls) == 1:  # another request stores an event while we fold
             _store(service, events[3:4])
         return real_fold(*args, **kwargs)
@@ -75,7 +75,7 @@ def test_a_customer_whose_ledger_keeps_changing_is_folded_under_the_lock_at_last
     calls = []
 
     def fold_under_constant_traffic(*args, **kwargs):
-        calls.append(len(args[2].events))
+        calls.append(len(args[1].events))
         if len(calls) <= processing.MAX_OPTIMISTIC_TRIES:
             _store(service, [next(arrivals)])
         return real_fold(*args, **kwargs)

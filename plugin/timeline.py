@@ -1,0 +1,168 @@
+"""What decides a shop's customers at each instant: programme versions and the fold's semantics on
+a timeline, and the shop-wide inputs every customer's fold reads (admin turns, exclusions).
+
+Pure data, no database: :mod:`.programmes` builds a :class:`Timeline` from the shop's
+activations, :mod:`.processing` reads the shop events into :class:`ShopInputs`, and
+:func:`loyalty_ladder.ladder.fold` interprets both.
+
+**Versions.**  A timeline is a list of :class:`Segment` in time order: the first one holds from
+the beginning (``start`` None), each later one from its activation instant ``start`` until the
+next.  The version of the segment an instant falls in decides the wake-up at that instant, so an
+activation is never retroactive: what was decided before it stays decided by the version of its
+time, and only the customer's own history (a refund inside the window, a late event) changes it.
+
+**Semantics.**  A release that changes what the fold means (a fact redefined, a reward type's
+behaviour changed) records a new :data:`CURRENT_SEMANTICS` from the instant the database is
+upgraded to it (``semantics_versions``); the fold asks :meth:`Timeline.semantics_at` where the
+two behaviours differ, so a code upgrade is no more retroactive than an activation.
+
+* 0 — the fold of releases up to 0.1, before versions were kept on a timeline;
+* 1 — versions on a timeline, manual adjustments and exclusions as ledger inputs.  Semantics 1
+  folds a history with one version exactly as semantics 0 did (``tests/test_upgrade.py`` re-folds
+  a database written by the previous release and finds no delivered award reversed or re-valued).
+"""
+from __future__ import annotations
+
+import bisect
+import fnmatch
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .programme import Programme
+
+#: the fold semantics of this release (see the module docstring)
+CURRENT_SEMANTICS = 1
+#: what each semantics version means, in words (shown by ``ladder rules list``)
+SEMANTICS = {
+    0: "the fold of releases up to 0.1 (one programme version at a time)",
+    1: "programme versions on a timeline; manual adjustments and exclusions as ledger inputs",
+}
+
+
+def _aware(t: datetime) -> datetime:
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One version's stretch of the timeline: from ``start`` (None: the beginning) to the next
+    segment's start.  ``evaluator`` is the version's compiled programme (an ``Evaluator``);
+    ``stage_map`` maps the ids of stages the previous version had and this one dropped to the
+    stage a customer in them is moved to at ``start``."""
+
+    start: datetime | None
+    programme: Programme
+    evaluator: Any
+    stage_map: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        return self.programme.version
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """A shop's versions (and semantics) over time; see the module docstring."""
+
+    segments: tuple[Segment, ...]
+    #: ``(from, semantics version)`` in time order, the first from the beginning (None)
+    semantics: tuple[tuple[datetime | None, int], ...] = ((None, CURRENT_SEMANTICS),)
+    #: the identity of the database rows it was read from (``programmes.activations_key``); empty
+    #: for a timeline that was not read from a database
+    key: tuple[Any, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.segments:
+            raise ValueError("a timeline needs at least one programme version")
+        if self.segments[0].start is not None:
+            # nothing decides before the first activation but the first version itself
+            first = self.segments[0]
+            object.__setattr__(self, "segments", (Segment(None, first.programme, first.evaluator, first.stage_map),
+                                                  *self.segments[1:]))
+        starts = [s.start for s in self.segments[1:]]
+        if any(t is None for t in starts) or starts != sorted(starts):  # type: ignore[type-var]
+            raise ValueError("timeline segments must be in time order, only the first from the beginning")
+
+    @classmethod
+    def single(cls, programme: Programme, evaluator: Any) -> Timeline:
+        """One version from the beginning (simulate, tests, a shop with one activation)."""
+        return cls((Segment(None, programme, evaluator),))
+
+    @property
+    def starts(self) -> list[datetime]:
+        """The activation instants after the first version (each a wake-up on the ladder)."""
+        return [_aware(s.start) for s in self.segments[1:] if s.start is not None]
+
+    def index_at(self, at: datetime) -> int:
+        """The index of the segment deciding the instant ``at`` (an activation decides its own instant)."""
+        return bisect.bisect_right(self.starts, _aware(at))
+
+    def at(self, at: datetime) -> Segment:
+        """The segment deciding the instant ``at``."""
+        return self.segments[self.index_at(at)]
+
+    def next_start(self, after: datetime) -> datetime | None:
+        """The first activation instant strictly after ``after``."""
+        starts = self.starts
+        i = bisect.bisect_right(starts, _aware(after))
+        return starts[i] if i < len(starts) else None
+
+    def semantics_at(self, at: datetime) -> int:
+        """The fold semantics in force at ``at``."""
+        current = self.semantics[0][1]
+        for start, version in self.semantics:
+            if start is None or _aware(start) <= _aware(at):
+                current = version
+        return current
+
+    @property
+    def last(self) -> Segment:
+        return self.segments[-1]
+
+
+@dataclass(frozen=True)
+class Exclusions:
+    """Customers never evaluated: any of ``tags`` among theirs, or an e-mail matching one of
+    ``emails`` (shell-style patterns, case-insensitive: ``*@myshop.example``)."""
+
+    tags: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+
+    def match(self, tags: Iterable[str], email: str | None) -> str | None:
+        """Why a customer with these tags and e-mail is excluded (in words), or None."""
+        hit = sorted(set(self.tags) & set(tags))
+        if hit:
+            return f"tag {hit[0]}"
+        if email:
+            low = email.lower()
+            for pattern in self.emails:
+                if fnmatch.fnmatchcase(low, pattern.lower()):
+                    return f"e-mail matches {pattern}"
+        return None
+
+    def __bool__(self) -> bool:
+        return bool(self.tags or self.emails)
+
+
+@dataclass(frozen=True)
+class ShopInputs:
+    """The shop-wide inputs of every customer's fold (the ``shop_events`` table): admin turns
+    (instants) and the exclusion lists, each in force from its instant until the next."""
+
+    turns: tuple[datetime, ...] = ()
+    exclusions: tuple[tuple[datetime, Exclusions], ...] = ()
+
+    def exclusions_at(self, at: datetime) -> Exclusions:
+        current = Exclusions()
+        for start, rules in self.exclusions:
+            if _aware(start) <= _aware(at):
+                current = rules
+        return current
+
+    @classmethod
+    def of(cls, turns: Iterable[datetime] = (),
+           exclusions: Sequence[tuple[datetime, Exclusions]] = ()) -> ShopInputs:
+        return cls(tuple(sorted({_aware(t) for t in turns})),
+                   tuple(sorted(((_aware(t), e) for t, e in exclusions), key=lambda p: p[0])))

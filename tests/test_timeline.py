@@ -1,0 +1,330 @@
+"""The fold over a timeline of programme versions, and manual inputs applied at their instant.
+
+An activation at A decides every wake-up at or after A and never re-decides what came before:
+awards decided before A keep their key, values and ``rule_version`` unless the customer's own
+history changes them (a refund inside the window).  These tests fold real YAML programmes with
+the real engine.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from loyalty_ladder import rulefile
+from loyalty_ladder.engine import get_engine
+from loyalty_ladder.events import parse_event
+from loyalty_ladder.ladder import fold
+from loyalty_ladder.timeline import Exclusions, Segment, ShopInputs, Timeline
+
+ROOT = Path(__file__).resolve().parent.parent
+T0 = datetime(2026, 1, 30, 10, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+BASE = """
+programme: {currency: EUR, refund_window_days: %(window)d}
+stages:
+  - {id: potential, lapse_after_days: 365}
+  - id: first_purchase
+    when: {fact: orders_count, gte: 1}
+    min_stay_days: %(stay)d
+    lapse_after_days: %(lapse)d
+  - id: %(regular)s
+    when: {fact: orders_count, gte: 3}
+    lapse_after_days: 120
+rewards:
+  - id: welcome
+    type: discount
+    on: {stage: first_purchase}
+    params: {percent: %(percent)d, expires_days: 30, code_prefix: HI}
+  - id: points
+    type: points
+    on: {order: any}
+    params: {points_per_unit: %(points)d}
+  - id: regular-gift
+    type: discount
+    on: {stage: %(regular)s}
+    params: {percent: 15, expires_days: 30, code_prefix: REG}
+"""
+
+
+def programme(window=30, stay=14, lapse=180, regular="regular", percent=10, points=1):
+    text = BASE % {"window": window, "stay": stay, "lapse": lapse, "regular": regular, "percent": percent,
+                   "points": points}
+    p = rulefile.load_text(text)
+    return p, get_engine().compile(p)
+
+
+V1 = programme()
+V2 = programme(percent=12, points=2)
+
+
+def timeline(*segments):
+    """timeline((V1, None), (V2, at, {stage map}))"""
+    return Timeline(tuple(Segment(seg[1], seg[0][0], seg[0][1], seg[2] if len(seg) > 2 else {}) for seg in segments))
+
+
+_ids = itertools.count()
+
+
+def iso(t):
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def ev(kind, t, eid=None, **extra):
+    return parse_event({"id": eid or f"e{next(_ids)}", "type": kind, "customer_id": "c-1", "occurred_at": iso(t),
+                        **extra})
+
+
+def order(oid, t, total="50.00"):
+    return ev("order_paid", t, eid=f"paid-{oid}", order={"id": oid, "total": total, "currency": "EUR"})
+
+
+def refund(oid, t, amount):
+    return ev("order_refunded", t, eid=f"refund-{oid}", order={"id": oid}, refund={"id": f"r-{oid}", "amount": amount})
+
+
+def adjust(kind, t, **data):
+    return ev(kind, t, eid=f"admin-{kind}-{next(_ids)}", adjustment={"author": "ana", "reason": "test", **data})
+
+
+def run(source, events, as_of, **kwargs):
+    if isinstance(source, Timeline):
+        return fold(source, None, events, as_of, shop="s", customer_id="c-1", **kwargs)
+    return fold(source[0], source[1], events, as_of, shop="s", customer_id="c-1", **kwargs)
+
+
+def by_reward(state, reward_id):
+    return [a for a in state.awards if a.reward_id == reward_id]
+
+
+def as_record(award):
+    """What the awards table would keep of an award: everything but processing times."""
+    return dataclasses.asdict(award)
+
+
+# ------------------------------------------------------------------ one version
+def test_a_one_version_timeline_is_the_plain_fold():
+    events = [order("o1", T0), order("o2", T0 + 20 * DAY), order("o3", T0 + 50 * DAY)]
+    as_of = T0 + 90 * DAY
+    plain, timed = run(V1, events, as_of), run(timeline((V1, None)), events, as_of)
+    assert plain == timed
+    assert {a.rule_version for a in plain.awards} == {V1[0].version}
+
+
+def test_activating_the_same_programme_changes_nothing_but_the_wake_up():
+    events = [order("o1", T0), order("o2", T0 + 20 * DAY), order("o3", T0 + 50 * DAY)]
+    as_of = T0 + 90 * DAY
+    plain = run(V1, events, as_of)
+    again = run(timeline((V1, None), (V1, T0 + 30 * DAY)), events, as_of)
+    assert [as_record(a) for a in again.awards] == [as_record(a) for a in plain.awards]
+    assert (again.stage, again.turn, again.since, again.history) == (plain.stage, plain.turn, plain.since, plain.history)
+
+
+# ------------------------------------------------------------------ never retroactive
+def test_an_activation_keeps_what_was_decided_before_it():
+    a = T0 + 10 * DAY
+    events = [order("o1", T0), order("o2", T0 + 20 * DAY)]
+    state = run(timeline((V1, None), (V2, a)), events, T0 + 40 * DAY)
+    welcome, = by_reward(state, "welcome")
+    assert welcome.params["percent"] == "10" and welcome.rule_version == V1[0].version
+    first, second = sorted(by_reward(state, "points"), key=lambda x: x.granted_at)
+    # the order before A earns v1's points (1 per euro); the one after, v2's (2 per euro)
+    assert (first.params["points"], first.rule_version) == (50, V1[0].version)
+    assert (second.params["points"], second.rule_version) == (100, V2[0].version)
+    assert state.rule_version == V2[0].version
+
+
+def test_a_customer_reaching_the_stage_after_the_activation_gets_the_new_values():
+    a = T0 - 10 * DAY
+    state = run(timeline((V1, None), (V2, a)), [order("o1", T0)], T0 + DAY)
+    welcome, = by_reward(state, "welcome")
+    assert welcome.params["percent"] == "12" and welcome.rule_version == V2[0].version
+
+
+def test_a_refund_inside_the_window_still_undoes_an_award_decided_before_the_activation():
+    a = T0 + 5 * DAY
+    events = [order("o1", T0), refund("o1", T0 + 10 * DAY, "50.00")]
+    state = run(timeline((V1, None), (V2, a)), events, T0 + 20 * DAY)
+    assert by_reward(state, "welcome") == [] and by_reward(state, "points") == []
+
+
+def test_the_refund_window_is_the_one_active_at_the_orders_first_event():
+    short = programme(window=3)
+    a = T0 + DAY  # the short window is activated after the order was placed
+    events = [order("o1", T0), refund("o1", T0 + 10 * DAY, "50.00")]
+    state = run(timeline((V1, None), (short, a)), events, T0 + 20 * DAY)
+    assert by_reward(state, "welcome") == []  # v1's 30-day window: the order never counted
+    # an order placed after the activation gets the 3-day window: its late refund does not undo it
+    events = [order("o2", a + DAY), refund("o2", a + 10 * DAY, "50.00")]
+    state = run(timeline((V1, None), (short, a)), events, a + 20 * DAY)
+    assert len(by_reward(state, "welcome")) == 1
+
+
+def test_an_activation_is_a_wake_up_that_grants_the_new_versions_stage_rewards():
+    extra = rulefile.load_text(BASE % {"window": 30, "stay": 14, "lapse": 180, "regular": "regular", "percent": 10,
+                                       "points": 1} + """
+  - id: thank-you
+    type: tag
+    on: {stage: first_purchase}
+    params: {tag: thanked}
+""")
+    v3 = (extra, get_engine().compile(extra))
+    a = T0 + 5 * DAY
+    state = run(timeline((V1, None), (v3, a)), [order("o1", T0)], T0 + 6 * DAY)
+    thanks, = by_reward(state, "thank-you")
+    assert thanks.granted_at == a and thanks.rule_version == extra.version
+    # stage, turn and since are kept: the activation is not a turn
+    assert (state.stage, state.turn, state.since) == ("first_purchase", 1, T0)
+    assert [h.stage for h in state.history] == ["potential", "first_purchase"]
+
+
+def test_a_new_minimum_stay_counts_from_the_same_since_and_a_past_deadline_falls_at_the_activation():
+    quick_lapse = programme(lapse=20)
+    a = T0 + 40 * DAY  # 20 days after the only order passed long ago
+    state = run(timeline((V1, None), (quick_lapse, a)), [order("o1", T0)], T0 + 50 * DAY)
+    assert state.lapsed and state.lapsed_at == a and state.since == T0
+    # under v1 alone the customer is not lapsed
+    assert not run(V1, [order("o1", T0)], T0 + 50 * DAY).lapsed
+
+
+def test_a_stage_map_moves_customers_of_a_dropped_stage_keeping_since_and_turn():
+    renamed = programme(regular="loyal")
+    events = [order("o1", T0), order("o2", T0 + 20 * DAY), order("o3", T0 + 40 * DAY)]
+    a = T0 + 60 * DAY
+    state = run(timeline((V1, None), (renamed, a, {"regular": "loyal"})), events, T0 + 70 * DAY)
+    assert state.stage == "loyal" and state.since == T0 + 40 * DAY and state.turn == 1
+    # the mapped stage is the same step: its stage reward is not granted again under the new id
+    gift_old, = by_reward(state, "regular-gift")
+    assert gift_old.stage == "regular" and gift_old.granted_at == T0 + 40 * DAY
+    assert gift_old.rule_version == V1[0].version
+    assert state.rule_version == renamed[0].version
+
+
+def test_period_keys_already_granted_are_never_revalued():
+    text = """
+programme: {currency: EUR}
+stages:
+  - {id: potential}
+  - {id: buyer, when: {fact: orders_count, gte: 1}}
+rewards:
+  - {id: monthly, type: points, on: {period: month}, params: {points: %d}}
+"""
+    p1, p2 = rulefile.load_text(text % 5), rulefile.load_text(text % 9)
+    tl = Timeline((Segment(None, p1, get_engine().compile(p1)),
+                   Segment(datetime(2026, 3, 15, tzinfo=UTC), p2, get_engine().compile(p2))))
+    state = run(tl, [order("o1", T0)], datetime(2026, 5, 2, tzinfo=UTC))
+    values = {a.scope_ref: (a.params["points"], a.rule_version) for a in state.awards if a.reward_id == "monthly"}
+    assert values == {"2026-02": (5, p1.version), "2026-03": (5, p1.version),
+                      "2026-04": (9, p2.version), "2026-05": (9, p2.version)}
+
+
+# ------------------------------------------------------------------ the property
+_kinds = st.sampled_from(["order", "refund_full", "refund_part"])
+
+
+@st.composite
+def histories(draw):
+    n = draw(st.integers(1, 7))
+    events, orders = [], []
+    for i in range(n):
+        t = T0 + timedelta(hours=draw(st.integers(0, 24 * 200)))
+        kind = draw(_kinds)
+        if kind == "order" or not orders:
+            oid = f"o{i}"
+            orders.append(oid)
+            events.append(order(oid, t, total=f"{draw(st.integers(10, 300))}.00"))
+        else:
+            oid = draw(st.sampled_from(orders))
+            events.append(refund(oid, t, "300.00" if kind == "refund_full" else "5.00"))
+    return events
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(histories(), st.integers(0, 24 * 220), st.sampled_from([V2, programme(stay=0, lapse=30, percent=20),
+                                                                 programme(window=2, points=3)]))
+def test_awards_decided_before_an_activation_are_identical_with_and_without_it(events, hours, new):
+    a = T0 + timedelta(hours=hours)
+    as_of = T0 + 240 * DAY
+    without = run(V1, events, as_of)
+    with_it = run(timeline((V1, None), (new, a)), events, as_of)
+    before = lambda state: sorted((as_record(x) for x in state.awards if x.granted_at < a), key=lambda r: r["key"])
+    assert before(with_it) == before(without)
+    assert [h for h in with_it.history if h.at < a] == [h for h in without.history if h.at < a]
+
+
+# ------------------------------------------------------------------ manual inputs
+def test_stage_set_moves_up_and_only_down_when_forced():
+    events = [order("o1", T0), adjust("stage_set", T0 + DAY, stage="regular")]
+    state = run(V1, events, T0 + 2 * DAY)
+    assert state.stage == "regular" and state.since == T0 + DAY
+    assert len(by_reward(state, "regular-gift")) == 1
+    down = [*events, adjust("stage_set", T0 + 3 * DAY, stage="first_purchase")]
+    assert run(V1, down, T0 + 4 * DAY).stage == "regular"  # not forced: ignored
+    forced = [*events, adjust("stage_set", T0 + 3 * DAY, stage="first_purchase", force=True)]
+    assert run(V1, forced, T0 + 4 * DAY).stage == "first_purchase"
+    # even into a stage without a minimum stay: no climb back in the same instant; from the next
+    # wake-up on the rules apply again (three orders: regular once the 14-day stay has passed)
+    to_potential = [*events, adjust("stage_set", T0 + 3 * DAY, stage="potential", force=True)]
+    state = run(V1, to_potential, T0 + 4 * DAY)
+    assert (state.stage, state.since) == ("potential", T0 + 3 * DAY)
+    later = run(V1, [*to_potential, order("o2", T0 + 5 * DAY)], T0 + 6 * DAY)
+    assert later.stage == "first_purchase"
+
+
+def test_a_manual_turn_starts_a_new_turn_keeping_the_stage():
+    events = [order("o1", T0), adjust("turn_started", T0 + 5 * DAY)]
+    state = run(V1, events, T0 + 6 * DAY)
+    assert (state.stage, state.turn, state.since) == ("first_purchase", 2, T0 + 5 * DAY)
+    assert {a.scope_ref for a in by_reward(state, "welcome")} == {"first_purchase/1", "first_purchase/2"}
+
+
+def test_manual_grant_and_revoke_are_keyed_and_carry_their_reason():
+    grant = adjust("reward_granted", T0 + DAY, reward="regular-gift")
+    state = run(V1, [order("o1", T0), grant], T0 + 2 * DAY)
+    manual, = [a for a in state.awards if a.scope == "manual"]
+    assert manual.key == f"s/c-1/regular-gift/manual/{grant.id}" and "ana" in manual.note
+    welcome = by_reward(state, "welcome")[0]
+    revoke = adjust("reward_revoked", T0 + 3 * DAY, award_key=welcome.key)
+    state = run(V1, [order("o1", T0), grant, revoke], T0 + 4 * DAY)
+    assert welcome.key not in {a.key for a in state.awards}
+    assert state.revoked == {welcome.key: "revoked by ana: test"}
+
+
+def test_manual_events_do_not_count_as_customer_activity():
+    events = [order("o1", T0)]
+    plain = run(V1, events, T0 + 100 * DAY)
+    with_turn = run(V1, [*events, adjust("stage_set", T0 + 50 * DAY, stage="first_purchase")], T0 + 100 * DAY)
+    assert with_turn.facts == plain.facts
+
+
+def test_excluded_customers_are_never_evaluated_from_the_exclusions_instant():
+    staff = {"customer": {"email": "bo@myshop.example", "tags": ["staff"]}}
+    first = parse_event({"id": "c0", "type": "customer_updated", "customer_id": "c-1", "occurred_at": iso(T0 - DAY),
+                         **staff})
+    rules = ShopInputs.of(exclusions=[(T0 - 2 * DAY, Exclusions(emails=("*@MYSHOP.example",)))])
+    state = run(V1, [first, order("o1", T0)], T0 + DAY, shop_inputs=rules)
+    assert state.stage is None and state.awards == () and state.excluded == "e-mail matches *@MYSHOP.example"
+    by_tag = ShopInputs.of(exclusions=[(T0 + 20 * DAY, Exclusions(tags=("staff",)))])
+    state = run(V1, [first, order("o1", T0), order("o2", T0 + 30 * DAY)], T0 + 40 * DAY, shop_inputs=by_tag)
+    # decided before the exclusion stays; nothing after it
+    assert len(by_reward(state, "welcome")) == 1 and len(by_reward(state, "points")) == 1
+    assert state.excluded == "tag staff"
+
+
+def test_an_unknown_reward_or_stage_in_a_manual_event_is_a_no_op_not_a_crash():
+    events = [order("o1", T0), adjust("stage_set", T0 + DAY, stage="gone"),
+              adjust("reward_granted", T0 + DAY, reward="gone")]
+    state = run(V1, events, T0 + 2 * DAY)
+    assert state.stage == "first_purchase" and not [a for a in state.awards if a.scope == "manual"]
+
+
+@pytest.mark.parametrize("bad", [(), ((V1, T0), (V2, None))])
+def test_a_timeline_must_be_in_time_order(bad):
+    with pytest.raises(ValueError):
+        timeline(*bad)
