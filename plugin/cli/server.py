@@ -5,7 +5,7 @@ import dataclasses
 import secrets
 import signal
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,6 +16,27 @@ from .base import (
     main,
     note_default_shop,
 )
+
+if TYPE_CHECKING:
+    from ..programmes import Bootstrap
+
+
+def served(reports: list[Bootstrap]) -> str:
+    """The versions served, for the start line: ``programme version X`` (one shop) or
+    ``programme versions: a X, b Y``."""
+    if len(reports) == 1:
+        return f"programme version {reports[0].active}"
+    return "programme versions: " + ", ".join(f"{r.shop_id} {r.active}" for r in reports)
+
+
+def echo_reports(reports: list[Bootstrap]) -> None:
+    """What start-up found in the rules directories: a version activated for a shop that had
+    none, a directory holding another version than the active one (and the command that
+    activates it), a directory that does not load (a warning, on stderr)."""
+    for report in reports:
+        lines = report.lines()
+        for line in lines:
+            click.echo(line, err=lines[0].startswith("warning:"))
 
 
 @main.command()
@@ -36,7 +57,7 @@ def serve(host: str | None, port: int | None) -> None:
     app = create_app(settings)
     state = app.extensions[EXTENSION]
     note_default_shop(state.service.shops)
-    programme = state.service.ensure_programme_recorded(next(iter(state.service.shops)))
+    reports = state.service.bootstrap_programmes()  # RuleFileError (exit 1) for a shop with nothing to serve
     check_reachable(state.huey, settings)
     try:  # bind first: a port in use must not leave a consumer running
         server = make_server(settings.host, settings.port, app, threaded=True)
@@ -45,8 +66,9 @@ def serve(host: str | None, port: int | None) -> None:
     consumer = start_consumer(state.huey, workers=1, poll_seconds=settings.queue_poll_seconds)  # bulk
     lanes = start_lanes(state.service, ("live", "deliveries"))
     click.echo(f"loyalty-ladder {__version__} on http://{settings.host}:{server.server_port} "
-               f"(database {redact.mask_url(settings.database_url)}, programme {programme.source} version {programme.version}, "
+               f"(database {redact.mask_url(settings.database_url)}, {served(reports)}, "
                f"shops: {', '.join(state.service.shops)})")
+    echo_reports(reports)
 
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -87,12 +109,14 @@ def worker(workers: int, lane_names: str) -> None:
     service = LadderService(settings)
     require_secrets(service.shops)  # a worker serves every shop
     note_default_shop(service.shops)
+    reports = service.bootstrap_programmes()  # RuleFileError (exit 1) for a shop with nothing to serve
     huey = make_huey(settings)
     check_reachable(huey, settings)
     register_tasks(huey, service)
     lanes = start_lanes(service, tuple(n for n in names if n != "bulk"))
     click.echo(f"loyalty-ladder worker ({', '.join(names)}): database {redact.mask_url(settings.database_url)}, "
-               f"queue {redact.mask_url(settings.queue_url) or 'sqlite'}")
+               f"queue {redact.mask_url(settings.queue_url) or 'sqlite'}, {served(reports)}")
+    echo_reports(reports)
     try:
         if "bulk" in names:
             run_consumer(huey, workers=workers, poll_seconds=settings.queue_poll_seconds)  # until a signal

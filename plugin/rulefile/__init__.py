@@ -17,7 +17,8 @@ One concept per module, in reading order:
 * ``crosscheck`` – ids, references and order across items and files;
 * ``limits`` – what the rule engine would refuse, positioned;
 * ``version`` – the built ``Programme`` and the normalised data its version hash covers;
-* ``loader`` – reading a directory or file, merging, the public entry points.
+* ``loader`` – reading a directory, a file or uploaded texts ({name: text}), merging, the public
+  entry points; a stored version's normalised JSON back into a programme (``load_canonical``).
 
 Everything importable from ``loyalty_ladder.rulefile`` before it became a package still is, except
 the reward types' params schemas and constants (``DiscountParams``, ``NET_DAYS`` …), which moved
@@ -29,7 +30,20 @@ from __future__ import annotations
 from loyalty_ladder.rulewords import DECIMAL_PATTERN, ID_PATTERN, MAX_DECIMAL_PLACES, AtKey, Errors, parse_decimal
 
 from .conditions import COMPARISON_OPS, LOGIC_KEYS, parse_condition
-from .loader import RULE_SUFFIXES, TOP_KEYS, default_programme_path, load_programme, load_text, validate
+from .loader import (
+    RULE_SUFFIXES,
+    TOP_KEYS,
+    default_programme_path,
+    file_name_problem,
+    load_canonical,
+    load_programme,
+    load_programme_files,
+    load_text,
+    load_texts,
+    rule_file_data,
+    validate,
+    validate_texts,
+)
 from .positions import Path_
 from .schemas import (
     CURRENCY_PATTERN,
@@ -60,12 +74,18 @@ __all__ = [
     "StageSchema",
     "SubgroupSchema",
     "default_programme_path",
+    "file_name_problem",
+    "load_canonical",
     "load_programme",
+    "load_programme_files",
     "load_text",
+    "load_texts",
     "parse_condition",
     "parse_decimal",
     "parse_trigger",
     "programme_data",
+    "rule_file_data",
     "validate",
+    "validate_texts",
 ]
 

@@ -8,6 +8,8 @@ raised together as :class:`~loyalty_ladder.errors.RuleFileError`.
 """
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +66,139 @@ def load_text(text: str, name: str = "<string>") -> Programme:
     return programme
 
 
-def _load_path(path: Path) -> tuple[Programme | None, list[RuleFileProblem]]:
-    """The rule files of a directory (non-recursive) or the one file, loaded as one programme."""
+def validate_texts(files: Mapping[str, Any], source: str = "<upload>") -> list[RuleFileProblem]:
+    """Every problem of the programme made of ``files`` ({file name: text}); empty when valid."""
+    _, problems = _load_texts(files, source)
+    return problems
+
+
+def load_texts(files: Mapping[str, Any], source: str = "<upload>") -> Programme:
+    """The programme made of ``files`` ({file name: text}, e.g. an upload through the API),
+    validated exactly like a directory holding those files: merged in name order, every problem
+    as ``name:line:col: message``.  Names are plain ``*.yaml``/``*.yml`` file names (no
+    directories, not hidden); raises ``RuleFileError``."""
+    programme, problems = _load_texts(files, source)
+    if problems or programme is None:
+        raise RuleFileError(problems)
+    return programme
+
+
+#: the longest file name an upload may use
+MAX_NAME = 255
+
+
+def file_name_problem(name: Any) -> str | None:
+    """Why ``name`` cannot name a rule file of an upload, or None."""
+    if not isinstance(name, str) or not name:
+        return "a rule file needs a name such as ladder.yaml"
+    if len(name) > MAX_NAME:
+        return f"a rule file's name is at most {MAX_NAME} characters"
+    if "/" in name or "\\" in name:
+        return "a rule file's name is a plain file name, without directories"
+    if name.startswith("."):
+        return "a rule file's name must not start with '.' (hidden files are not part of a programme)"
+    if not name.endswith(RULE_SUFFIXES):
+        return "a rule file's name ends with .yaml or .yml"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "a rule file's name must not contain control characters"
+    return None
+
+
+def _load_texts(files: Mapping[str, Any], source: str) -> tuple[Programme | None, list[RuleFileProblem]]:
+    if not isinstance(files, Mapping) or not files:
+        return None, [RuleFileProblem(source, 1, 1, "no rule files: a programme is one or more *.yaml "
+                                                    "or *.yml files, {name: text}")]
+    problems = []
+    for name, text in files.items():
+        why = file_name_problem(name)
+        if why is not None:
+            problems.append(RuleFileProblem(str(name), 1, 1, why))
+        elif not isinstance(text, str):
+            problems.append(RuleFileProblem(name, 1, 1, "a rule file's content must be text (a string)"))
+    if problems:
+        return None, sorted(problems, key=lambda p: (p.path, p.message))
+    return _load_sources([parse_text(name, files[name]) for name in sorted(files)], source=source)
+
+
+def rule_file_data(canonical: Mapping[str, Any]) -> dict[str, Any]:
+    """The normalised data of a programme (:func:`~.version.programme_data`, as stored in
+    ``programme_versions.canonical``) written back as rule-file data: a rule file of the same
+    version.  For versions stored before their files' text was kept.
+
+    The normalised form sorts a trigger's stages and a reward's subgroups (their order has no
+    meaning); they are written back in ladder order, the way rule files usually list them."""
+    def item(raw: Mapping[str, Any], *skip: str) -> dict[str, Any]:
+        return {k: v for k, v in raw.items() if k not in skip and not (k == "when" and v is None)
+                and not (k == "lapse_after_days" and v is None)}
+
+    def in_order(ids: Any, order: list[str]) -> list[str]:
+        return sorted(ids or (), key=lambda i: (order.index(i) if i in order else len(order), i))
+
+    stage_order = [s["id"] for s in canonical.get("stages", ())]
+    subgroup_order = [s["id"] for s in canonical.get("subgroups", ())]
+    rewards = []
+    for raw in canonical.get("rewards", ()):
+        on = raw["on"]
+        kind, stages = on["kind"], in_order(on.get("stages"), stage_order)
+        if kind == "period":
+            trigger: dict[str, Any] = {"period": on["every"]}
+        elif kind == "event":
+            trigger = {"event": on["event"]}
+        else:
+            trigger = {kind: stages or "any"}
+            stages = []
+        if stages:
+            trigger["stages"] = stages
+        reward = item(raw, "on")
+        reward["on"] = trigger
+        if reward.get("subgroups"):
+            reward["subgroups"] = in_order(reward["subgroups"], subgroup_order)
+        else:
+            reward.pop("subgroups", None)
+        rewards.append(reward)
+    settings = {k: v for k, v in canonical["programme"].items() if not (k == "name" and v == "")}  # the default
+    return {"programme": settings,
+            "stages": [item(s) for s in canonical.get("stages", ())],
+            "subgroups": [item(s) for s in canonical.get("subgroups", ())],
+            "rewards": rewards}
+
+
+def load_canonical(canonical: str, source: str = "<stored>") -> Programme:
+    """The programme of a stored version's normalised JSON (see :func:`rule_file_data`);
+    raises ``RuleFileError``."""
+    text = json.dumps(rule_file_data(json.loads(canonical)), ensure_ascii=False, indent=1)
+    programme, problems = _load_sources([parse_text(source, text)], source=source)
+    if problems or programme is None:
+        raise RuleFileError(problems)
+    return programme
+
+
+def load_programme_files(path: str | Path) -> tuple[Programme, dict[str, str]]:
+    """The programme at ``path`` (a directory or a file) and its rule files' text as read,
+    ``{file name: text}`` (what a stored version keeps; :func:`load_texts` loads it back to the
+    same version); raises ``RuleFileError``."""
+    texts: dict[str, str] = {}
+    programme, problems = _load_path(Path(path), texts)
+    if problems or programme is None:
+        raise RuleFileError(problems)
+    return programme, texts
+
+
+def _read(path: Path, texts: dict[str, str] | None) -> Source:
+    if texts is None:
+        return read_file(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return read_file(path)  # the same problem, worded once
+    name = path.name if file_name_problem(path.name) is None else f"{path.stem or 'rules'}.yaml"
+    texts[name] = text
+    return parse_text(str(path), text)
+
+
+def _load_path(path: Path, texts: dict[str, str] | None = None) -> tuple[Programme | None, list[RuleFileProblem]]:
+    """The rule files of a directory (non-recursive) or the one file, loaded as one programme;
+    each file's text is kept in ``texts`` when given."""
     display = str(path)
     if path.is_dir():
         try:
@@ -83,7 +216,7 @@ def _load_path(path: Path) -> tuple[Programme | None, list[RuleFileProblem]]:
         files = [path]
     else:
         return None, [RuleFileProblem(display, 1, 1, "no such file or directory")]
-    return _load_sources([read_file(p) for p in files], source=display)
+    return _load_sources([_read(p, texts) for p in files], source=display)
 
 
 def _load_sources(sources: list[Source], source: str) -> tuple[Programme | None, list[RuleFileProblem]]:
