@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import store
+from . import audit, store
 from .clock import utcnow
 from .inbox import SWEEP_GIVE_UP
 from .statuses import InboxStatus
@@ -33,12 +33,13 @@ def list_rows(db: sa.Engine, *, shop_id: str | None = None, status: str | None =
 
 
 def retry(db: sa.Engine, pks: Iterable[int] = (), *, status: str | None = None,
-          shop_id: str | None = None) -> store.RetryResult:
+          shop_id: str | None = None, author: str | None = None, reason: str | None = None) -> store.RetryResult:
     """Set failed (or ignored) rows back to ``received`` so the consumer processes them again,
     once the cause is fixed: the rows named by ``pks``, or every row with ``status`` (of
     ``shop_id``).  Idempotent: a row already ``received`` is left as it is.  The error and the
     processed time are cleared (the new run writes its own); redacted rows (their body is gone)
-    and processed rows are never retried.
+    and processed rows are never retried.  With an ``author`` (an operator's command), each row
+    retried gets an audit row (``inbox_retried``) in the same transaction.
     """
     t = store.inbox
     wanted = list(dict.fromkeys(int(pk) for pk in pks))
@@ -74,6 +75,11 @@ def retry(db: sa.Engine, pks: Iterable[int] = (), *, status: str | None = None,
             if "retry_at" in t.c:
                 values["retry_at"] = None
             conn.execute(t.update().where(t.c.pk.in_(retried), t.c.status.in_(RETRYABLE)).values(**values))
+            if author is not None:
+                for pk in retried:
+                    row = found[pk]
+                    audit.record(conn, author=author, action="inbox_retried", shop_id=row.shop_id, target=str(pk),
+                                 reason=reason, detail={"status_before": str(row.status), "error": row.error})
     return store.RetryResult(tuple(retried), tuple(skipped))
 
 

@@ -72,14 +72,36 @@ def parse_labelled(items: list[Any], labels: Sequence[str] | None, message: str
         raise BadRequest(message, errors) from None
 
 
+#: where staff make each manual adjustment instead of sending it as an event
+_ADMIN_PATHS = {
+    "stage_set": "action set_stage, or `ladder adjust SHOP CUSTOMER --stage STAGE`",
+    "turn_started": "action start_turn, or `ladder adjust SHOP CUSTOMER --new-turn` "
+                    "(a turn of the whole shop: POST /api/v1/shops/<shop>/turns or `ladder turn start`)",
+    "reward_granted": "action grant, or `ladder adjust SHOP CUSTOMER --grant REWARD`",
+    "reward_revoked": "action revoke, or `ladder adjust SHOP CUSTOMER --revoke AWARD_KEY`",
+}
+
+
+def admin_type_problem(kind: str) -> str:
+    """Why an event of a manual-adjustment type is refused from a shop (events API, import,
+    webhooks): staff make adjustments through their own command, with an author and a reason."""
+    return (f"{kind} is a manual adjustment: use POST /api/v1/shops/<shop>/customers/<customer_id>/adjustments "
+            f"({_ADMIN_PATHS.get(kind, kind)})")
+
+
 def check_acceptable(programme: Programme, parsed: Sequence[events_mod.Event], now: datetime | None,
                      labels: Sequence[str] | None = None) -> None:
     """Raise BadRequest naming each event in another currency, or (when ``now`` is given)
-    more than MAX_CLOCK_SKEW in the future. ``labels`` name the items (default: their index)."""
+    more than MAX_CLOCK_SKEW in the future, or of a manual-adjustment type
+    (``events.ADMIN_EVENT_TYPES``: only :mod:`.adjustments` stores those, with source ``admin``).
+    ``labels`` name the items (default: their index)."""
     currency = programme.settings.currency
     problems: dict[str, Any] = {}
     for i, event in enumerate(parsed):
         label = labels[i] if labels is not None else str(i)
+        if event.type in events_mod.ADMIN_EVENT_TYPES:
+            problems[label] = {"type": [admin_type_problem(event.type)]}
+            continue
         order = event.order
         if order is not None and order.currency and order.currency != currency:
             problems[label] = {"order": {"currency": [
@@ -118,6 +140,14 @@ def store_events(db: sa.Engine, shop_id: str, parsed: Sequence[events_mod.Event]
     on PostgreSQL, where reads do not block; the loser's row is simply not inserted, and it is
     then judged like any known id — a duplicate, or a conflict that rolls the batch back.
     """
+    with store.begin_write(db) as conn:
+        return insert_events(conn, shop_id, parsed, source, keep_first=keep_first)
+
+
+def insert_events(conn: sa.Connection, shop_id: str, parsed: Sequence[events_mod.Event], source: str,
+                  keep_first: bool = False) -> AcceptResult:
+    """:func:`store_events` inside the caller's write transaction (a manual adjustment stores its
+    event and its audit row together); a Conflict raised here must roll that transaction back."""
     t = store.events
     result = AcceptResult()
     seen_in_batch: dict[str, str] = {}
@@ -131,37 +161,36 @@ def store_events(db: sa.Engine, shop_id: str, parsed: Sequence[events_mod.Event]
         else:
             result.duplicates += 1
 
-    with store.begin_write(db) as conn:
-        existing = _hashes(conn, shop_id, [e.id for e in parsed])
-        fresh: list[tuple[int, events_mod.Event, str]] = []
-        for i, event in enumerate(parsed):
-            digest = body_hash(event.raw)
-            known = existing.get(event.id) or seen_in_batch.get(event.id)
-            if known is not None:
-                judge(i, event, known, digest)
-                continue
-            seen_in_batch[event.id] = digest
-            fresh.append((i, event, digest))
-            rows.append({"shop_id": shop_id, "event_id": event.id, "customer_id": event.customer_id,
-                         "type": event.type, "occurred_at": event.occurred_at, "body": event.raw,
-                         "body_hash": digest, "source": source, "received_at": now, "applied_at": None})
-        inserted: set[str] = set()
-        if rows and not conflicts:
-            inserted = set(conn.execute(store.insert_new_many(conn, t, ["shop_id", "event_id"], "event_id"),
-                                        rows).scalars())
-            raced = _hashes(conn, shop_id, [e.id for _, e, _ in fresh if e.id not in inserted])
-            for i, event, digest in fresh:
-                if event.id not in inserted:  # another writer stored it between our read and our insert
-                    judge(i, event, raced[event.id], digest)
-        if conflicts:
-            # raising inside the `with` rolls the whole batch back
-            raise Conflict("an event id was reused with other content; nothing was stored", conflicts)
-        for _, event, _ in fresh:
-            if event.id in inserted:
-                result.ids.append(event.id)
-                if event.customer_id not in result.customers:
-                    result.customers.append(event.customer_id)
-        result.accepted = len(inserted)
+    existing = _hashes(conn, shop_id, [e.id for e in parsed])
+    fresh: list[tuple[int, events_mod.Event, str]] = []
+    for i, event in enumerate(parsed):
+        digest = body_hash(event.raw)
+        known = existing.get(event.id) or seen_in_batch.get(event.id)
+        if known is not None:
+            judge(i, event, known, digest)
+            continue
+        seen_in_batch[event.id] = digest
+        fresh.append((i, event, digest))
+        rows.append({"shop_id": shop_id, "event_id": event.id, "customer_id": event.customer_id,
+                     "type": event.type, "occurred_at": event.occurred_at, "body": event.raw,
+                     "body_hash": digest, "source": source, "received_at": now, "applied_at": None})
+    inserted: set[str] = set()
+    if rows and not conflicts:
+        inserted = set(conn.execute(store.insert_new_many(conn, t, ["shop_id", "event_id"], "event_id"),
+                                    rows).scalars())
+        raced = _hashes(conn, shop_id, [e.id for _, e, _ in fresh if e.id not in inserted])
+        for i, event, digest in fresh:
+            if event.id not in inserted:  # another writer stored it between our read and our insert
+                judge(i, event, raced[event.id], digest)
+    if conflicts:
+        # raising inside the caller's transaction rolls the whole batch back
+        raise Conflict("an event id was reused with other content; nothing was stored", conflicts)
+    for _, event, _ in fresh:
+        if event.id in inserted:
+            result.ids.append(event.id)
+            if event.customer_id not in result.customers:
+                result.customers.append(event.customer_id)
+    result.accepted = len(inserted)
     return result
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from .admin import author_option, resolve_author
 from .base import (
     LadderGroup,
     echo_retry,
@@ -41,14 +42,18 @@ def inbox_list(shop: str | None, status: str | None, limit: int, before: int | N
 @click.option("--shop", help="only this shop's rows")
 @click.option("--now", "process_now", is_flag=True,
               help="process the retried rows in this process at once and print each outcome")
-def inbox_retry(pks: tuple[int, ...], status: str | None, shop: str | None, process_now: bool) -> None:
+@click.option("--reason", help="why, kept in the audit log")
+@author_option
+def inbox_retry(pks: tuple[int, ...], status: str | None, shop: str | None, process_now: bool,
+                reason: str | None, author: str | None) -> None:
     """Set failed (or ignored) rows back to received, so the consumer processes them again — once
     the cause is fixed.  Idempotent: a row already received is left alone."""
     from .. import inbox_failures as inbox_mod
 
     retry_args(pks, status)
     service = existing_service("using")
-    result = inbox_mod.retry(service.db, pks, status=status, shop_id=shop)
+    result = inbox_mod.retry(service.db, pks, status=status, shop_id=shop, author=resolve_author(author),
+                             reason=reason)
     if process_now:
         for pk in result.retried:
             service.process_inbox(pk)
@@ -92,12 +97,16 @@ def deliveries_list(shop: str | None, status: str | None, limit: int, before: in
 @click.argument("pks", nargs=-1, type=int)
 @click.option("--status", type=click.Choice(["failed"]), help="every failed delivery")
 @click.option("--shop", help="only this shop's deliveries")
-def deliveries_retry(pks: tuple[int, ...], status: str | None, shop: str | None) -> None:
+@click.option("--reason", help="why, kept in the audit log")
+@author_option
+def deliveries_retry(pks: tuple[int, ...], status: str | None, shop: str | None, reason: str | None,
+                     author: str | None) -> None:
     """Set failed deliveries back to pending (due now); a failed grant's award is due again.
     Idempotent: a pending delivery is left alone."""
     from ..outbox import failures
 
     retry_args(pks, status)
     service = existing_service("using")
-    result = failures.retry(service.db, pks, status=status, shop_id=shop)
+    result = failures.retry(service.db, pks, status=status, shop_id=shop, author=resolve_author(author),
+                            reason=reason)
     echo_retry("delivery", result, "a running `ladder worker` (or `ladder serve`) delivers them")

@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .. import store
+from .. import audit, store
 from ..clock import utcnow
 from ..statuses import AwardStatus, DeliveryAction, DeliveryStatus
 from .planning import set_award_status
@@ -38,9 +38,11 @@ def list_rows(db: sa.Engine, *, shop_id: str | None = None, status: str | None =
 
 
 def retry(db: sa.Engine, pks: Iterable[int] = (), *, status: str | None = None, shop_id: str | None = None,
-          now: datetime | None = None) -> store.RetryResult:
+          now: datetime | None = None, author: str | None = None, reason: str | None = None) -> store.RetryResult:
     """Set failed deliveries back to ``pending`` (due now): those named by ``pks``, or every row
-    with ``status`` (``failed``) of ``shop_id``.  Idempotent: a pending row is left alone."""
+    with ``status`` (``failed``) of ``shop_id``.  Idempotent: a pending row is left alone.  With
+    an ``author`` (an operator's command), each delivery retried gets an audit row
+    (``delivery_retried``) in the same transaction."""
     t, awards = store.deliveries, store.awards
     now = now or utcnow()
     wanted = list(dict.fromkeys(int(pk) for pk in pks))
@@ -49,7 +51,8 @@ def retry(db: sa.Engine, pks: Iterable[int] = (), *, status: str | None = None, 
     if not wanted and status is None:
         return store.RetryResult((), ())
     with store.begin_write(db) as conn:
-        query = sa.select(t.c.pk, t.c.award_key, t.c.action, t.c.status, t.c.detail, awards.c.status.label("award_status"),
+        query = sa.select(t.c.pk, t.c.shop_id, t.c.award_key, t.c.action, t.c.status, t.c.detail, t.c.last_error,
+                          awards.c.status.label("award_status"),
                           awards.c.rule_version).join(awards, awards.c.key == t.c.award_key)
         query = query.where(t.c.pk.in_(wanted)) if wanted else query.where(t.c.status == status)
         if shop_id is not None:
@@ -68,6 +71,10 @@ def retry(db: sa.Engine, pks: Iterable[int] = (), *, status: str | None = None, 
             else:
                 _rearm_failed(conn, row, now)
                 retried.append(pk)
+                if author is not None:
+                    audit.record(conn, author=author, action="delivery_retried", shop_id=row.shop_id, target=str(pk),
+                                 reason=reason, detail={"award_key": row.award_key, "action": str(row.action),
+                                                        "last_error": row.last_error}, at=now)
     return store.RetryResult(tuple(retried), tuple(skipped))
 
 
