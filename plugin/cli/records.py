@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import TextIO
 
 import click
@@ -19,10 +20,22 @@ from .base import (
 @main.command()
 @click.argument("shop")
 @click.argument("customer")
-def explain(shop: str, customer: str) -> None:
-    """Why CUSTOMER of SHOP is where they are (from the database; read-only)."""
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default=None,
+              help="text: a report to read; json: the API's document  [default: text on a terminal, else json]")
+@click.option("--as-of", "as_of", help="explain the customer as of this time (ISO 8601 with a zone; default: now)")
+def explain(shop: str, customer: str, fmt: str | None, as_of: str | None) -> None:
+    """Why CUSTOMER of SHOP is where they are, what is missing for the next stage, when they
+    lapse, and each reward's fate (from the database; read-only)."""
+    from ..documents import EXPLANATION
+    from ..explanations import render_text
+
+    when = parse_time(as_of, "--as-of")
     service = existing_service()
-    click.echo(json.dumps(service.explain(shop, customer), indent=2, ensure_ascii=False))
+    doc = service.explanation(shop, customer, when)
+    if (fmt or ("text" if sys.stdout.isatty() else "json")) == "text":
+        click.echo(render_text(doc, shop, customer), nl=False)
+    else:
+        click.echo(json.dumps(EXPLANATION.dump(doc), indent=2, ensure_ascii=False))
 
 
 @main.command(name="import")
