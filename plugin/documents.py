@@ -150,34 +150,128 @@ class ComparisonSchema(Schema):
     result = fields.Boolean()
 
 
+class ConditionNodeSchema(Schema):
+    """One node of a condition tree, ``all``/``any``/``not`` kept: ``holds`` is the node's own
+    result (a false comparison under a true ``any`` is false, its ``any`` true)."""
+
+    kind = fields.String(metadata={"enum": ["all", "any", "not", "comparison"]})
+    holds = fields.Boolean()
+    text = fields.String(metadata={"description": "the node in words: 'all of', 'any of', 'not', or the "
+                                                  "comparison with the current value ('orders ≥ 3 (now 2)')"})
+    # "children" in the Python value: a dict's own .items would stand in for a missing key
+    items = fields.List(fields.Nested(lambda: ConditionNodeSchema()), attribute="children", data_key="items", metadata={
+        "description": "all / any: the parts; not: the one part it negates (absent on comparisons)"})
+    fact = fields.String(metadata={"description": "comparisons only"})
+    op = fields.String(metadata={"description": "comparisons only: eq, ne, lt, lte, gt, gte, contains"})
+    value = Json(metadata={"description": "comparisons only: the literal of the rule file"})
+    current = Json(metadata={"description": "comparisons only: the customer's value (null: absent)"})
+
+
+def _tree() -> fields.Nested:
+    return fields.Nested(ConditionNodeSchema, allow_none=True,
+                         metadata={"description": "the condition as a tree; null: no condition (always holds)"})
+
+
 class StageExplanationSchema(Schema):
     stage = fields.String()
-    holds = fields.Boolean()
-    condition = fields.List(fields.Nested(ComparisonSchema))
+    name = fields.String()
+    holds = fields.Boolean(metadata={"description": "the stage's condition holds on the facts now"})
+    current = fields.Boolean(metadata={"description": "the customer's stage"})
+    condition = fields.List(fields.Nested(ComparisonSchema), metadata={
+        "description": "every comparison of the condition, flat (see tree for all / any / not)"})
+    tree = _tree()
     min_stay_days = fields.Integer(allow_none=True)
     lapse_after_days = fields.Integer(allow_none=True)
 
 
 class SubgroupExplanationSchema(Schema):
     subgroup = fields.String()
+    name = fields.String()
     holds = fields.Boolean()
+    current = fields.Boolean(metadata={"description": "the customer's subgroup (the first that holds)"})
     condition = fields.List(fields.Nested(ComparisonSchema))
+    tree = _tree()
+
+
+class MissingExplanationSchema(MissingSchema):
+    """A comparison that must hold for the next stage and does not, with the gap in numbers and words."""
+
+    op = fields.String(metadata={"description": "the operator that must hold (negated under a not; a tag "
+                                                "that must go is not_contains)"})
+    gap = Json(metadata={"description": "how far from it: value − current for gte (one more for gt on whole "
+                                        "numbers), current − value for lte / lt; money in the programme "
+                                        "currency; null where there is no number (absent fact, eq, bool, tag, time)"})
+    at = Time(metadata={"description": "when time alone makes it true (days since the first order ≥ 30: 30 days "
+                                       "after it), or the earliest an order can; else null"})
+    text = fields.String(metadata={"description": "in words: '1 more order', '€40.00 more spend'"})
+
+
+class WaySchema(Schema):
+    """One way to the next stage (a choice for each any)."""
+
+    missing = fields.List(fields.Nested(MissingExplanationSchema))
+    text = fields.String()
+
+
+class NextExplanationSchema(Schema):
+    """The next stage, what is missing for it (the closest way; every way under ``alternatives``)
+    and the earliest date it can be reached."""
+
+    stage = fields.String()
+    name = fields.String()
+    holds = fields.Boolean(metadata={"description": "its condition holds on the facts now"})
+    tree = _tree()
+    missing = fields.List(fields.Nested(MissingExplanationSchema), metadata={
+        "description": "the closest way: every comparison still to meet"})
+    alternatives = fields.List(fields.Nested(WaySchema), metadata={
+        "description": "every way when an any offers several, closest first (at most 6); else empty"})
+    earliest_at = Time(metadata={"description": "the latest of the minimum stay's end and the dates time facts "
+                                                "come true; null while lapsed (an order must start a new turn first)"})
+    text = fields.String(metadata={"description": "'Regular (regular): 1 more order; earliest on 13 February 2026 "
+                                                  "(…)'"})
+
+
+class LapseExplanationSchema(Schema):
+    """Why and when the customer lapsed, or when they will."""
+
+    lapsed = fields.Boolean()
+    lapsed_at = Time(metadata={"description": "when the customer lapsed (null: not lapsed)"})
+    lapse_at = Time(metadata={"description": "when the customer lapses without an order before (null: lapsed, "
+                                             "or the stage has no lapse)"})
+    after_days = fields.Integer(allow_none=True, metadata={"description": "the stage's lapse_after_days"})
+    anchor = fields.String(allow_none=True, metadata={
+        "enum": ["last_order", "turn_start", "last_event", None],
+        "description": "what the deadline counts from"})
+    anchor_at = Time(metadata={"description": "the last order or the turn's start it counts from (null for "
+                                              "last_event, whose time the facts do not hold)"})
+    text = fields.String()
 
 
 class AwardFateSchema(Schema):
     key = fields.String()
     status = fields.String()
     reason = fields.String(allow_none=True)
+    rule_version = fields.String(allow_none=True, metadata={"description": "the programme version that decided it"})
+    granted_at = Time()
+    value = DecimalString()
+    reversed_at = Time()
+    text = fields.String(metadata={"description": "its fate in words, with the reason and the version"})
 
 
 class RewardExplanationSchema(Schema):
     reward = fields.String()
+    name = fields.String()
     type = fields.String()
-    trigger = fields.String()
+    trigger = fields.String(allow_none=True)
+    in_programme = fields.Boolean(metadata={"description": "false: recorded awards of a reward the version in "
+                                                           "force no longer has"})
+    fate = fields.String(metadata={"enum": ["granted", "withheld", "reversed"]})
     condition_holds = fields.Boolean()
     condition = fields.List(fields.Nested(ComparisonSchema))
+    tree = _tree()
     awards = fields.List(fields.Nested(AwardFateSchema))
-    withheld_because = fields.String(allow_none=True)
+    withheld_because = fields.String(allow_none=True, metadata={"description": "why there is no award (yet)"})
+    text = fields.String()
 
 
 class ExplanationSchema(Schema):
@@ -187,14 +281,20 @@ class ExplanationSchema(Schema):
     subgroup = fields.String(allow_none=True)
     lapsed = fields.Boolean()
     turn = fields.Integer()
+    since = Time()
     as_of = Time()
-    rule_version = fields.String()
-    why = fields.String()
+    rule_version = fields.String(metadata={"description": "the programme version in force at as_of"})
+    currency = fields.String(metadata={"description": "the programme currency of every amount"})
+    excluded = fields.String(allow_none=True, metadata={
+        "description": "why the shop's exclusions leave the customer out (null: evaluated)"})
+    why = fields.String(metadata={"description": "the stage and why, in words"})
+    subgroup_why = fields.String(allow_none=True)
     history = fields.List(fields.Nested(TransitionSchema))
     stages = fields.List(fields.Nested(StageExplanationSchema))
     subgroups = fields.List(fields.Nested(SubgroupExplanationSchema))
-    next = fields.Nested(NextSchema, allow_none=True)
+    next = fields.Nested(NextExplanationSchema, allow_none=True, metadata={"description": "null at the top stage"})
     lapse_at = Time()
+    lapse = fields.Nested(LapseExplanationSchema)
     rewards = fields.List(fields.Nested(RewardExplanationSchema))
 
 
@@ -326,3 +426,218 @@ CUSTOMER_DATA = CustomerDataSchema()
 ACCEPT_RESULT = AcceptResultSchema()
 INBOX_ROW = InboxRowSchema()
 DELIVERY_ROW = DeliveryRowSchema()
+
+
+# ---------------------------------------------------------------- seeing customers (lists, stats)
+class CustomerSummarySchema(Schema):
+    """A customer in a listing (``GET …/customers``, ``ladder customers``): where they stand,
+    without history, facts or rewards (those are in the customer document)."""
+
+    customer_id = fields.String()
+    email = fields.String(allow_none=True)
+    stage = fields.String(allow_none=True, metadata={"description": "null: not on the ladder yet"})
+    subgroup = fields.String(allow_none=True)
+    lapsed = fields.Boolean()
+    turn = fields.Integer()
+    since = Time(metadata={"description": "when the customer entered the current stage"})
+    rule_version = fields.String(allow_none=True)
+    next_wake_at = Time(metadata={"description": "the next instant the fold looks at this customer again"})
+    updated_at = Time(metadata={"description": "when the customer was last processed"})
+
+
+class CustomerPageSchema(Schema):
+    """A page of customers in ``customer_id`` order; ``next_cursor`` fetches the next (null: no more)."""
+
+    items = fields.List(fields.Nested(CustomerSummarySchema))
+    limit = fields.Integer()
+    next_cursor = fields.String(allow_none=True, metadata={"description": "pass as ?cursor= for the next page"})
+
+
+class StageCountSchema(Schema):
+    stage = fields.String(allow_none=True, metadata={"description": "null: not on the ladder yet"})
+    subgroup = fields.String(allow_none=True)
+    lapsed = fields.Boolean()
+    count = fields.Integer()
+
+
+class CustomerCountsSchema(Schema):
+    total = fields.Integer()
+    on_ladder = fields.Integer(metadata={"description": "customers in a stage"})
+    lapsed = fields.Integer()
+    by_stage = fields.List(fields.Nested(StageCountSchema), metadata={
+        "description": "one entry per stage × subgroup × lapsed present, in the programme's stage order"})
+
+
+class RewardCountSchema(Schema):
+    reward = fields.String()
+    status = fields.String()
+    count = fields.Integer()
+
+
+class AwardCountsSchema(Schema):
+    total = fields.Integer()
+    by_status = fields.Dict(keys=fields.String(), values=fields.Integer(),
+                            metadata={"description": "every award status, 0 included"})
+    by_reward = fields.List(fields.Nested(RewardCountSchema),
+                            metadata={"description": "one entry per reward id × status present"})
+
+
+class ShopStatsSchema(Schema):
+    """A shop's counts: ``GET /api/v1/shops/<shop>/stats``, ``ladder stats``."""
+
+    shop = fields.String()
+    as_of = Time()
+    programme_version = fields.String(allow_none=True, metadata={"description": "the programme version active now"})
+    customers = fields.Nested(CustomerCountsSchema)
+    awards = fields.Nested(AwardCountsSchema)
+
+
+CUSTOMER_SUMMARY = CustomerSummarySchema()
+CUSTOMER_PAGE = CustomerPageSchema()
+SHOP_STATS = ShopStatsSchema()
+
+
+# ---------------------------------------------------------------- manual inputs and the audit log
+class AdjustmentDataSchema(Schema):
+    """Who made a manual adjustment and why, and its data by type (``stage`` and ``force`` of a
+    ``stage_set``, ``reward`` of a ``reward_granted``, ``award_key`` of a ``reward_revoked``)."""
+
+    author = fields.String()
+    reason = fields.String()
+    stage = fields.String()
+    force = fields.Boolean()
+    reward = fields.String()
+    award_key = fields.String()
+
+
+class AdjustmentEventSchema(Schema):
+    """A manual adjustment as stored in the customer's ledger (``POST …/adjustments``, ``ladder
+    adjust``): an event of the generic format with its deterministic id."""
+
+    id = fields.String(metadata={"description": "the deterministic event id (admin-…)"})
+    type = fields.String(metadata={"enum": ["stage_set", "turn_started", "reward_granted", "reward_revoked"]})
+    customer_id = fields.String(metadata={"description": "the account the adjustment is for (a guest id resolves to it)"})
+    occurred_at = Time(metadata={"description": "when it takes effect: when it was made"})
+    adjustment = fields.Nested(AdjustmentDataSchema)
+
+
+class ShopTurnSchema(Schema):
+    """An admin turn of a shop (``POST …/turns``, ``ladder turn start``): every customer on the
+    ladder starts a new turn at ``occurred_at``."""
+
+    id = fields.String(attribute="event_id", metadata={"description": "the deterministic id (turn-…)"})
+    occurred_at = Time()
+    author = fields.String()
+    reason = fields.String()
+    customers_due = fields.Integer(metadata={"description": "customers made due for a wake-up by this request "
+                                                            "(0 for a duplicate)"})
+
+
+class ExclusionsSchema(Schema):
+    """A shop's exclusions (``GET|PUT …/exclusions``, ``ladder exclusions``): customers with one of
+    ``tags`` or an e-mail matching one of the shell patterns ``emails`` are never evaluated, from
+    ``since`` on.  ``id``, ``since``, ``author`` and ``reason`` are null when there never were any."""
+
+    tags = fields.List(fields.String())
+    emails = fields.List(fields.String(), metadata={"description": "shell patterns, case-insensitive: *@myshop.example"})
+    id = fields.String(attribute="event_id", allow_none=True, metadata={"description": "the list's id (exclusions-…)"})
+    since = Time()
+    author = fields.String(allow_none=True)
+    reason = fields.String(allow_none=True)
+    unchanged = fields.Boolean(metadata={"description": "PUT: the list equals the one in force; nothing stored"})
+    customers_due = fields.Integer(metadata={"description": "PUT: customers made due for a wake-up"})
+
+
+class AuditEntrySchema(Schema):
+    """One admin action (``GET …/audit``, ``ladder audit``): who did what, on what, when and why."""
+
+    id = fields.Integer(attribute="pk")
+    at = Time()
+    shop = fields.String(attribute="shop_id", allow_none=True)
+    author = fields.String()
+    action = fields.String(metadata={"description": "turn_started, stage_set, customer_turn_started, reward_granted, "
+                                                    "reward_revoked, exclusions_set, inbox_retried, delivery_retried, "
+                                                    "programme_activated …"})
+    target = fields.String(allow_none=True, metadata={"description": "what it acted on: a customer, a row, a version"})
+    reason = fields.String(allow_none=True)
+    detail = fields.Dict(keys=fields.String(), values=Json())
+
+
+class AuditPageSchema(Schema):
+    """A page of audit entries, newest first; ``next_cursor`` fetches the next page (null: no more)."""
+
+    items = fields.List(fields.Nested(AuditEntrySchema))
+    limit = fields.Integer()
+    next_cursor = fields.String(allow_none=True, metadata={"description": "pass as ?cursor= for the next page"})
+
+
+ADJUSTMENT_EVENT = AdjustmentEventSchema()
+SHOP_TURN = ShopTurnSchema()
+EXCLUSIONS = ExclusionsSchema()
+AUDIT_ENTRY = AuditEntrySchema()
+
+
+# ---------------------------------------------------------------- programme versions
+class ProgrammeActivationSchema(Schema):
+    """One activation of a shop's timeline: ``version`` decides every wake-up from
+    ``active_from`` (null: from the beginning) until the next activation."""
+
+    id = fields.Integer(attribute="pk")
+    version = fields.String(metadata={"description": "the programme version (hash of the normalised programme)"})
+    active_from = Time(metadata={"description": "null: from the beginning (the shop's first version)"})
+    stage_map = fields.Dict(keys=fields.String(), values=fields.String(),
+                            metadata={"description": "dropped stage id → the stage its customers move to"})
+    author = fields.String()
+    reason = fields.String(allow_none=True)
+    created_at = Time()
+    status = fields.String(metadata={"enum": ["active", "scheduled", "past", "replaced"],
+                                     "description": "active: decides now; scheduled: from a later instant; past: "
+                                                    "decided before; replaced: a later activation for the same "
+                                                    "instant, or of the version already in force, makes it moot"})
+
+
+class StoredVersionSchema(Schema):
+    """A stored programme version (its rule files are kept; ``ladder rules show VERSION``)."""
+
+    version = fields.String()
+    source = fields.String(metadata={"description": "where it was read from: a directory, a file, or api"})
+    author = fields.String(allow_none=True)
+    stored_at = Time(attribute="created_at")
+    activated = fields.Boolean(metadata={"description": "part of this shop's timeline"})
+
+
+class SemanticsSchema(Schema):
+    """The fold's semantics (the release's meaning of facts and rewards) from an instant on."""
+
+    version = fields.Integer()
+    active_from = Time(metadata={"description": "null: from the beginning"})
+    meaning = fields.String()
+
+
+class ProgrammeTimelineSchema(Schema):
+    """A shop's programme versions (``GET …/programme``, ``ladder rules list --json``)."""
+
+    shop = fields.String()
+    active = fields.String(allow_none=True, metadata={"description": "the version deciding now"})
+    serving = fields.String(allow_none=True, metadata={
+        "description": "the version the answering process decides with now: every web and queue process "
+                       "follows `active` within seconds"})
+    activations = fields.List(fields.Nested(ProgrammeActivationSchema), metadata={"description": "timeline order"})
+    versions = fields.List(fields.Nested(StoredVersionSchema), metadata={"description": "oldest first"})
+    semantics = fields.List(fields.Nested(SemanticsSchema))
+
+
+class ProgrammeActivatedSchema(Schema):
+    """What an activation did (``POST …/programme``, ``ladder rules activate``)."""
+
+    shop = fields.String()
+    version = fields.String()
+    changed = fields.Boolean(metadata={"description": "false: that version is already in force, nothing changed"})
+    activation = fields.Nested(ProgrammeActivationSchema, allow_none=True,
+                               metadata={"description": "the new activation; null when nothing changed"})
+    previous = fields.String(allow_none=True, metadata={"description": "the version it follows at that instant"})
+    customers = fields.Integer(metadata={"description": "customers on the ladder, re-decided at the activation"})
+
+
+PROGRAMME_TIMELINE = ProgrammeTimelineSchema()
+PROGRAMME_ACTIVATED = ProgrammeActivatedSchema()

@@ -12,14 +12,16 @@ same.  ``customer`` and ``explanation`` give the undumped view (the API's schema
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from . import history, identity, inbox, ledger, processing, store, views
+from . import adjustments, audit, golive, history, identity, inbox, ledger, processing, store, views
 from . import ladder as ladder_mod
 from .adapters.base import Adapter
 from .adapters.registry import adapter_for
@@ -32,9 +34,21 @@ from .ledger import AcceptResult
 from .notify import Notifier
 from .outbox import running
 from .programme import Programme
-from .programmes import ProgrammeRegistry, record_version
+from .programmes import (
+    FIRST_START,
+    Activated,
+    ActivationRefused,
+    Bootstrap,
+    Listing,
+    ProgrammeRegistry,
+    activate,
+    listing,
+    load_version,
+    normalise_version,
+)
 from .shop import ShopConfig
-from .shops import check_currencies, load_shops
+from .shops import DEFAULT_SHOP, check_currencies, declared_shop, load_shops
+from .timeline import Timeline
 
 __all__ = ["AcceptResult", "LadderService"]
 
@@ -45,7 +59,7 @@ class LadderService:
     """The loyalty engine for one database and one set of shops."""
 
     def __init__(self, settings: Settings, *, db: sa.Engine | None = None,
-                 shops: Mapping[str, ShopConfig] | None = None):
+                 shops: Mapping[str, ShopConfig] | None = None, sync_modes: bool = True):
         self.settings = settings
         try:
             self.db = db if db is not None else store.make_engine(settings.database_url)
@@ -58,8 +72,13 @@ class LadderService:
         # each shop's env: secrets are resolved when the shop is first used (shops.Shops)
         self.shops: Mapping[str, ShopConfig] = (dict(shops) if shops is not None
                                                 else load_shops(settings.shops_file, lazy=True))
+        # which version decides when: the shops' timelines in the database (see .programmes)
         self.programmes = ProgrammeRegistry(settings.rules)
-        check_currencies(self.shops, lambda shop: self.programmes.get(shop)[0].settings.currency)
+        check_currencies(self.shops, self._programme_currency)
+        # the shops file's modes against the ones last seen: a shop switched from shadow to live
+        # goes live now, its shadow awards historical (one SELECT when nothing changed)
+        if sync_modes:
+            golive.sync_modes(self.db, self.shops)
         # set by bind_queue(): how to hand work to the consumer; default: do it now.
         # Due wake-ups need no scheduled jobs: the periodic sweep finds next_wake_at <= now.
         self._enqueue: Callable[[str, str], None] = self._process_now
@@ -109,15 +128,73 @@ class LadderService:
         except KeyError:
             raise NotFound(f"unknown shop '{shop_id}'", {"shop": [f"no shop with id '{shop_id}' is configured"]}) from None
 
+    def _declared(self, shop_id: str) -> ShopConfig:
+        """The configured shop without resolving its secrets (admin commands about its
+        programme need none), or NotFound."""
+        if shop_id not in self.shops:
+            self.shop(shop_id)  # NotFound
+        return declared_shop(self.shops, shop_id)
+
+    def _programme_currency(self, shop: ShopConfig) -> str:
+        """The currency of the shop's active version, or of its rules directory before it has
+        one (RuleFileError when that does not load: there would be nothing to serve)."""
+        try:
+            current = self.programmes.current(self.db, shop)
+        except sa.exc.DBAPIError:  # a database not migrated yet (auto_migrate off)
+            current = None
+        programme = current.at(utcnow()).programme if current is not None else self.programmes.directory(shop)
+        return programme.settings.currency
+
     def programme(self, shop_id: str) -> tuple[Programme, CompiledProgramme]:
-        return self.programmes.get(self.shop(shop_id))
+        """The version that decides the shop's customers now, compiled."""
+        return self.programmes.active(self.db, self.shop(shop_id))
+
+    def timeline(self, shop_id: str) -> Timeline:
+        """The shop's programme versions over time (and the fold's semantics), compiled."""
+        return self.programmes.timeline(self.db, self._declared(shop_id))
+
+    def shop_directory(self, shop_id: str) -> Path:
+        """The shop's rules directory (its ``programme:``, else ``LADDER_RULES``, else the shipped
+        programme): what ``ladder rules activate`` activates by default; NotFound for an unknown shop."""
+        return self.programmes.path_for(self._declared(shop_id))
 
     def ensure_programme_recorded(self, shop_id: str) -> Programme:
-        """Record the programme version and the shop row (idempotent)."""
-        programme, _ = self.programme(shop_id)
-        with store.begin_write(self.db) as conn:
-            record_version(conn, shop_id, programme)
-        return programme
+        """The shop's row and a programme version exist (a shop with none gets its rules
+        directory activated from the beginning); returns the version active now."""
+        return self.programme(shop_id)[0]
+
+    def bootstrap_programmes(self, author: str = FIRST_START) -> list[Bootstrap]:
+        """At the start of a process serving every shop: each shop's rules directory compared
+        with (or, for a shop with no version yet, activated as) its active version; see
+        :meth:`ProgrammeRegistry.bootstrap`.  RuleFileError for a shop with nothing to serve."""
+        return [self.programmes.bootstrap(self.db, declared_shop(self.shops, shop_id), author)
+                for shop_id in self.shops]
+
+    def activate_programme(self, shop_id: str, what: str | Programme, *, author: str, at: datetime | None = None,
+                           stage_map: Mapping[str, str] | None = None, reason: str | None = None,
+                           files: Mapping[str, str] | None = None, source: str | None = None) -> Activated:
+        """Activate a stored version (its hash) or a validated programme for the shop (see
+        :func:`.programmes.activate`); this process uses it at once, every other one within
+        the registry's poll interval."""
+        shop = self._declared(shop_id)
+        if not isinstance(what, Programme):
+            with self.db.connect() as conn:
+                what = load_version(conn, normalise_version(what))
+        if shop is not DEFAULT_SHOP and what.settings.currency != shop.currency:
+            raise ActivationRefused(
+                f"version {what.version} is in {what.settings.currency} but shop {shop_id!r} sells in "
+                f"{shop.currency}; nothing was changed", {"currency": [f"{what.settings.currency} != {shop.currency}"]})
+        done = activate(self.db, shop_id, what, at=at, stage_map=stage_map, author=author,
+                       reason=reason, files=files, source=source)
+        self.programmes.invalidate(shop_id)
+        return done
+
+    def programme_listing(self, shop_id: str) -> Listing:
+        """The shop's activations, the version active now, the stored versions, and the version
+        this process decides with now (read-only)."""
+        current = self.programmes.current(self.db, self._declared(shop_id))
+        return dataclasses.replace(listing(self.db, shop_id),
+                                   serving=current.at(utcnow()).version if current is not None else None)
 
     def adapter(self, shop_id: str) -> Adapter:
         """The shop's platform adapter, able to ask our ledger who owns an order
@@ -148,8 +225,7 @@ class LadderService:
         Raises BadRequest (per-item errors) or Conflict (an id reused with other content);
         in both cases nothing is stored.
         """
-        self.shop(shop_id)
-        programme, _ = self.programme(shop_id)
+        programme, _ = self.programme(shop_id)  # the active version's currency and settings
         parsed = ledger.parse_batch(payload)
         ledger.check_acceptable(programme, parsed, utcnow())
         result = ledger.store_events(self.db, shop_id, parsed, source)
@@ -174,7 +250,7 @@ class LadderService:
     def process_inbox(self, pk: int) -> list[tuple[str, str]]:
         """Apply one inbox row and enqueue the customers it touched; returns them."""
         touched = inbox.process(self.db, self.shops, pk, self._adapter_for,
-                                lambda shop: self.programmes.get(shop)[0])
+                                lambda shop: self.programmes.active(self.db, shop)[0])
         for shop_id, customer_id in touched:
             self._enqueue(shop_id, customer_id)
         return touched
@@ -211,9 +287,9 @@ class LadderService:
     # ------------------------------------------------------------ process
     def process_customer(self, shop_id: str, customer_id: str, as_of: datetime | None = None) -> ladder_mod.LadderState:
         """Fold one customer and save the outcome (see :mod:`.processing`); run what it planned."""
-        programme, compiled = self.programme(shop_id)
-        done = processing.process_customer(self.db, self.shop(shop_id), programme, compiled, customer_id, as_of,
-                                           smtp_configured=bool(self.settings.smtp_url))
+        shop = self.shop(shop_id)
+        done = processing.process_customer(self.db, shop, lambda key=None: self.programmes.timeline(self.db, shop, key=key), customer_id,
+                                           as_of, smtp_configured=bool(self.settings.smtp_url))
         self._enqueue_deliveries(done.deliveries)
         return done.state
 
@@ -242,8 +318,8 @@ class LadderService:
 
     def explanation(self, shop_id: str, customer_id: str, as_of: datetime | None = None) -> dict[str, Any]:
         """The explanation, undumped (Python values)."""
-        programme, compiled = self.programme(shop_id)
-        return views.explain(self.db, programme, compiled, shop_id, customer_id, as_of)
+        shop = self.shop(shop_id)
+        return views.explain(self.db, self.programmes.timeline(self.db, shop), shop_id, customer_id, as_of)
 
     def explain(self, shop_id: str, customer_id: str, as_of: datetime | None = None) -> dict[str, Any]:
         """Why this stage, what gets to the next, when lapse would come, and each reward's fate."""
@@ -264,3 +340,55 @@ class LadderService:
         return history.import_events(self.db, programme, shop_id, events,
                                      lambda customer_id: self.process_customer(shop_id, customer_id),
                                      live_from=live_from, progress=progress, source=source, labels=labels)
+
+    # ------------------------------------------------------------ manual inputs, audit log
+    def adjust(self, shop_id: str, customer_id: str, action: str, *, author: str, reason: str,
+               stage: str | None = None, force: bool = False, reward: str | None = None,
+               award_key: str | None = None, idempotency_key: str | None = None,
+               enqueue: bool = True) -> adjustments.StoredAdjustment:
+        """Store one manual adjustment of a customer (see :func:`adjustments.adjust`), checked
+        against the shop's active programme, and hand the customer to the queue like an accepted
+        event (``enqueue=False``: the live lane finds the unapplied event, as for ``ladder adjust``)."""
+        self.shop(shop_id)
+        programme, _ = self.programme(shop_id)
+        stored = adjustments.adjust(self.db, programme, shop_id, customer_id, action, author=author, reason=reason,
+                                    stage=stage, force=force, reward=reward, award_key=award_key,
+                                    idempotency_key=idempotency_key)
+        if enqueue and not stored.duplicate:
+            self._enqueue_all(shop_id, [stored.customer_id])
+        return stored
+
+    def start_shop_turn(self, shop_id: str, *, author: str, reason: str,
+                        idempotency_key: str | None = None) -> dict[str, Any]:
+        """An admin turn of the whole shop (see :func:`adjustments.start_shop_turn`); the
+        customers on the ladder are due at once for the bulk lane's sweep."""
+        self.shop(shop_id)
+        stored = adjustments.start_shop_turn(self.db, shop_id, author=author, reason=reason,
+                                             idempotency_key=idempotency_key)
+        return {"event_id": stored.event_id, "occurred_at": stored.occurred_at, "duplicate": stored.duplicate,
+                "customers_due": stored.customers_due, **stored.body}
+
+    def exclusions(self, shop_id: str) -> dict[str, Any]:
+        """The shop's exclusions in force (``tags``, ``emails``, since when, by whom and why)."""
+        self.shop(shop_id)
+        with self.db.connect() as conn:
+            current = adjustments.current_exclusions(conn, shop_id)
+        return adjustments.exclusions_view(current)
+
+    def set_exclusions(self, shop_id: str, *, author: str, reason: str, tags: Sequence[str] = (),
+                       emails: Sequence[str] = (), idempotency_key: str | None = None) -> dict[str, Any]:
+        """Replace the shop's exclusions from now on (see :func:`adjustments.set_exclusions`)."""
+        self.shop(shop_id)
+        stored = adjustments.set_exclusions(self.db, shop_id, author=author, reason=reason, tags=tags, emails=emails,
+                                            idempotency_key=idempotency_key)
+        return {**adjustments.exclusions_view(stored if stored.event_id else None), "unchanged": stored.unchanged,
+                "duplicate": stored.duplicate, "customers_due": stored.customers_due}
+
+    def audit_entries(self, shop_id: str | None = None, *, since: datetime | None = None, action: str | None = None,
+                      limit: int = audit.PAGE_DEFAULT, cursor: str | None = None) -> audit.Page:
+        """A page of the audit log, newest first (see :func:`audit.entries`); ``shop_id`` must be
+        a configured shop when given."""
+        if shop_id is not None:
+            self.shop(shop_id)
+        return audit.entries(self.db, shop_id=shop_id, since=since, action=action, limit=limit, cursor=cursor)
+

@@ -17,7 +17,7 @@ from ..events import id_problem
 #: the URL parameters that carry ids (the shop's, the customer's)
 PATH_IDS = ("shop", "customer_id")
 #: our blueprints whose URLs carry them (an embedding app's own routes are left alone)
-CHECKED_BLUEPRINTS = ("events", "customers", "operator")
+CHECKED_BLUEPRINTS = ("events", "customers", "operator", "admin", "programme")
 
 
 def check_path_ids(endpoint: str | None, values: dict[str, Any] | None) -> None:
@@ -69,3 +69,20 @@ def json_body() -> Any:
                          {"_schema": [f"duplicate key {exc.key!r}: send each key once"]}) from None
     except (ValueError, UnicodeDecodeError):
         return None
+
+
+#: the header that names who performs an admin action (required on every changing admin call)
+AUTHOR_HEADER = "X-Ladder-Author"
+
+
+def require_author() -> str:
+    """The author of an admin action from the ``X-Ladder-Author`` header; BadRequest (400) when
+    it is missing, blank or longer than 255 characters (the audit log keeps who did what)."""
+    value = (request.headers.get(AUTHOR_HEADER) or "").strip()
+    if not value:
+        raise BadRequest(f"the {AUTHOR_HEADER} header is required: who performs this action",
+                         {AUTHOR_HEADER: ["Missing data for required field."]})
+    if len(value) > 255:
+        raise BadRequest(f"the {AUTHOR_HEADER} header is longer than 255 characters",
+                         {AUTHOR_HEADER: ["Longer than maximum length 255."]})
+    return value

@@ -6,10 +6,13 @@
 * :mod:`.programmes` — ``init``, ``validate``, ``simulate``;
 * :mod:`.records` — ``explain``, ``import``, ``sync``, ``replay``, ``inbox-export``, ``customer-data``;
 * :mod:`.operators` — ``inbox list|retry``, ``deliveries list|retry``.
+* :mod:`.lists` — ``customers``, ``stats``.
+* :mod:`.admin` — ``turn start``, ``adjust``, ``exclusions set|show``, ``audit``.
+* :mod:`.rules` — ``rules activate|list|show``: programme versions in the database.
 """
 from __future__ import annotations
 
-from . import operators, programmes, records, server  # noqa: F401 - each registers its commands
+from . import admin, lists, operators, programmes, records, rules, server  # noqa: F401 - each registers its commands
 from .base import LadderGroup, main, read_events, read_labelled
 
 __all__ = ["LadderGroup", "main", "read_events", "read_labelled"]

@@ -131,7 +131,9 @@ def existing_service(verb: str = "reading"):
         if path and path != ":memory:" and not path.startswith("file:") and not Path(path).exists():
             raise NotFound(f"no database at {path}: nothing has been recorded there (set LADDER_DATABASE_URL, "
                            "or run where `ladder serve` runs)", {"database_url": [masked_url(settings.database_url)]})
-    return LadderService(settings)
+    # a read-only command never switches a shop from shadow to live: only serve, worker and the
+    # commands that process do (a shops file edited for a one-off look changes nothing)
+    return LadderService(settings, sync_modes=False)
 
 
 def note_default_shop(shops: Any) -> None:
