@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -43,18 +43,22 @@ class Not:
 Condition = Comparison | AllOf | AnyOf | Not
 
 
+def comparisons(cond: Condition | None) -> Iterator[Comparison]:
+    """Every comparison of a condition, depth first, in the order written."""
+    if cond is None:
+        return
+    if isinstance(cond, Comparison):
+        yield cond
+    elif isinstance(cond, Not):
+        yield from comparisons(cond.item)
+    else:
+        for item in cond.items:
+            yield from comparisons(item)
+
+
 def condition_facts(cond: Condition | None) -> set[str]:
     """Names of the facts a condition reads."""
-    if cond is None:
-        return set()
-    if isinstance(cond, Comparison):
-        return {cond.fact}
-    if isinstance(cond, Not):
-        return condition_facts(cond.item)
-    out: set[str] = set()
-    for item in cond.items:
-        out |= condition_facts(item)
-    return out
+    return {cmp.fact for cmp in comparisons(cond)}
 
 
 def condition_to_data(cond: Condition | None) -> Any:

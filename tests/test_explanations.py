@@ -24,7 +24,7 @@ from loyalty_ladder.cli import main
 from loyalty_ladder.documents import EXPLANATION
 from loyalty_ladder.engine import Evaluation, get_engine
 from loyalty_ladder.errors import EngineError
-from loyalty_ladder.programme import AllOf, AnyOf, Comparison, Condition, Not, condition_id
+from loyalty_ladder.programme import AllOf, AnyOf, Comparison, Not, comparisons, condition_id
 
 from .test_engine import conditions, fact_values, programme_of
 
@@ -347,18 +347,6 @@ def test_dates_are_utc_days_in_words():
 
 
 # ------------------------------------------------------------------ tree ≡ engine (properties)
-def _comparisons(cond: Condition | None):
-    if cond is None:
-        return
-    if isinstance(cond, Comparison):
-        yield cond
-    elif isinstance(cond, Not):
-        yield from _comparisons(cond.item)
-    else:
-        for item in cond.items:
-            yield from _comparisons(item)
-
-
 def _conditions(programme):
     return [(condition_id("stage", s.id), s.when) for s in programme.stages] + \
         [(condition_id("subgroup", g.id), g.when) for g in programme.subgroups] + \
@@ -369,7 +357,7 @@ PROGRAMMES = [rulefile.load_programme(path) for path in SHIPPED]
 LITERALS: dict[str, set[Any]] = {}
 for _programme in PROGRAMMES:
     for _, _when in _conditions(_programme):
-        for _cmp in _comparisons(_when):
+        for _cmp in comparisons(_when):
             LITERALS.setdefault(_cmp.fact, set()).add(_cmp.value)
 T0 = datetime(2026, 6, 1, 12, tzinfo=UTC)
 

@@ -14,7 +14,6 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -22,7 +21,7 @@ from typing import Any
 
 from ..errors import EngineError
 from ..factspec import FACTS
-from ..programme import AllOf, AnyOf, Comparison, Condition, Not, Programme, condition_id
+from ..programme import AllOf, AnyOf, Comparison, Condition, Not, Programme, comparisons, condition_id
 from .results import ProgrammeProblem
 
 #: limits checked by the rule-file validator and again by ``compile``: durable freezes building a
@@ -187,18 +186,6 @@ def _conditions(programme: Programme) -> tuple[tuple[str, Condition | None], ...
     )
 
 
-def _comparisons(cond: Condition | None) -> Iterable[Comparison]:
-    if cond is None:
-        return
-    if isinstance(cond, Comparison):
-        yield cond
-    elif isinstance(cond, Not):
-        yield from _comparisons(cond.item)
-    else:
-        for item in cond.items:
-            yield from _comparisons(item)
-
-
 def _plan(programme: Programme) -> _Plan:
     conditions = _conditions(programme)
     rules: dict[str, Any] = {}
@@ -209,7 +196,7 @@ def _plan(programme: Programme) -> _Plan:
     tags: dict[str, str] = {}
     for cid, when in conditions:
         try:
-            for cmp in _comparisons(when):
+            for cmp in comparisons(when):
                 spec = FACTS.get(cmp.fact)
                 if spec is None:
                     raise EngineError(f"{cid}: unknown fact {cmp.fact!r}", {"fact": cmp.fact})
@@ -317,7 +304,7 @@ def check_programme(programme: Programme) -> list[ProgrammeProblem]:
                 ))
     by_image: dict[tuple[str, float], list[Any]] = {}
     for _, when in plan.conditions:
-        for cmp in _comparisons(when):
+        for cmp in comparisons(when):
             kind = FACTS[cmp.fact].kind
             if kind not in ("tags", "bool"):
                 values = by_image.setdefault((cmp.fact, _literal(kind, cmp.value)), [])
