@@ -25,13 +25,15 @@ NOT_IMPLIED = "no longer implied by the customer's history (e.g. its order was r
 
 @dataclass(frozen=True)
 class Recorded:
-    """The keys a reconcile granted (to deliver; ``historical`` ones excluded) and reversed."""
+    """The keys a reconcile granted (to deliver; ``historical`` ones excluded), reversed, and
+    ended (privileges to take back in the shop)."""
 
     granted: tuple[str, ...] = ()
     reversed: tuple[str, ...] = ()
+    ended: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.granted or self.reversed)
+        return bool(self.granted or self.reversed or self.ended)
 
 
 def grant_reason(award: awards_mod.ImpliedAward) -> str:
@@ -57,7 +59,7 @@ def derived_values(award: awards_mod.ImpliedAward, version: str) -> dict[str, An
     the version that decided the award (``version``, the one in force now, when it names none)."""
     return {"reward_id": award.reward_id, "type": award.type, "scope": award.scope, "scope_ref": award.scope_ref,
             "stage": award.stage, "turn": award.turn, "granted_at": award.granted_at,
-            "params": to_jsonable(award.params), "value": award.value, "reason": grant_reason(award),
+            "params": to_jsonable(award.params), "value": award.value, "reason": award.ended_reason or grant_reason(award),
             "rule_version": award.rule_version or version}
 
 
@@ -119,6 +121,8 @@ def record(conn: sa.Connection, shop_id: str, customer_id: str, implied: Sequenc
     by_key = {r["key"]: r for r in recorded}
     for award in plan.grant:
         status = AwardStatus.HISTORICAL if award.historical else AwardStatus.DUE
+        if award.ended_at is not None:  # held and ended before it was ever recorded: nothing to deliver
+            status = AwardStatus.ENDED
         values = {"shop_id": shop_id, "customer_id": customer_id, **derived_values(award, version),
                   "status": status, "updated_at": now, "reversed_at": None}
         if award.key in by_key:  # a reversed award implied again
@@ -135,9 +139,17 @@ def record(conn: sa.Connection, shop_id: str, customer_id: str, implied: Sequenc
         log(conn, key, now, AwardStatus.REVERSED, reason, version)
     # recomputed (params, value, stage, granted_at … differ) and kept awards alike: a kept award
     # whose reason or programme version is stale is restated, so no column depends on history order
+    ended: list[str] = []
     for award in (*plan.update, *plan.keep):
         old = by_key[award.key]
         values = derived_values(award, version)
+        if award.ended_at is not None and old["status"] not in (AwardStatus.ENDED, AwardStatus.HISTORICAL):
+            # a privilege a later version no longer grants (or changed): taken back, not reversed
+            conn.execute(t.update().where(t.c.key == award.key)
+                         .values(**values, status=AwardStatus.ENDED, updated_at=now))
+            log(conn, award.key, now, AwardStatus.ENDED, award.ended_reason, award.rule_version or version)
+            ended.append(award.key)
+            continue
         if award.historical and old["status"] == AwardStatus.DUE:
             # decided before the shop went live (a shadow shop switched to live meanwhile):
             # recorded only, never delivered — whichever process saw the switch first
@@ -150,4 +162,5 @@ def record(conn: sa.Connection, shop_id: str, customer_id: str, implied: Sequenc
             continue
         conn.execute(t.update().where(t.c.key == award.key).values(**values, updated_at=now))
         log(conn, award.key, now, old["status"], f"recomputed: {_change(old, values)}", version)
-    return Recorded(tuple(a.key for a in plan.grant if not a.historical), tuple(reversed_keys))
+    return Recorded(tuple(a.key for a in plan.grant if not a.historical and a.ended_at is None),
+                    tuple(reversed_keys), tuple(ended))

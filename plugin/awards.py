@@ -98,6 +98,9 @@ class ImpliedAward:
     rule_version: str = ""
     #: a manual grant's author and reason, in words
     note: str = field(default="", compare=False)
+    #: a privilege held and then ended (a later version no longer grants it, or changed it): when, why
+    ended_at: datetime | None = None
+    ended_reason: str = ""
 
 
 def resolve_params(reward: Reward, key: str, granted_at: datetime,
@@ -110,7 +113,7 @@ def resolve_params(reward: Reward, key: str, granted_at: datetime,
 def imply(reward: Reward, *, shop: str, customer_id: str, scope: str, ref: str | Sequence[Any],
           stage: str | None, turn: int, granted_at: datetime, live_from: datetime | None = None,
           order_net: Decimal | None = None, currency: str | None = None, rule_version: str = "",
-          note: str = "") -> ImpliedAward:
+          note: str = "", ended_at: datetime | None = None, ended_reason: str = "") -> ImpliedAward:
     """One implied award of ``reward`` (params resolved by its type, historical when before
     ``live_from``); ``currency`` is the programme's (a fixed discount amount is in it);
     ``rule_version``: the version that decided it."""
@@ -122,7 +125,7 @@ def imply(reward: Reward, *, shop: str, customer_id: str, scope: str, ref: str |
         key=key, shop=shop, customer_id=customer_id, reward_id=reward.id, type=reward.type,
         scope=scope, scope_ref=scope_ref, stage=stage, turn=turn, granted_at=granted_at,
         params=params, value=value, historical=live_from is not None and granted_at < live_from,
-        rule_version=rule_version, note=note,
+        rule_version=rule_version, note=note, ended_at=ended_at, ended_reason=ended_reason,
     )
 
 

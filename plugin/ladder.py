@@ -45,7 +45,9 @@ where this list names it):
    stage's minimum stay (from ``since``) has passed, one stage per step, further in the
    same instant only while the entered stage has no minimum stay; never while lapsed;
    no demotion ever (a lapse check follows, for a stage with a shorter lapse);
-8. subgroup: the first whose condition holds; (privileges end / suspend / restore: none yet);
+8. subgroup: the first whose condition holds; privileges end (at an activation, step 1 marks
+   the privileges the new version dropped or changed as ended at this instant; suspend and
+   restore: none yet);
 9. grants in rule-file order — reward condition and subgroup filter must hold in this
    evaluation, the customer must be in one of the trigger's stages (none listed: any): ``stage``
    rewards of the stage the customer is in now (once per stage and turn, so a stage
@@ -84,6 +86,7 @@ from .awards import ImpliedAward, imply
 from .events import ADMIN_EVENT_TYPES, Event
 from .facts import FactsAccumulator
 from .programme import Programme, Reward, Settings, Stage, condition_id
+from .rewards import Kind
 from .rewards import registry as reward_types
 from .timeline import Segment, ShopInputs, Timeline
 
@@ -251,6 +254,8 @@ class _Grant:
     version: str
     order_id: str | None = None
     note: str = ""  # a manual grant's author and reason
+    ended_at: datetime | None = None  # a privilege ended by a later activation
+    ended_reason: str = ""
 
 
 class _Fold:
@@ -284,15 +289,19 @@ class _Fold:
         self.excluded: str | None = None
         self.email: str | None = None
         self.placed_at: datetime | None = None
+        #: privileges ended by an activation that changed them: reward id → the version whose
+        #: grant starts them again (its key carries that version)
+        self.restarted: dict[str, str] = {}
         self.use(timeline.index_at(datetime.min.replace(tzinfo=UTC)))
 
     # -------------------------------------------------------------- versions
-    def use(self, seg_idx: int) -> None:
-        """Let the timeline's segment ``seg_idx`` decide from now on (step 1 of a wake-up)."""
+    def use(self, seg_idx: int, at: datetime | None = None) -> None:
+        """Let the timeline's segment ``seg_idx`` decide from now on (step 1 of a wake-up at ``at``)."""
         if seg_idx == self.seg_idx:
             return
         segment = self.timeline.segments[seg_idx]
         stage = self.stage
+        previous = self.programme if self.seg_idx >= 0 else None
         self.seg_idx, self.segment = seg_idx, segment
         self.programme, self.evaluator = segment.programme, segment.evaluator
         self.stages = segment.programme.stages
@@ -312,6 +321,26 @@ class _Fold:
                 for reward_id, scope, ref in list(self.granted):
                     if scope in ("stage", "lapse") and ref == (stage.id, self.turn):
                         self.granted.add((reward_id, scope, (moved_to, self.turn)))
+        if previous is not None and at is not None:
+            self._end_privileges(at, segment)
+
+    def _end_privileges(self, at: datetime, segment: Segment) -> None:
+        """At an activation: privileges (tags, VIP service, payment terms) the new version no
+        longer has end now; one whose type or parameters it changed ends and, where the new
+        version grants it to the customer now, starts again with its values (a new key)."""
+        rewards = {r.id: r for r in segment.programme.rewards}
+        for grant in self.grants:
+            if grant.ended_at is not None or reward_types.of(grant.reward.type).kind != Kind.PRIVILEGE:
+                continue
+            new = rewards.get(grant.reward.id)
+            if new is None:
+                why = f"version {segment.version} no longer grants it"
+            elif (new.type, dict(new.params)) != (grant.reward.type, dict(grant.reward.params)):
+                why = f"version {segment.version} changed it"
+                self.restarted[new.id] = segment.version
+            else:
+                continue
+            grant.ended_at, grant.ended_reason = at, f"ended: {why}"
 
     # -------------------------------------------------------------- evaluation
     def evaluate(self, facts: Mapping[str, Any]) -> frozenset[str]:
@@ -404,7 +433,7 @@ class _Fold:
         self._transition(at)
 
     def wake(self, at: datetime, batch: Sequence[Event], on_ladder_before: bool) -> None:
-        self.use(self.timeline.index_at(at))
+        self.use(self.timeline.index_at(at), at)
         acc = self.acc
         assert acc is not None
         acc.new_orders.clear()
@@ -490,7 +519,9 @@ class _Fold:
                 continue
             kind = trigger.kind
             if kind == "stage":
-                self._add(reward, "stage", (stage.id, self.turn), at)
+                restarted = self.restarted.get(reward.id)
+                ref = (stage.id, self.turn) if restarted is None else (stage.id, self.turn, restarted)
+                self._add(reward, "stage", ref, at)
             elif kind == "order":
                 for oid in new_orders:
                     self._add(reward, "order", oid, at, order_id=oid)
@@ -590,7 +621,8 @@ def _resolve(grant: _Grant, shop: str, customer_id: str, live_from: datetime | N
     settings = timeline.at(grant.at).programme.settings
     return imply(grant.reward, shop=shop, customer_id=customer_id, scope=grant.scope, ref=grant.ref,
                  stage=grant.stage or None, turn=grant.turn, granted_at=grant.at, live_from=live_from,
-                 order_net=order_net, currency=settings.currency, rule_version=grant.version, note=grant.note)
+                 order_net=order_net, currency=settings.currency, rule_version=grant.version, note=grant.note,
+                 ended_at=grant.ended_at, ended_reason=grant.ended_reason)
 
 
 def _next_step(programme: Programme, evaluator: Evaluator, machine: _Fold,

@@ -171,7 +171,8 @@ def _plan(conn: sa.Connection, shop: ShopConfig, recorded: award_store.Recorded,
           now: datetime) -> list[int]:
     if not recorded:
         return []
-    return planning.plan(conn, shop, recorded.granted, recorded.reversed, smtp_configured=smtp_configured, now=now)
+    return planning.plan(conn, shop, recorded.granted, recorded.reversed, smtp_configured=smtp_configured, now=now,
+                         ended=recorded.ended)
 
 
 def _save(conn: sa.Connection, shop: ShopConfig, customer_id: str, inputs: FoldInputs,

@@ -21,6 +21,7 @@ class AwardStatus(StrEnum):
     WITHHELD = "withheld"  # decided but not given
     REVERSED = "reversed"  # never earned: the history that earned it was undone
     HISTORICAL = "historical"  # implied before the shop went live: recorded, never delivered
+    ENDED = "ended"  # a privilege held, then ended (a version activated later no longer grants it)
 
 
 class DeliveryAction(StrEnum):

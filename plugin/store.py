@@ -552,10 +552,25 @@ def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
 
     engine = engine_or_url if isinstance(engine_or_url, Engine) else make_engine(engine_or_url)
     try:
-        with _ALEMBIC_LOCK, begin_write(engine) as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
-            command.upgrade(alembic_config(conn), revision)
+        with _ALEMBIC_LOCK, engine.connect() as conn:
+            sqlite = conn.dialect.name == "sqlite"
+            if sqlite:
+                # SQLite's way to change a table (recreate it, batch mode): foreign keys off
+                # outside the transaction, checked before the commit (sqlite.org/lang_altertable)
+                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")  # no BEGIN before it
+            conn.execution_options(ladder_write=True)
+            try:
+                with conn.begin():
+                    if conn.dialect.name == "postgresql":
+                        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+                    command.upgrade(alembic_config(conn), revision)
+                    if sqlite:
+                        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                        if broken:
+                            raise RuntimeError(f"the migration broke {len(broken)} foreign key(s): {broken[:5]}")
+            finally:
+                if sqlite:
+                    conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")
     finally:
         if engine is not engine_or_url:
             engine.dispose()

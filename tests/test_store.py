@@ -349,13 +349,16 @@ def test_every_status_column_has_its_check_constraint(engine):
 
 
 def test_the_migration_checks_list_exactly_the_enums_values():
-    """Migration 0003 copies the values; a new status needs a new migration, and this says so."""
+    """Migrations copy the values (0003, and 0005 for the award statuses); a new status needs a
+    new migration, and this says so."""
     import importlib
 
     from loyalty_ladder.statuses import AwardStatus, DeliveryAction, DeliveryStatus, InboxStatus, NotifyChannel
 
     m = importlib.import_module("loyalty_ladder.migrations.versions.0003_status_checks")
-    assert set(m.AWARD) == set(AwardStatus) and set(m.INBOX) == set(InboxStatus)
+    latest = importlib.import_module("loyalty_ladder.migrations.versions.0005_timeline")
+    assert set(latest.AWARD_AFTER) == set(AwardStatus) and set(m.AWARD) == set(latest.AWARD_BEFORE)
+    assert set(m.INBOX) == set(InboxStatus)
     assert set(m.ACTION) == set(DeliveryAction) and set(m.DELIVERY) == set(DeliveryStatus)
     assert set(m.CHANNEL) == set(NotifyChannel)
 

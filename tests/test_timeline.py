@@ -328,3 +328,49 @@ def test_an_unknown_reward_or_stage_in_a_manual_event_is_a_no_op_not_a_crash():
 def test_a_timeline_must_be_in_time_order(bad):
     with pytest.raises(ValueError):
         timeline(*bad)
+
+
+# ------------------------------------------------------------------ privileges at an activation
+TAGGED = BASE + """
+  - id: buyer-tag
+    type: tag
+    on: {stage: first_purchase}
+    params: {tag: %(tag)s}
+"""
+
+
+def tagged(tag="buyer"):
+    p = rulefile.load_text(TAGGED % {"window": 30, "stay": 14, "lapse": 180, "regular": "regular", "percent": 10,
+                                     "points": 1, "tag": tag})
+    return p, get_engine().compile(p)
+
+
+def test_a_privilege_the_new_version_drops_ends_at_the_activation_and_is_not_reversed():
+    old, a = tagged(), T0 + 5 * DAY
+    state = run(timeline((old, None), (V1, a)), [order("o1", T0)], T0 + 6 * DAY)
+    tag, = by_reward(state, "buyer-tag")
+    assert (tag.ended_at, tag.rule_version) == (a, old[0].version)
+    assert tag.ended_reason == f"ended: version {V1[0].version} no longer grants it"
+    # a grant (the welcome code) is never ended by an activation
+    assert by_reward(state, "welcome")[0].ended_at is None
+
+
+def test_a_privilege_whose_parameters_changed_ends_and_starts_again_with_the_new_values():
+    old, new, a = tagged("buyer"), tagged("customer"), T0 + 5 * DAY
+    state = run(timeline((old, None), (new, a)), [order("o1", T0)], T0 + 6 * DAY)
+    ended, started = sorted(by_reward(state, "buyer-tag"), key=lambda x: x.granted_at)
+    assert (ended.params["tag"], ended.ended_at, ended.key) == ("buyer", a, "s/c-1/buyer-tag/stage/first_purchase/1")
+    assert (started.params["tag"], started.granted_at, started.ended_at) == ("customer", a, None)
+    assert started.key == f"s/c-1/buyer-tag/stage/first_purchase/1/{new[0].version}"
+    assert started.rule_version == new[0].version
+
+
+def test_an_unchanged_privilege_is_held_on_across_an_activation():
+    old, a = tagged(), T0 + 5 * DAY
+    # the same privilege in a version that changes a grant (the welcome percentage)
+    changed_grant = rulefile.load_text((TAGGED % {"window": 30, "stay": 14, "lapse": 180, "regular": "regular",
+                                                  "percent": 15, "points": 1, "tag": "buyer"}))
+    state = run(timeline((old, None), ((changed_grant, get_engine().compile(changed_grant)), a)),
+                [order("o1", T0)], a + DAY)
+    tag, = by_reward(state, "buyer-tag")
+    assert tag.ended_at is None and tag.rule_version == old[0].version

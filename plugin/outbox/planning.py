@@ -177,7 +177,9 @@ class _Planner:
                 self.set_status(row, DeliveryStatus.CANCELLED, reason)
 
     # ------------------------------------------------------------ reverse
-    def reverse(self, award: Mapping[str, Any]) -> None:
+    def reverse(self, award: Mapping[str, Any], announce: bool = True) -> None:
+        """Undo an award in the shop (reversed, or a privilege ended): cancel what was not sent,
+        revoke what was delivered; ``announce``: tell the marketing webhook of a reversal."""
         rows = self.rows_for(award["key"])
         grant_row = rows.get((DeliveryAction.GRANT, None))
         revoke = rows.get((DeliveryAction.REVOKE, None))
@@ -186,7 +188,7 @@ class _Planner:
             if grant_row is not None and grant_row["status"] == DeliveryStatus.PENDING:
                 self.set_status(grant_row, DeliveryStatus.CANCELLED, "award reversed before it was delivered")
             self.cancel_notices(rows, None, "award reversed before the customer was told")
-            if grant_row is None:  # a notice-only reward, or a generic shop: the notice was the delivery
+            if grant_row is None and announce:  # a notice-only reward, or a generic shop: the notice was the delivery
                 self.announce_reversal(award, rows)
             return
         self.cancel_notices(rows, EVENT_GRANTED, "award reversed before the customer was told")
@@ -196,7 +198,8 @@ class _Planner:
         if status == DeliveryStatus.DELIVERED:
             self.arm(award, revoke, DeliveryAction.REVOKE, None, self.live_status, due=True,
                      reason="shop in shadow mode: computed, not delivered" if self.shop.shadow else None)
-            self.announce_reversal(award, rows)
+            if announce:
+                self.announce_reversal(award, rows)
         elif status == DeliveryStatus.SHADOW:
             self.arm(award, revoke, DeliveryAction.REVOKE, None, DeliveryStatus.SHADOW, due=False,
                      reason="shop in shadow mode: computed, not delivered")
@@ -215,7 +218,7 @@ class _Planner:
 
 
 def plan(conn: sa.Connection, shop: ShopConfig, granted: Iterable[str], reversed_: Iterable[str], *,
-         smtp_configured: bool = False, now: datetime | None = None) -> list[int]:
+         smtp_configured: bool = False, now: datetime | None = None, ended: Iterable[str] = ()) -> list[int]:
     """Plan the delivery jobs of a reconcile: call inside its transaction, after the awards rows
     are written, with the keys it granted and reversed.  Returns the pks to run now.
 
@@ -225,12 +228,13 @@ def plan(conn: sa.Connection, shop: ShopConfig, granted: Iterable[str], reversed
       address, ``webhook`` when the shop has ``notify_webhook_url``) that wait for the grant;
       a type needing a capability the shop lacks → ``needs_manual_action`` at once (award too);
     * reversed: a pending grant is ``cancelled``; a delivered one gets a ``revoke``;
+    * ended (a privilege, status ``ended``): the same, without announcing a reversal;
     * shop in shadow mode: rows are ``shadow`` and never run.
     Re-planning the same keys changes nothing (rows are unique per award, action and channel).
     """
     now = now or utcnow()
-    granted, reversed_ = list(dict.fromkeys(granted)), list(dict.fromkeys(reversed_))
-    keys = [*granted, *reversed_]
+    granted, reversed_, ended = list(dict.fromkeys(granted)), list(dict.fromkeys(reversed_)), list(ended)
+    keys = [*granted, *reversed_, *ended]
     if not keys:
         return []
     t = store.awards
@@ -247,6 +251,10 @@ def plan(conn: sa.Connection, shop: ShopConfig, granted: Iterable[str], reversed
         award = awards.get(key)
         if award is not None and award["status"] == AwardStatus.REVERSED:
             planner.reverse(award)
+    for key in ended:
+        award = awards.get(key)
+        if award is not None and award["status"] == AwardStatus.ENDED:
+            planner.reverse(award, announce=False)
     return list(dict.fromkeys(planner.to_run))
 
 

@@ -194,15 +194,15 @@ def _finish_success(conn: sa.Connection, row: dict[str, Any], external_id: str |
         if was == DeliveryStatus.PENDING and award["status"] == AwardStatus.DUE:
             set_award_status(conn, award, AwardStatus.DELIVERED, f"delivered to the shop{where}", now)
             follow += _arm_waiting_notices(conn, award["key"], now)
-        elif award["status"] == AwardStatus.REVERSED:
-            # Reversed while the call was in flight: it exists in the shop now, so take it back.
+        elif award["status"] in (AwardStatus.REVERSED, AwardStatus.ENDED):
+            # Reversed (or ended) while the call was in flight: it exists in the shop now, so take it back.
             _log_award(conn, award, f"delivered{where} after it was reversed; revoking it", now)
             follow += _rearm(conn, award, DeliveryAction.REVOKE, now)
         elif award["status"] == AwardStatus.DUE:
             set_award_status(conn, award, AwardStatus.DELIVERED, f"delivered to the shop{where}", now)
             follow += _arm_waiting_notices(conn, award["key"], now)
     elif action == DeliveryAction.REVOKE:
-        if award["status"] == AwardStatus.REVERSED:
+        if award["status"] in (AwardStatus.REVERSED, AwardStatus.ENDED):
             _log_award(conn, award, f"revoked in the shop{where}", now)
         else:
             # Granted again while the revoke was in flight: the object is gone, deliver it again.

@@ -12,6 +12,7 @@
 * ``audit_log``: every admin action with its author and reason.
 * ``shops.mode``: the mode (live | shadow) the shop's configuration had when last seen.
 * ``ix_customers_shop_id_lower_email``: customers found by e-mail in any case.
+* award status ``ended``: a privilege held, then ended by a later activation.
 
 Revision ID: 0005
 Revises: 0004
@@ -31,6 +32,19 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 TZ = sa.DateTime(timezone=True)
+#: the award statuses after this revision (0003's plus ``ended``), copied: a migration must not
+#: change when the code moves on
+AWARD_BEFORE = ("due", "delivered", "needs_manual_action", "failed", "withheld", "reversed", "historical")
+AWARD_AFTER = (*AWARD_BEFORE, "ended")
+
+
+def _award_checks(values: Sequence[str]) -> None:
+    # SQLite: batch mode recreates the tables that award_log and deliveries reference;
+    # store.upgrade runs migrations with foreign keys off and checks them all before committing
+    for table in ("awards", "award_log"):
+        with op.batch_alter_table(table) as batch:
+            batch.drop_constraint(op.f(f"ck_{table}_status"), type_="check")
+            batch.create_check_constraint("status", f"status IN ({', '.join(repr(v) for v in values)})")
 
 
 def upgrade() -> None:
@@ -118,9 +132,11 @@ def upgrade() -> None:
         batch.add_column(sa.Column("mode", sa.String(16), nullable=True))
         batch.drop_column("active_version")
     op.create_index("ix_customers_shop_id_lower_email", "customers", ["shop_id", sa.text("lower(email)")])
+    _award_checks(AWARD_AFTER)
 
 
 def downgrade() -> None:
+    _award_checks(AWARD_BEFORE)
     op.drop_index("ix_customers_shop_id_lower_email", table_name="customers")
     with op.batch_alter_table("shops") as batch:
         batch.add_column(sa.Column("active_version", sa.String(12), nullable=True))
