@@ -368,8 +368,8 @@ def test_a_privilege_whose_parameters_changed_ends_and_starts_again_with_the_new
 def test_an_unchanged_privilege_is_held_on_across_an_activation():
     old, a = tagged(), T0 + 5 * DAY
     # the same privilege in a version that changes a grant (the welcome percentage)
-    changed_grant = rulefile.load_text((TAGGED % {"window": 30, "stay": 14, "lapse": 180, "regular": "regular",
-                                                  "percent": 15, "points": 1, "tag": "buyer"}))
+    changed_grant = rulefile.load_text(TAGGED % {"window": 30, "stay": 14, "lapse": 180, "regular": "regular",
+                                                  "percent": 15, "points": 1, "tag": "buyer"})
     state = run(timeline((old, None), ((changed_grant, get_engine().compile(changed_grant)), a)),
                 [order("o1", T0)], a + DAY)
     tag, = by_reward(state, "buyer-tag")
