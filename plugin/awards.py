@@ -2,14 +2,15 @@
 
 The ladder says which awards a customer's history *implies*; the service compares
 that set with the awards already recorded and acts on the difference
-(``reconcile``).  Award keys are deterministic and never contain the rule version,
+(``reconcile``).  Award keys are deterministic and do not contain the rule version,
 so re-folding the same history — after a duplicate, a late event, a restart or a
 comment-only rule edit — implies the same keys:
 
 ``{shop}/{customer}/{reward}/stage/{stage}/{turn}``, ``…/order/{order_id}``,
 ``…/event/{event_id}``, ``…/period/{YYYY-MM | YYYY-Qn | YYYY}``,
 ``…/lapse/{stage}/{turn}``, ``…/manual/{event_id}`` (a grant by hand: the id of its
-``reward_granted`` event).
+``reward_granted`` event), and ``…/stage/{stage}/{turn}/{version}`` for a privilege an
+activation changed, started again under that version (the one place a version is in a key).
 
 Each component is percent-encoded (``quote(…, safe="")``) so an id containing ``/``
 cannot make two different awards share a key; ordinary ids are unchanged.  A component whose

@@ -691,6 +691,7 @@ _STATUS_WORDS: dict[str, str] = {
     AwardStatus.NEEDS_MANUAL_ACTION: "waiting for staff to carry it out",
     AwardStatus.FAILED: "its delivery failed",
     AwardStatus.HISTORICAL: "recorded only (before the shop went live), never delivered",
+    AwardStatus.ENDED: "held, then ended",
 }
 _NOT_GIVEN = (AwardStatus.REVERSED, AwardStatus.WITHHELD)
 

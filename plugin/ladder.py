@@ -13,8 +13,8 @@ of a wake-up (below) is its contract; split across files, that order would have 
 **Wake-ups.**  The machine looks at the customer at every distinct event time and at
 its own due times: the end of the current stage's minimum stay, the lapse deadline,
 the first instant of every calendar month (UTC) while on the ladder, each shop-wide
-turn, each activation of a programme version while on the ladder, and each change of the
-shop's exclusions.  ``as_of`` itself is never a wake-up, so ``fold(events, T2)`` agrees
+turn, each activation of a programme version and each upgrade of the fold's semantics while on
+the ladder, and each change of the shop's exclusions.  ``as_of`` itself is never a wake-up, so ``fold(events, T2)`` agrees
 with ``fold(events, T1)`` up to ``T1`` when nothing happened in between.
 
 **At a wake-up**, in this order (every later feature keeps it; a step a feature adds goes
@@ -27,9 +27,9 @@ where this list names it):
    facts use the deciding version's settings from now on (the refund window excepted: an
    order keeps the window of the version active at its first event);
 2. apply the events of that instant, manual adjustments among them (``stage_set``: the
-   stage is set, a stage below only when forced, and the customer does not climb in this
-   wake-up — from the next one on the rules apply again; ``turn_started``: a new turn; the
-   grants and revocations of step 9);
+   stage is set, a stage below only when forced, and it holds — no climb — until the
+   customer's next counting order, from which on the rules decide again; ``turn_started``: a
+   new turn; the grants and revocations of step 9);
 3. refund-window exclusions (computed before the fold: an excluded order's events never
    arrive), then expiries (none yet);
 4. a shop-wide turn at this instant: ``turn += 1`` (stage kept, lapse cleared: the turn
@@ -288,10 +288,12 @@ class _Fold:
         self.lapsed_at: datetime | None = None
         self.excluded: str | None = None
         self.email: str | None = None
-        self.placed_at: datetime | None = None
+        #: a stage set by hand holds (no climb) until the customer's next counting order
+        self.placed = False
         #: privileges ended by an activation that changed them: reward id → the version whose
         #: grant starts them again (its key carries that version)
         self.restarted: dict[str, str] = {}
+        self.semantics = timeline.semantics_at(datetime.min.replace(tzinfo=UTC))
         self.use(timeline.index_at(datetime.min.replace(tzinfo=UTC)))
 
     # -------------------------------------------------------------- versions
@@ -383,6 +385,9 @@ class _Fold:
             activation = self.timeline.next_start(after)
             if activation is not None:
                 candidates.append(activation)
+            upgrade = self.timeline.next_semantics_start(after)
+            if upgrade is not None:
+                candidates.append(upgrade)
         ptr = bisect.bisect_right(self.exclusion_times, after)
         if ptr < len(self.exclusion_times):
             candidates.append(self.exclusion_times[ptr])
@@ -429,11 +434,14 @@ class _Fold:
         self.idx = target
         self.lapsed = False
         self.lapsed_at = None
-        self.placed_at = at  # placed by hand: no climb in this wake-up (a move down would bounce back)
+        self.placed = True  # placed by hand: held until the next order (a move down would bounce back)
         self._transition(at)
 
     def wake(self, at: datetime, batch: Sequence[Event], on_ladder_before: bool) -> None:
         self.use(self.timeline.index_at(at), at)
+        # the fold semantics in force (Timeline.semantics_at): a release that changes what the
+        # fold means branches on it, so its change holds from the upgrade instant on only
+        self.semantics = self.timeline.semantics_at(at)
         acc = self.acc
         assert acc is not None
         acc.new_orders.clear()
@@ -475,7 +483,9 @@ class _Fold:
             self.idx = 0
             self.turn_start = at
             self._transition(at)
-        while (self.idx is not None and not self.lapsed and self.idx + 1 < len(stages) and self.placed_at != at
+        if new_orders and not any(e.type == "stage_set" for e in manual):
+            self.placed = False  # new evidence: the rules decide again
+        while (self.idx is not None and not self.lapsed and self.idx + 1 < len(stages) and not self.placed
                and _holds(holds, "stage", stages[self.idx + 1].id, stages[self.idx + 1].when)):
             assert self.since is not None
             if at < self.since + timedelta(days=stages[self.idx].min_stay_days):

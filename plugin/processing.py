@@ -359,6 +359,8 @@ def _process_customer(db: sa.Engine, shop: ShopConfig, timelines: TimelineSource
                 inputs = load_inputs(conn, shop.id, customer_id)
                 if not inputs.rows:
                     raise NotFound(f"customer '{customer_id}' has no accepted events in shop '{shop.id}'")
+                if timeline.key and timeline.key != inputs.fingerprint[-1]:
+                    timeline = timelines(key=inputs.fingerprint[-1])  # a read: never waits for our lock
                 state = fold(timeline, inputs, as_of, shop.id, customer_id)
             elif fingerprint(conn, shop.id, customer_id) != inputs.fingerprint:
                 continue  # the ledger changed while we folded: the transaction ends, fold again

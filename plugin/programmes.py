@@ -52,6 +52,8 @@ ACTIVATED = "programme_activated"
 #: the author of the activation a shop gets when it has no version yet
 FIRST_START = "ladder (first start)"
 FIRST_USE = "ladder (first use)"
+#: the author of a version a start-up found in the rules directory and stored without activating it
+STARTUP_STORED = "ladder (read at start, not activated)"
 
 
 class ActivationRefused(LadderError):
@@ -622,8 +624,8 @@ class ProgrammeRegistry:
                           "the shop had no programme version: its rules directory is activated", utcnow(), str(path))
                 active, activated = programme.version, True
             else:
-                if programme is not None:
-                    store_version(conn, programme, files, str(path), author)
+                if programme is not None:  # listed, not activated: stored by the start-up that read it
+                    store_version(conn, programme, files, str(path), STARTUP_STORED)
                 effective = resolve(rows)
                 now = utcnow()
                 deciding = [a for i, a in enumerate(effective)

@@ -13,8 +13,10 @@ time, and only the customer's own history (a refund inside the window, a late ev
 
 **Semantics.**  A release that changes what the fold means (a fact redefined, a reward type's
 behaviour changed) records a new :data:`CURRENT_SEMANTICS` from the instant the database is
-upgraded to it (``semantics_versions``); the fold asks :meth:`Timeline.semantics_at` where the
-two behaviours differ, so a code upgrade is no more retroactive than an activation.
+upgraded to it (``semantics_versions``); the upgrade instant is a wake-up for every customer
+on the ladder, and at each wake-up the fold knows the semantics in force
+(:meth:`Timeline.semantics_at`), where a later release branches between the old and the new
+behaviour — so a code upgrade is no more retroactive than an activation.
 
 * 0 — the fold of releases up to 0.1, before versions were kept on a timeline;
 * 1 — versions on a timeline, manual adjustments and exclusions as ledger inputs.  Semantics 1
@@ -108,6 +110,12 @@ class Timeline:
         starts = self.starts
         i = bisect.bisect_right(starts, _aware(after))
         return starts[i] if i < len(starts) else None
+
+    def next_semantics_start(self, after: datetime) -> datetime | None:
+        """The first instant strictly after ``after`` from which another fold semantics holds
+        (an upgrade: a wake-up for every customer on the ladder, like an activation)."""
+        starts = sorted(_aware(t) for t, _ in self.semantics if t is not None and _aware(t) > _aware(after))
+        return starts[0] if starts else None
 
     def semantics_at(self, at: datetime) -> int:
         """The fold semantics in force at ``at``."""

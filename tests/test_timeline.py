@@ -268,12 +268,12 @@ def test_stage_set_moves_up_and_only_down_when_forced():
     assert run(V1, down, T0 + 4 * DAY).stage == "regular"  # not forced: ignored
     forced = [*events, adjust("stage_set", T0 + 3 * DAY, stage="first_purchase", force=True)]
     assert run(V1, forced, T0 + 4 * DAY).stage == "first_purchase"
-    # even into a stage without a minimum stay: no climb back in the same instant; from the next
-    # wake-up on the rules apply again (three orders: regular once the 14-day stay has passed)
+    # even into a stage without a minimum stay: the placement holds at later wake-ups (month
+    # starts, other events) until the customer's next order; then the rules decide again
     to_potential = [*events, adjust("stage_set", T0 + 3 * DAY, stage="potential", force=True)]
-    state = run(V1, to_potential, T0 + 4 * DAY)
+    state = run(V1, [*to_potential, ev("checkout_started", T0 + 4 * DAY)], T0 + 40 * DAY)
     assert (state.stage, state.since) == ("potential", T0 + 3 * DAY)
-    later = run(V1, [*to_potential, order("o2", T0 + 5 * DAY)], T0 + 6 * DAY)
+    later = run(V1, [*to_potential, order("o2", T0 + 45 * DAY)], T0 + 46 * DAY)
     assert later.stage == "first_purchase"
 
 
@@ -374,3 +374,12 @@ def test_an_unchanged_privilege_is_held_on_across_an_activation():
                 [order("o1", T0)], a + DAY)
     tag, = by_reward(state, "buyer-tag")
     assert tag.ended_at is None and tag.rule_version == old[0].version
+
+
+def test_an_upgrade_of_the_fold_semantics_is_a_wake_up_on_the_ladder():
+    upgrade = T0 + 3 * DAY + timedelta(hours=5)
+    tl = Timeline(timeline((V1, None)).segments, semantics=((None, 0), (upgrade, 1)))
+    assert (tl.semantics_at(upgrade - DAY), tl.semantics_at(upgrade)) == (0, 1)
+    after_month_start = datetime(2026, 2, 1, 1, tzinfo=UTC)
+    assert run(tl, [order("o1", T0)], after_month_start).next_wake_at == upgrade
+    assert run(timeline((V1, None)), [order("o1", T0)], after_month_start).next_wake_at == T0 + 14 * DAY

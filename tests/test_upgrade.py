@@ -58,6 +58,9 @@ def test_the_upgrade_puts_the_old_version_and_semantics_on_the_timeline(upgraded
     assert [(a.shop_id, a.version, a.active_from) for a in activations] == [("default", old_version, None)]
     assert [s.version for s in semantics] == [0, CURRENT_SEMANTICS]
     assert semantics[0].active_from is None and semantics[1].active_from is not None
+    with service.db.connect() as conn:  # the upgrade instant wakes every customer on the ladder
+        wakes = conn.execute(sa.select(store.customers.c.next_wake_at).where(store.customers.c.stage.is_not(None))).all()
+    assert wakes and all(w.next_wake_at <= semantics[1].active_from for w in wakes)
     timeline = service.programmes.timeline(service.db, service.shop("default"))
     assert [s.version for s in timeline.segments] == [old_version]
     assert timeline.semantics_at(datetime(2025, 1, 1).astimezone()) == 0

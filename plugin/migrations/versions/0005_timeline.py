@@ -87,6 +87,11 @@ def upgrade() -> None:
     if has_events:
         op.bulk_insert(semantics, [{"version": 0, "active_from": None, "created_at": now},
                                    {"version": 1, "active_from": now, "created_at": now}])
+        # the upgrade instant is a wake-up for every customer on the ladder (like an activation)
+        customers = sa.table("customers", sa.column("stage", sa.String), sa.column("next_wake_at", TZ))
+        conn.execute(customers.update().where(customers.c.stage.is_not(None),
+                                              sa.or_(customers.c.next_wake_at.is_(None), customers.c.next_wake_at > now))
+                     .values(next_wake_at=now))
     else:
         op.bulk_insert(semantics, [{"version": 1, "active_from": None, "created_at": now}])
 
