@@ -46,8 +46,9 @@ where this list names it):
    same instant only while the entered stage has no minimum stay; never while lapsed;
    no demotion ever (a lapse check follows, for a stage with a shorter lapse);
 8. subgroup: the first whose condition holds; privileges end (at an activation, step 1 marks
-   the privileges the new version dropped or changed as ended at this instant; suspend and
-   restore: none yet);
+   the privileges the new version dropped or changed as ended at this instant, and here those
+   of the current stage and turn it no longer allows to this customer; suspend and restore:
+   none yet);
 9. grants in rule-file order — reward condition and subgroup filter must hold in this
    evaluation, the customer must be in one of the trigger's stages (none listed: any): ``stage``
    rewards of the stage the customer is in now (once per stage and turn, so a stage
@@ -294,6 +295,7 @@ class _Fold:
         #: grant starts them again (its key carries that version)
         self.restarted: dict[str, str] = {}
         self.semantics = timeline.semantics_at(datetime.min.replace(tzinfo=UTC))
+        self.activated_at: datetime | None = None  # the latest activation instant the fold passed
         self.use(timeline.index_at(datetime.min.replace(tzinfo=UTC)))
 
     # -------------------------------------------------------------- versions
@@ -324,6 +326,7 @@ class _Fold:
                     if scope in ("stage", "lapse") and ref == (stage.id, self.turn):
                         self.granted.add((reward_id, scope, (moved_to, self.turn)))
         if previous is not None and at is not None:
+            self.activated_at = at
             self._end_privileges(at, segment)
 
     def _end_privileges(self, at: datetime, segment: Segment) -> None:
@@ -496,11 +499,39 @@ class _Fold:
 
         self.subgroup = next((g.id for g in self.programme.subgroups
                               if _holds(holds, "subgroup", g.id, g.when)), None)
+        if self.activated_at == at and self.idx is not None:
+            self._end_disallowed(at, holds)
         if self.idx is not None:
             period_start = on_ladder_before and at == month_start(at)
             self._grant(at, holds, batch, new_orders, period_start, lapsed_now)
         for event in manual:
             self._manual_award(at, event)
+
+    def _end_disallowed(self, at: datetime, holds: frozenset[str]) -> None:
+        """At an activation, after evaluation (step 8): a privilege held for the current stage and
+        turn ends when the new version no longer allows it to this customer — its stages, its
+        subgroups or its condition (a privilege of an earlier stage is left as it is)."""
+        stage = self.stage
+        assert stage is not None
+        rewards = {r.id: r for r in self.programme.rewards}
+        for grant in self.grants:
+            if (grant.ended_at is not None or grant.scope != "stage" or not isinstance(grant.ref, tuple)
+                    or grant.ref[:2] != (stage.id, self.turn)
+                    or reward_types.of(grant.reward.type).kind != Kind.PRIVILEGE):
+                continue
+            reward = rewards.get(grant.reward.id)
+            if reward is None:
+                continue  # dropped: ended in step 1
+            version = self.segment.version
+            if reward.trigger.kind != "stage" or (reward.trigger.stages and stage.id not in reward.trigger.stages):
+                why = f"version {version} does not grant it in stage {stage.id}"
+            elif reward.subgroups and self.subgroup not in reward.subgroups:
+                why = f"version {version} grants it only to subgroups {', '.join(reward.subgroups)}"
+            elif not _holds(holds, "reward", reward.id, reward.when):
+                why = f"its condition in version {version} does not hold"
+            else:
+                continue
+            grant.ended_at, grant.ended_reason = at, f"ended: {why}"
 
     def _manual_award(self, at: datetime, event: Event) -> None:
         """A manual ``reward_granted`` or ``reward_revoked`` (step 9, after the rule-file grants)."""

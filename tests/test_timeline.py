@@ -383,3 +383,18 @@ def test_an_upgrade_of_the_fold_semantics_is_a_wake_up_on_the_ladder():
     after_month_start = datetime(2026, 2, 1, 1, tzinfo=UTC)
     assert run(tl, [order("o1", T0)], after_month_start).next_wake_at == upgrade
     assert run(timeline((V1, None)), [order("o1", T0)], after_month_start).next_wake_at == T0 + 14 * DAY
+
+
+def test_a_privilege_the_new_version_no_longer_allows_to_this_customer_ends_at_the_activation():
+    narrowed = rulefile.load_text((TAGGED % {"window": 30, "stay": 14, "lapse": 180, "regular": "regular",
+                                             "percent": 10, "points": 1, "tag": "buyer"}).replace(
+        "    on: {stage: first_purchase}\n    params: {tag: buyer}",
+        "    on: {stage: first_purchase}\n    when: {fact: orders_count, gte: 2}\n    params: {tag: buyer}"))
+    old, a = tagged(), T0 + 5 * DAY
+    state = run(timeline((old, None), ((narrowed, get_engine().compile(narrowed)), a)), [order("o1", T0)], a + DAY)
+    tag, = by_reward(state, "buyer-tag")
+    assert tag.ended_at == a and tag.ended_reason == f"ended: its condition in version {narrowed.version} does not hold"
+    # one more order and the same activation allows it: held on
+    state = run(timeline((old, None), ((narrowed, get_engine().compile(narrowed)), a)),
+                [order("o1", T0), order("o2", T0 + DAY)], a + DAY)
+    assert by_reward(state, "buyer-tag")[0].ended_at is None
