@@ -557,7 +557,7 @@ class AuditEntrySchema(Schema):
     author = fields.String()
     action = fields.String(metadata={"description": "turn_started, stage_set, customer_turn_started, reward_granted, "
                                                     "reward_revoked, exclusions_set, inbox_retried, delivery_retried, "
-                                                    "programme_activated …"})
+                                                    "programme_activated, shop_went_live, shop_went_shadow"})
     target = fields.String(allow_none=True, metadata={"description": "what it acted on: a customer, a row, a version"})
     reason = fields.String(allow_none=True)
     detail = fields.Dict(keys=fields.String(), values=Json())
