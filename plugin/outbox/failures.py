@@ -66,8 +66,8 @@ def retry(db: sa.Engine, pks: Iterable[int] = (), *, status: str | None = None, 
                 skipped.append((pk, "already pending"))
             elif row.status != DeliveryStatus.FAILED:
                 skipped.append((pk, f"{row.status}: only failed deliveries are retried"))
-            elif row.action == DeliveryAction.GRANT and row.award_status == AwardStatus.REVERSED:
-                skipped.append((pk, "its award was reversed meanwhile: nothing to grant"))
+            elif row.action == DeliveryAction.GRANT and row.award_status in (AwardStatus.REVERSED, AwardStatus.ENDED):
+                skipped.append((pk, f"its award was {row.award_status} meanwhile: nothing to grant"))
             else:
                 _rearm_failed(conn, row, now)
                 retried.append(pk)
