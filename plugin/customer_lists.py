@@ -82,8 +82,8 @@ def ids_by_email(conn: sa.Connection, shop_id: str, email: str) -> list[str]:
     if not wanted:
         return []
     found = {guest_id(wanted)}
-    # lower() on both sides: the database's own case folding, the same one an index on
-    # (shop_id, lower(email)) holds
+    # lower() on both sides: the database's own case folding, the very expression the index
+    # ix_customers_shop_id_lower_email holds (migration 0005)
     found.update(r.customer_id for r in conn.execute(
         sa.select(cu.c.customer_id).where(cu.c.shop_id == shop_id,
                                           sa.func.lower(cu.c.email) == sa.func.lower(sa.literal(wanted)))))
