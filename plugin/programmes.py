@@ -284,7 +284,12 @@ def _check_stage_map(old: Programme, new: Programme, stage_map: Mapping[str, str
         raise ActivationRefused("the stage map names unknown stages; nothing was changed", {"stage_map": errors})
     dropped = [s for s in old_ids if s not in new_ids and s not in stage_map]
     if dropped:
-        example = " ".join(f"--stage-map {s}={new_ids[0]}" for s in dropped)
+        def nearest_below(stage: str) -> str:
+            # the suggestion: the highest stage kept by the new version that came before it
+            kept = [x for x in old_ids[:old_ids.index(stage)] if x in new_ids]
+            return kept[-1] if kept else new_ids[0]
+
+        example = " ".join(f"--stage-map {s}={nearest_below(s)}" for s in dropped)
         raise ActivationRefused(
             f"version {new.version} drops the stage(s) {', '.join(dropped)} of version {old.version}, which decides "
             f"until then: map each to a stage of the new version ({', '.join(new_ids)}) with --stage-map OLD=NEW, "

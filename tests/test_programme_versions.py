@@ -194,7 +194,7 @@ def test_a_dropped_stage_needs_a_map_to_a_stage_the_new_version_has(engine):
         programmes.activate(engine, "default", small(DROPS_LOYAL), author="ann")
     message = refused.value.message
     assert "drops the stage(s) loyal" in message and "--stage-map OLD=NEW" in message
-    assert "--stage-map loyal=potential" in message
+    assert "--stage-map loyal=buyer" in message
     assert set(refused.value.errors["stage_map"]) == {"loyal"}
     with pytest.raises(ActivationRefused) as unknown:
         programmes.activate(engine, "default", small(DROPS_LOYAL), stage_map={"loyal": "gold"}, author="ann")
