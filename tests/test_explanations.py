@@ -569,3 +569,14 @@ def test_on_a_terminal_the_report_is_the_default(client, auth, ladder_settings, 
     out = b"".join(chunks).decode()
     assert "Next: Regular (regular): 1 more order; earliest on 13 February 2026" in out
     assert not out.lstrip().startswith("{")
+
+
+def test_the_api_explains_as_of_an_instant_and_refuses_a_time_without_a_zone(client, auth):
+    assert client.post("/api/v1/shops/default/events", json=ONE_SHORT, headers=auth).status_code == 202
+    url = "/api/v1/shops/default/customers/ana/explain"
+    then = client.get(url, query_string={"as_of": "2026-02-05T00:00:00Z"}, headers=auth).get_json()
+    assert then["as_of"] == "2026-02-05T00:00:00Z" and then["next"]["earliest_at"] == "2026-02-13T10:00:00Z"
+    before = client.get(url, query_string={"as_of": "2026-01-20T00:00:00Z"}, headers=auth).get_json()
+    assert before["stage"] == "potential"
+    bad = client.get(url, query_string={"as_of": "2026-02-05T00:00:00"}, headers=auth)
+    assert bad.status_code == 422 and "as_of" in json.dumps(bad.get_json())

@@ -11,6 +11,7 @@ from marshmallow import Schema, ValidationError, fields, pre_load, validate
 from .. import customer_lists, store
 from ..clock import utcnow
 from ..documents import CustomerDocumentSchema, CustomerPageSchema, ExplanationSchema, ShopStatsSchema
+from ..events import AwareTime
 from ..globals import ladder
 from .auth import ADMIN_SECURITY, require_admin
 from .responses import error_responses
@@ -33,14 +34,23 @@ class Customer(MethodView):
         return ladder().service.customer(shop, customer_id)
 
 
+class ExplainArgs(Schema):
+    """``GET …/explain``'s query: the instant to explain (default now)."""
+
+    as_of = AwareTime(metadata={"type": "string", "format": "date-time",
+                                "description": "explain the customer as of this time (default now), under the "
+                                               "version active then; awards granted by then, with today's status"})
+
+
 @blp.route("/<string:shop>/customers/<string:customer_id>/explain")
 class Explain(MethodView):
     @blp.doc(security=ADMIN_SECURITY, responses=ERRORS)
+    @blp.arguments(ExplainArgs, location="query", as_kwargs=True)
     @blp.response(200, ExplanationSchema, description="why this stage, what gets to the next, when lapse would "
                   "come, each reward granted / withheld / reversed with its reason")
-    def get(self, shop: str, customer_id: str):
+    def get(self, shop: str, customer_id: str, as_of=None):
         """Explain the customer's position, with the trace of every comparison."""
-        return ladder().service.explanation(shop, customer_id)
+        return ladder().service.explanation(shop, customer_id, as_of)
 
 
 # ---------------------------------------------------------------- seeing customers: lists and counts
