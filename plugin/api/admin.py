@@ -23,6 +23,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from .. import adjustments, audit
 from ..documents import AdjustmentEventSchema, AuditPageSchema, ExclusionsSchema, ShopTurnSchema
+from ..errors import BadRequest
 from ..events import AwareTime
 from ..globals import ladder
 from .auth import ADMIN_SECURITY, require_admin
@@ -118,8 +119,16 @@ class AuditArgsSchema(Schema):
     action = fields.String(validate=validate.Length(min=1, max=64), metadata={"description": "only this action"})
     limit = fields.Integer(load_default=audit.PAGE_DEFAULT, validate=validate.Range(min=1, max=audit.PAGE_MAX),
                            metadata={"description": f"at most this many entries (default {audit.PAGE_DEFAULT})"})
-    cursor = fields.String(validate=validate.Length(min=1, max=200),
+    cursor = fields.String(validate=validate.And(validate.Length(min=1, max=200), lambda value: _valid_cursor(value)),
                            metadata={"description": "the next_cursor of the previous page"})
+
+
+def _valid_cursor(value: str) -> None:
+    """A cursor this listing did not make is invalid input (422), as on ``GET …/customers``."""
+    try:
+        audit.decode_cursor(value)
+    except BadRequest as exc:
+        raise ValidationError(exc.message) from None
 
 
 _CHANGE_ERRORS = {
@@ -193,7 +202,7 @@ class Exclusions(MethodView):
 @blp.route("/<string:shop>/audit")
 class Audit(MethodView):
     @blp.doc(security=ADMIN_SECURITY, responses=error_responses(
-        _400="an invalid cursor or shop id in the URL", _401="missing or wrong admin token", _404="unknown shop"))
+        _400="an invalid shop id in the URL", _401="missing or wrong admin token", _404="unknown shop"))
     @blp.arguments(AuditArgsSchema, location="query", as_kwargs=True)
     @blp.response(200, AuditPageSchema, description="the shop's audit entries, newest first")
     def get(self, shop: str, limit: int, since: Any = None, action: str | None = None, cursor: str | None = None):
