@@ -132,6 +132,9 @@ def test_a_stage_below_the_current_one_needs_force(client, service):
     assert [r.type for r in ledger_rows(service)] == ["customer_created", "order_paid", "stage_set"]  # nothing new
     assert len(audit_rows(service, "stage_set")) == 1
 
+    for loose in ("yes", 1, "true"):  # only JSON true forces a customer down
+        assert adjust(client, {"action": "set_stage", "stage": "first_purchase", "force": loose,
+                               "reason": "mistake"}).status_code == 422
     forced = adjust(client, {"action": "set_stage", "stage": "first_purchase", "force": True, "reason": "mistake"})
     assert forced.status_code == 201 and forced.get_json()["adjustment"]["force"] is True
     assert doc(client)["stage"] == "first_purchase"

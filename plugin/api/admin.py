@@ -72,6 +72,15 @@ class TurnBodySchema(Schema):
 
 #: the field each action needs, and the fields it allows besides action and reason
 _NEEDS = {"set_stage": "stage", "grant": "reward", "revoke": "award_key", "start_turn": None}
+class _JsonBoolean(fields.Boolean):
+    """A JSON ``true`` or ``false``, nothing that merely looks like one."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
 _ALLOWS = {"set_stage": {"stage", "force"}, "grant": {"reward"}, "revoke": {"award_key"}, "start_turn": set()}
 
 
@@ -82,7 +91,8 @@ class AdjustmentBodySchema(Schema):
 
     action = fields.String(required=True, validate=validate.OneOf(list(adjustments.ACTIONS)))
     stage = fields.String(validate=validate.Length(min=1, max=64))
-    force = fields.Boolean(metadata={"description": "set_stage: allow a stage below the current one"})
+    # JSON true/false only: forcing a customer down a stage is not inferred from "yes" or 1
+    force = _JsonBoolean(metadata={"description": "set_stage: allow a stage below the current one"})
     reward = fields.String(validate=validate.Length(min=1, max=64))
     award_key = fields.String(validate=validate.Length(min=1, max=512))
     reason = fields.String(required=True, validate=validate.Length(min=1, max=adjustments.MAX_REASON))
