@@ -1,4 +1,5 @@
-"""Time, one spelling: ``utcnow()`` (aware UTC) and ``iso()`` (ISO 8601 with ``Z``).
+"""Time, one spelling: ``utcnow()`` (aware UTC), ``as_utc()`` (any stored instant as aware UTC) and
+``iso()`` (ISO 8601 with ``Z``).
 
 Every module that stamps or prints a time uses these two, so the whole code base agrees on what
 "now" is (tests patch one place) and on how an instant is written.
@@ -11,6 +12,12 @@ from datetime import UTC, datetime
 def utcnow() -> datetime:
     """The current instant, timezone-aware, in UTC."""
     return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """An instant in UTC; a naive one (SQLite gives times back without a zone) is taken as UTC,
+    which is what every time we store is."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def iso(value: datetime) -> str:

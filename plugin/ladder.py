@@ -84,6 +84,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from .awards import ImpliedAward, imply
+from .clock import as_utc
 from .events import ADMIN_EVENT_TYPES, Event
 from .facts import FactsAccumulator
 from .programme import Programme, Reward, Settings, Stage, condition_id
@@ -231,10 +232,6 @@ def starts_period(t: datetime, every: str | None) -> bool:
         return t.month % 3 == 1
     return True
 
-
-def _aware(t: datetime) -> datetime:
-    """Times read back from SQLite come without a zone; ours are always UTC."""
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def _holds(holds: frozenset[str], kind: str, item_id: str, when: Any) -> bool:
@@ -600,7 +597,7 @@ def fold(programme: Programme | Timeline, evaluator: Evaluator | None, events: I
     timeline = programme if isinstance(programme, Timeline) else Timeline.single(programme, evaluator)
     if shop_inputs is None:
         shop_inputs = ShopInputs.of(shop_turns)
-    live_from = _aware(live_from) if live_from is not None else None
+    live_from = as_utc(live_from) if live_from is not None else None
     evs = prepare_events(events, as_of)
     excluded = excluded_orders(evs, lambda t: timeline.at(t).programme.settings)
     if excluded:

@@ -34,7 +34,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import audit, rulefile, store
-from .clock import iso, utcnow
+from .clock import as_utc, iso, utcnow
 from .engine import CompiledProgramme, get_engine
 from .errors import BadRequest, ConfigError, LadderError, NotFound, RuleFileError, RuleFileProblem
 from .programme import Programme
@@ -64,9 +64,6 @@ class ActivationRefused(LadderError):
     http_status = 422
     exit_code = 1
 
-
-def _aware(t: datetime) -> datetime:
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 # ---------------------------------------------------------------- versions
@@ -319,8 +316,8 @@ def activate(db: sa.Engine, shop_id: str, version_or_programme: str | Programme,
     is already in force changes nothing (``Activated.changed`` False, no row).  Raises
     BadRequest (``at`` in the past), NotFound (unknown version), ActivationRefused.
     """
-    now = _aware(now or utcnow())
-    at = _aware(at) if at is not None else now
+    now = as_utc(now or utcnow())
+    at = as_utc(at) if at is not None else now
     if at < now - PAST_TOLERANCE:
         raise BadRequest(f"an activation cannot be in the past: {iso(at)} is before now ({iso(now)}); "
                          "what was decided stays decided", {"at": ["must not be in the past"]})
@@ -406,7 +403,7 @@ class Listing:
 
 def listing(db: sa.Engine, shop_id: str, now: datetime | None = None) -> Listing:
     """What ``ladder rules list`` and ``GET …/programme`` show (read-only)."""
-    now = _aware(now or utcnow())
+    now = as_utc(now or utcnow())
     with db.connect() as conn:
         rows = activations(conn, shop_id)
         versions = stored_versions(conn)

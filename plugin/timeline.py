@@ -29,9 +29,10 @@ import bisect
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from .clock import as_utc
 from .programme import Programme
 
 #: the fold semantics of this release (see the module docstring)
@@ -42,9 +43,6 @@ SEMANTICS = {
     1: "programme versions on a timeline; manual adjustments and exclusions as ledger inputs",
 }
 
-
-def _aware(t: datetime) -> datetime:
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -95,11 +93,11 @@ class Timeline:
     @property
     def starts(self) -> list[datetime]:
         """The activation instants after the first version (each a wake-up on the ladder)."""
-        return [_aware(s.start) for s in self.segments[1:] if s.start is not None]
+        return [as_utc(s.start) for s in self.segments[1:] if s.start is not None]
 
     def index_at(self, at: datetime) -> int:
         """The index of the segment deciding the instant ``at`` (an activation decides its own instant)."""
-        return bisect.bisect_right(self.starts, _aware(at))
+        return bisect.bisect_right(self.starts, as_utc(at))
 
     def at(self, at: datetime) -> Segment:
         """The segment deciding the instant ``at``."""
@@ -108,20 +106,20 @@ class Timeline:
     def next_start(self, after: datetime) -> datetime | None:
         """The first activation instant strictly after ``after``."""
         starts = self.starts
-        i = bisect.bisect_right(starts, _aware(after))
+        i = bisect.bisect_right(starts, as_utc(after))
         return starts[i] if i < len(starts) else None
 
     def next_semantics_start(self, after: datetime) -> datetime | None:
         """The first instant strictly after ``after`` from which another fold semantics holds
         (an upgrade: a wake-up for every customer on the ladder, like an activation)."""
-        starts = sorted(_aware(t) for t, _ in self.semantics if t is not None and _aware(t) > _aware(after))
+        starts = sorted(as_utc(t) for t, _ in self.semantics if t is not None and as_utc(t) > as_utc(after))
         return starts[0] if starts else None
 
     def semantics_at(self, at: datetime) -> int:
         """The fold semantics in force at ``at``."""
         current = self.semantics[0][1]
         for start, version in self.semantics:
-            if start is None or _aware(start) <= _aware(at):
+            if start is None or as_utc(start) <= as_utc(at):
                 current = version
         return current
 
@@ -165,12 +163,12 @@ class ShopInputs:
     def exclusions_at(self, at: datetime) -> Exclusions:
         current = Exclusions()
         for start, rules in self.exclusions:
-            if _aware(start) <= _aware(at):
+            if as_utc(start) <= as_utc(at):
                 current = rules
         return current
 
     @classmethod
     def of(cls, turns: Iterable[datetime] = (),
            exclusions: Sequence[tuple[datetime, Exclusions]] = ()) -> ShopInputs:
-        return cls(tuple(sorted({_aware(t) for t in turns})),
-                   tuple(sorted(((_aware(t), e) for t, e in exclusions), key=lambda p: p[0])))
+        return cls(tuple(sorted({as_utc(t) for t in turns})),
+                   tuple(sorted(((as_utc(t), e) for t, e in exclusions), key=lambda p: p[0])))
