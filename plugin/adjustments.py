@@ -301,20 +301,6 @@ def _store_shop_event(conn: sa.Connection, shop_id: str, event_id: str, kind: st
                            duplicate=True)
 
 
-def _wake(conn: sa.Connection, shop_id: str, at: datetime, *, on_ladder_only: bool) -> int:
-    """Make the shop's customers (``on_ladder_only``: those with a stage) due at ``at`` where no
-    earlier wake-up is set, so the bulk lane's sweep re-decides them; returns how many are due
-    by ``at`` now (made due here or already)."""
-    cu = store.customers
-    concerned = [cu.c.shop_id == shop_id]
-    if on_ladder_only:
-        concerned.append(cu.c.stage.is_not(None))
-    conn.execute(cu.update().where(*concerned, sa.or_(cu.c.next_wake_at.is_(None), cu.c.next_wake_at > at))
-                 .values(next_wake_at=at, updated_at=cu.c.updated_at))  # updated_at: when last processed
-    return int(conn.execute(sa.select(sa.func.count()).select_from(cu)
-                            .where(*concerned, cu.c.next_wake_at <= at)).scalar() or 0)
-
-
 def start_shop_turn(db: sa.Engine, shop_id: str, *, author: str, reason: str, idempotency_key: str | None = None,
                     now: datetime | None = None) -> StoredShopEvent:
     """An admin turn: every customer of the shop on the ladder starts a new turn now (stage kept,
@@ -329,7 +315,7 @@ def start_shop_turn(db: sa.Engine, shop_id: str, *, author: str, reason: str, id
         known = _store_shop_event(conn, shop_id, event_id, SHOP_TURN, at, body)
         if known is not None:
             return known
-        due = _wake(conn, shop_id, at, on_ladder_only=True)
+        due = store.wake_customers(conn, shop_id, at, on_ladder_only=True)
         audit.record(conn, author=author, action="turn_started", shop_id=shop_id, target=shop_id, reason=reason,
                      detail={"event_id": event_id, "customers_due": due}, at=at)
     return StoredShopEvent(shop_id, event_id, SHOP_TURN, at, body, customers_due=due)
@@ -401,7 +387,7 @@ def set_exclusions(db: sa.Engine, shop_id: str, *, author: str, reason: str, tag
         known = _store_shop_event(conn, shop_id, event_id, SHOP_EXCLUSIONS, at, body)
         if known is not None:
             return known
-        due = _wake(conn, shop_id, at, on_ladder_only=False)
+        due = store.wake_customers(conn, shop_id, at, on_ladder_only=False)
         audit.record(conn, author=author, action="exclusions_set", shop_id=shop_id, target=shop_id, reason=reason,
                      detail={"event_id": event_id, "tags": clean_tags, "emails": clean_emails, "customers_due": due},
                      at=at)

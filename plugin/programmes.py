@@ -372,9 +372,7 @@ def _activate(conn: sa.Connection, shop_id: str, programme: Programme, at: datet
                                  .where(cu.c.shop_id == shop_id, cu.c.stage.is_not(None))).scalar() or 0)
     if active_from is not None and on_ladder:
         # the activation instant is a wake-up for everyone on the ladder
-        conn.execute(cu.update().where(cu.c.shop_id == shop_id, cu.c.stage.is_not(None),
-                                       sa.or_(cu.c.next_wake_at.is_(None), cu.c.next_wake_at > active_from))
-                     .values(next_wake_at=active_from))
+        store.wake_customers(conn, shop_id, active_from, on_ladder_only=True)
     audit.record(conn, author=author, action=ACTIVATED, shop_id=shop_id, target=programme.version, reason=reason,
                  detail={"active_from": active_from, "stage_map": stage_map,
                          "previous": previous.version if previous else None, "customers": on_ladder,

@@ -473,6 +473,21 @@ def _dialect_insert(conn: Connection) -> Any:
     return insert
 
 
+def wake_customers(conn: Connection, shop_id: str, at: datetime, *, on_ladder_only: bool) -> int:
+    """Make the shop's customers (``on_ladder_only``: those with a stage) due at ``at`` where no
+    earlier wake-up is set, so the sweep re-decides them at that instant (an activation, an admin
+    turn, new exclusions); returns how many are due by ``at`` now (made due here or already).
+    ``updated_at`` stays: it says when a customer was last processed."""
+    cu = customers
+    concerned = [cu.c.shop_id == shop_id]
+    if on_ladder_only:
+        concerned.append(cu.c.stage.is_not(None))
+    conn.execute(cu.update().where(*concerned, sa.or_(cu.c.next_wake_at.is_(None), cu.c.next_wake_at > at))
+                 .values(next_wake_at=at, updated_at=cu.c.updated_at))
+    return int(conn.execute(sa.select(sa.func.count()).select_from(cu)
+                            .where(*concerned, cu.c.next_wake_at <= at)).scalar() or 0)
+
+
 def lock_customer(conn: Connection, shop_id: str, customer_id: str) -> RowMapping:
     """Serialise work on one customer until the end of ``conn``'s transaction; return its row.
 
