@@ -6,8 +6,6 @@ and ``ladder audit``.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,8 +23,6 @@ MAX_AUTHOR = 255
 #: entries a page holds unless told otherwise, and at most
 PAGE_DEFAULT = store.PAGE_DEFAULT
 PAGE_MAX = store.PAGE_MAX
-#: the version tag of the opaque cursor (so its format can change without misreading old ones)
-_CURSOR_TAG = "a1:"
 
 
 def record(conn: sa.Connection, *, author: str, action: str, shop_id: str | None = None, target: str | None = None,
@@ -49,19 +45,16 @@ class Page:
 
 def encode_cursor(pk: int) -> str:
     """The opaque cursor of the page after the entry ``pk`` (URL-safe)."""
-    return base64.urlsafe_b64encode(f"{_CURSOR_TAG}{pk}".encode()).decode().rstrip("=")
+    return store.encode_cursor(pk=pk)
 
 
 def decode_cursor(cursor: str) -> int:
     """The entry a cursor continues after; BadRequest for one this module did not make."""
     try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-        if not text.startswith(_CURSOR_TAG):
-            raise ValueError(text)
-        pk = int(text[len(_CURSOR_TAG):])
-        if not 0 < pk < 2**63:
+        pk = store.decode_cursor(cursor, "pk")["pk"]
+        if not isinstance(pk, int) or isinstance(pk, bool) or not 0 < pk < 2**63:
             raise ValueError(pk)
-    except (ValueError, UnicodeDecodeError, binascii.Error):
+    except ValueError:
         raise BadRequest("invalid cursor: pass the next_cursor of the previous page unchanged",
                          {"cursor": ["Not a cursor of this listing."]}) from None
     return pk

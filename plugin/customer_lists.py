@@ -11,9 +11,6 @@ The cursor is opaque to callers: URL-safe base64 of ``{"after": <last customer i
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,19 +37,16 @@ class BadCursor(ValueError):
 
 def encode_cursor(after: str) -> str:
     """The opaque cursor of the page that starts after customer ``after``."""
-    raw = json.dumps({"after": after}, separators=(",", ":"), ensure_ascii=False).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return store.encode_cursor(after=after)
 
 
 def decode_cursor(cursor: str) -> str:
     """The customer id a cursor continues after; :class:`BadCursor` for anything else."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        data = json.loads(raw.decode())
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise BadCursor("not a cursor of this listing (pass next_cursor of the previous page unchanged)") from None
-    after = data.get("after") if isinstance(data, dict) else None
-    if not isinstance(after, str) or not after or set(data) != {"after"}:
+        after = store.decode_cursor(cursor, "after")["after"]
+    except ValueError:
+        after = None
+    if not isinstance(after, str) or not after:
         raise BadCursor("not a cursor of this listing (pass next_cursor of the previous page unchanged)")
     return after
 

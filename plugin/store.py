@@ -23,8 +23,11 @@ lock instead, so different customers proceed in parallel.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import dataclasses
+import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -417,6 +420,24 @@ def begin_write(engine: Engine) -> Iterator[Connection]:
 #: an operator's listing: rows returned unless told otherwise, and at most
 PAGE_DEFAULT = 50
 PAGE_MAX = 500
+
+
+def encode_cursor(**position: str | int) -> str:
+    """An opaque, URL-safe page cursor holding where the next page starts (``after=…``, ``pk=…``)."""
+    raw = json.dumps(position, separators=(",", ":"), ensure_ascii=False).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, *names: str) -> dict[str, Any]:
+    """The position an :func:`encode_cursor` cursor holds, with exactly the keys ``names``;
+    ``ValueError`` for anything else (another listing's cursor, an edited or made-up one)."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise ValueError("not a cursor") from None
+    if not isinstance(data, dict) or set(data) != set(names):
+        raise ValueError("not a cursor of this listing")
+    return data
 
 
 def newest_rows(db: Engine, table: sa.Table, columns: list[sa.Column], *, shop_id: str | None = None,
