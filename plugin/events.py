@@ -235,6 +235,7 @@ class OrderSchema(_Strict):
     cost = Money()
     shipping = Money()
     shipping_cost = Money()
+    tax = Money()
     discount_codes = fields.List(fields.String(validate=validate.Length(min=1, max=MAX_ID)),
                                  validate=validate.Length(max=100))
     payment = fields.Nested(PaymentSchema)
@@ -350,6 +351,7 @@ class Order:
     cost: Decimal | None = None  # cost of goods of the whole order, when lines carry none
     shipping: Decimal | None = None  # shipping charged to the customer (part of total)
     shipping_cost: Decimal | None = None  # what shipping cost the shop
+    tax: Decimal | None = None  # the tax included in total (VAT, sales tax): not the shop's money
     discount_codes: tuple[str, ...] = ()
     payment: Payment | None = None
     lines: tuple[Line, ...] = ()
@@ -433,6 +435,7 @@ def _event_from_loaded(data: dict[str, Any]) -> Event:
             cost=order.get("cost"),
             shipping=order.get("shipping"),
             shipping_cost=order.get("shipping_cost"),
+            tax=order.get("tax"),
             discount_codes=tuple(order.get("discount_codes") or ()),
             payment=None if order.get("payment") is None else Payment(**order["payment"]),
             lines=tuple(Line(**line) for line in order.get("lines") or ()),

@@ -20,10 +20,11 @@ Definitions (the README copies them):
   Their refund and cancellation events still count in ``refunds_count``.
 * ``net_spent`` = Σ (total − refunded) over orders, refunds capped at the total;
   a cancelled order contributes 0.
-* ``profit`` per order = (total − shipping − cost) × (1 − refunded / total)
+* ``profit`` per order = (total − shipping − tax − cost) × (1 − refunded / total)
   − max(0, shipping_cost − shipping), where cost = Σ line cost × quantity when every
-  line has a cost, else ``order.cost``, else (total − shipping) × (1 − default_margin).
-  A cancelled order contributes 0 (nothing was shipped or sold).
+  line has a cost, else ``order.cost``, else (total − shipping − tax) × (1 − default_margin);
+  ``tax`` is the tax included in the total (0 when not sent: an order without it folds as
+  before the field existed). A cancelled order contributes 0 (nothing was shipped or sold).
 * ``average_order_value`` = net_spent / orders_count; absent without counting orders.
 * ``full_price_share`` = net of orders without discount codes and with
   ``discount_total`` 0 (or not sent) / net_spent; absent while net_spent is 0.
@@ -82,6 +83,7 @@ class OrderState:
     total: Decimal = ZERO
     shipping: Decimal = ZERO
     shipping_cost: Decimal | None = None
+    tax: Decimal = ZERO  # the tax included in total: collected for the state, not profit
     cost: Decimal = ZERO  # cost of goods, resolved when the order's figures arrive
     full_price: bool = True
     terms: bool = False
@@ -108,7 +110,7 @@ class OrderState:
             return ZERO
         kept = (Decimal(1) - self.refunded / self.total) if self.total > 0 else Decimal(1)
         subsidy = max(ZERO, (self.shipping_cost or ZERO) - self.shipping) if self.shipping_cost is not None else ZERO
-        return (self.total - self.shipping - self.cost) * kept - subsidy
+        return (self.total - self.shipping - self.tax - self.cost) * kept - subsidy
 
     def outstanding(self) -> Decimal:
         if not self.terms or self.paid or self.cancelled:
@@ -117,13 +119,14 @@ class OrderState:
 
 
 def order_cost(order: Order, default_margin: Decimal) -> Decimal:
-    """Cost of goods: lines when every line has one, else the order's cost, else the margin."""
+    """Cost of goods: lines when every line has one, else the order's cost, else the margin
+    (of the net sale: the total without shipping and tax)."""
     if order.lines and all(line.cost is not None for line in order.lines):
         return sum((line.cost * line.quantity for line in order.lines if line.cost is not None), ZERO)
     if order.cost is not None:
         return order.cost
     total = order.total or ZERO
-    return (total - (order.shipping or ZERO)) * (Decimal(1) - default_margin)
+    return (total - (order.shipping or ZERO) - (order.tax or ZERO)) * (Decimal(1) - default_margin)
 
 
 @dataclass(frozen=True)
@@ -221,6 +224,7 @@ class FactsAccumulator:
             state.total = order.total
             state.shipping = order.shipping or ZERO
             state.shipping_cost = order.shipping_cost
+            state.tax = order.tax or ZERO
             state.cost = order_cost(order, self.settings.default_margin)
             state.full_price = not order.discount_codes and not (order.discount_total or ZERO) > 0
             if order.payment is not None:

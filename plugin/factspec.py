@@ -46,7 +46,7 @@ FACTS: dict[str, FactSpec] = {
         _spec("orders_count", "count", "orders placed or paid that still count (not fully refunded or cancelled)"),
         _spec("orders_12m", "count", "orders in the 365 days before the evaluation time"),
         _spec("net_spent", "money", "sales after discounts, refunds and cancellations, in the programme currency"),
-        _spec("profit", "money", "net sales minus cost of goods (lines, order cost, else the default margin) minus shipping subsidies"),
+        _spec("profit", "money", "net sales without the tax they include, minus cost of goods (lines, order cost, else the default margin) minus shipping subsidies"),
         _spec("average_order_value", "money", "net_spent / orders_count", nullable=True),
         _spec("outstanding_balance", "money", "amount of orders bought on payment terms not yet paid"),
         _spec("first_order_at", "time", "time of the first counting order", nullable=True),

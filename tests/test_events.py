@@ -62,6 +62,22 @@ def test_same_meaning_gives_same_raw():
     assert parse_event(variant).raw == parse_event(ARCHITECTURE_EXAMPLE).raw
 
 
+def test_order_tax_is_optional_money_and_absent_stays_absent():
+    with_tax = copy.deepcopy(ARCHITECTURE_EXAMPLE)
+    with_tax["order"]["tax"] = 17.24  # a JSON number goes through str
+    event = parse_event(with_tax)
+    assert event.order is not None and event.order.tax == Decimal("17.24")
+    assert event.raw["order"]["tax"] == "17.24"
+    assert Event.from_raw(event.raw) == event
+    plain = parse_event(ARCHITECTURE_EXAMPLE)
+    assert plain.order is not None and plain.order.tax is None
+    assert "tax" not in plain.raw["order"]  # the canonical form of every stored event is unchanged
+    assert errors_of({**with_tax, "order": {**with_tax["order"], "tax": "-1.00"}}) == {
+        "order": {"tax": ["Must not be negative."]}}
+    assert errors_of({**with_tax, "order": {**with_tax["order"], "tax": "1.234"}}) == {
+        "order": {"tax": ["At most 2 decimal places."]}}
+
+
 def test_time_is_converted_to_utc():
     event = parse_event(base("checkout_started"))
     assert event.occurred_at == datetime(2026, 3, 2, 8, tzinfo=UTC)

@@ -105,6 +105,40 @@ def test_shipping_subsidy_reduces_profit():
     assert free["profit"] == D("33.00")
 
 
+def test_tax_is_not_profit():
+    lines = [{"sku": "A", "quantity": 2, "price": "50.00", "cost": "30.00"}]
+    # 124.00 paid = 100.00 goods + 5.00 shipping + 19.00 VAT: profit 124 - 5 - 19 - 60
+    with_lines = compute_facts([paid("e1", at(0), "o1", "124.00", shipping="5.00", tax="19.00", lines=lines)],
+                               at(1), SETTINGS)
+    assert with_lines["profit"] == D("40.00")
+    assert with_lines["net_spent"] == D("124.00")  # what the customer paid, tax included
+    with_cost = compute_facts([paid("e1", at(0), "o1", "124.00", shipping="5.00", tax="19.00", cost="70.00")],
+                              at(1), SETTINGS)
+    assert with_cost["profit"] == D("30.00")  # 124 - 5 - 19 - 70
+    # the default margin works on the net sale: (124 - 5 - 19) * 0.30
+    margin = compute_facts([paid("e1", at(0), "o1", "124.00", shipping="5.00", tax="19.00")], at(1), SETTINGS)
+    assert margin["profit"] == D("30.00")
+    # a partial refund keeps the same share of the profit: (119 - 19 - 60) * (1 - 31/119) - (8 - 0)
+    refunded = compute_facts([paid("e1", at(0), "o1", "119.00", tax="19.00", cost="60.00", shipping_cost="8.00"),
+                              refund("e2", at(2), "o1", "r1", "31.00")], at(3), SETTINGS)
+    assert refunded["profit"] == D("21.58")  # 40 * 88/119 = 29.579… - 8
+    assert refunded["net_spent"] == D("88.00")
+
+
+def test_an_order_without_tax_folds_as_before_the_field():
+    evs = [paid("e1", at(0), "o1", "124.00", shipping="5.00", shipping_cost="7.00"),
+           paid("e2", at(1), "o2", "80.00", cost="50.00", discount_codes=["X"]),
+           refund("e3", at(2), "o2", "r1", "20.00")]
+    facts = compute_facts(evs, at(3), SETTINGS)
+    # (124 - 5) * 0.30 - (7 - 5) + (80 - 50) * (1 - 20/80)
+    assert facts["profit"] == D("56.20")
+    zero_tax = [paid("e1", at(0), "o1", "124.00", shipping="5.00", shipping_cost="7.00", tax="0.00"),
+                paid("e2", at(1), "o2", "80.00", cost="50.00", discount_codes=["X"], tax="0.00"),
+                refund("e3", at(2), "o2", "r1", "20.00")]
+    assert compute_facts(zero_tax, at(3), SETTINGS) == facts
+    assert "tax" not in evs[0].raw["order"] and evs[0].order.tax is None
+
+
 def test_partial_refund_reduces_net_and_profit_proportionally():
     evs = [paid("e1", at(0), "o1", "200.00", cost="100.00"), refund("e2", at(3), "o1", "r1", "50.00")]
     facts = compute_facts(evs, at(4), SETTINGS)
