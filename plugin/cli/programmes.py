@@ -45,10 +45,14 @@ def init(directory: Path, force: bool) -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-def validate(paths: tuple[Path, ...]) -> None:
+@click.option("--strict", is_flag=True, help="fail (exit 1) on warnings of the static checks too")
+def validate(paths: tuple[Path, ...], strict: bool) -> None:
     """Validate programmes (a directory = one programme, non-recursive; or one file).
 
     Exit 0 when every programme is valid, 1 otherwise, with `path:line:col: message` on stderr.
+    The static checks (docs/rules.md, "Static checks") print `path:line:col: warning: message`
+    on stderr, which fail the programme only with --strict, and a note per stage (the most its
+    rewards are worth a year) on stdout.
     """
     from .. import rulefile
 
@@ -58,14 +62,22 @@ def validate(paths: tuple[Path, ...]) -> None:
     failed = False
     for path in paths:
         try:
-            programme = rulefile.load_programme(path)
+            checked = rulefile.load_programme_checked(path)
         except RuleFileError as exc:
             failed = True
             for problem in exc.problems:
                 click.echo(str(problem), err=True)
             continue
+        for warning in checked.warnings:
+            click.echo(str(warning), err=True)
+        if strict and checked.warnings:
+            failed = True
+            continue
+        programme = checked.programme
         click.echo(f"{path}: valid — version {programme.version}, {len(programme.stages)} stages, "
                    f"{len(programme.subgroups)} subgroups, {len(programme.rewards)} rewards")
+        for note in checked.notes:
+            click.echo(note)
     if failed:
         sys.exit(1)
 

@@ -18,7 +18,11 @@ One concept per module, in reading order:
 * ``limits`` – what the rule engine would refuse, positioned;
 * ``version`` – the built ``Programme`` and the normalised data its version hash covers;
 * ``loader`` – reading a directory, a file or uploaded texts ({name: text}), merging, the public
-  entry points; a stored version's normalised JSON back into a programme (``load_canonical``).
+  entry points; a stored version's normalised JSON back into a programme (``load_canonical``);
+* ``lint`` – static checks of a valid programme (unreachable stages, conditions that never hold,
+  shadowed subgroups, overlapping rewards, discount stacks, yearly face value per stage):
+  ``load_programme_checked(path)`` → ``Checked(programme, warnings, notes)``, each warning a
+  :class:`~.lint.RuleFileWarning` printed ``path:line:col: warning: message``.
 
 Everything importable from ``loyalty_ladder.rulefile`` before it became a package still is, except
 the reward types' params schemas and constants (``DiscountParams``, ``NET_DAYS`` …), which moved
@@ -30,6 +34,7 @@ from __future__ import annotations
 from loyalty_ladder.rulewords import DECIMAL_PATTERN, ID_PATTERN, MAX_DECIMAL_PLACES, AtKey, Errors, parse_decimal
 
 from .conditions import COMPARISON_OPS, LOGIC_KEYS, parse_condition
+from .lint import Checked, RuleFileWarning, load_programme_checked
 from .loader import (
     RULE_SUFFIXES,
     TOP_KEYS,
@@ -38,6 +43,7 @@ from .loader import (
     load_canonical,
     load_programme,
     load_programme_files,
+    load_programme_items,
     load_text,
     load_texts,
     rule_file_data,
@@ -67,9 +73,11 @@ __all__ = [
     "RULE_SUFFIXES",
     "TOP_KEYS",
     "AtKey",
+    "Checked",
     "Errors",
     "Path_",
     "RewardSchema",
+    "RuleFileWarning",
     "SettingsSchema",
     "StageSchema",
     "SubgroupSchema",
@@ -77,7 +85,9 @@ __all__ = [
     "file_name_problem",
     "load_canonical",
     "load_programme",
+    "load_programme_checked",
     "load_programme_files",
+    "load_programme_items",
     "load_text",
     "load_texts",
     "parse_condition",

@@ -184,6 +184,17 @@ def load_programme_files(path: str | Path) -> tuple[Programme, dict[str, str]]:
     return programme, texts
 
 
+def load_programme_items(path: str | Path) -> tuple[Programme, dict[str, list[Item]]]:
+    """The programme at ``path`` and its items as read — each stage, subgroup and reward with its
+    file and path, ``{"stages": […], "subgroups": […], "rewards": […]}`` in programme order — for
+    checks that report positions after the build (:mod:`.lint`); raises ``RuleFileError``."""
+    items: dict[str, list[Item]] = {}
+    programme, problems = _load_path(Path(path), items_out=items)
+    if problems or programme is None:
+        raise RuleFileError(problems)
+    return programme, items
+
+
 def _read(path: Path, texts: dict[str, str] | None) -> Source:
     if texts is None:
         return read_file(path)
@@ -196,9 +207,10 @@ def _read(path: Path, texts: dict[str, str] | None) -> Source:
     return parse_text(str(path), text)
 
 
-def _load_path(path: Path, texts: dict[str, str] | None = None) -> tuple[Programme | None, list[RuleFileProblem]]:
+def _load_path(path: Path, texts: dict[str, str] | None = None,
+               items_out: dict[str, list[Item]] | None = None) -> tuple[Programme | None, list[RuleFileProblem]]:
     """The rule files of a directory (non-recursive) or the one file, loaded as one programme;
-    each file's text is kept in ``texts`` when given."""
+    each file's text is kept in ``texts`` when given, the items of a valid one in ``items_out``."""
     display = str(path)
     if path.is_dir():
         try:
@@ -216,10 +228,11 @@ def _load_path(path: Path, texts: dict[str, str] | None = None) -> tuple[Program
         files = [path]
     else:
         return None, [RuleFileProblem(display, 1, 1, "no such file or directory")]
-    return _load_sources([_read(p, texts) for p in files], source=display)
+    return _load_sources([_read(p, texts) for p in files], source=display, items_out=items_out)
 
 
-def _load_sources(sources: list[Source], source: str) -> tuple[Programme | None, list[RuleFileProblem]]:
+def _load_sources(sources: list[Source], source: str,
+                  items_out: dict[str, list[Item]] | None = None) -> tuple[Programme | None, list[RuleFileProblem]]:
     """Merge parsed files into one programme; every problem of every file, or the programme."""
     settings_raw: tuple[Source, Any] | None = None
     stages_defined: Source | None = None
@@ -307,6 +320,8 @@ def _load_sources(sources: list[Source], source: str) -> tuple[Programme | None,
     limit_problems = check_limits(programme, items, sources)
     if limit_problems:
         return None, sorted(limit_problems, key=lambda p: (p.path, p.line, p.column, p.message))
+    if items_out is not None:
+        items_out.update(items)
     return programme, []
 
 
