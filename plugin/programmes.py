@@ -263,7 +263,7 @@ def _ids(programme: Programme) -> list[str]:
     return [s.id for s in programme.stages]
 
 
-def _check_stage_map(old: Programme, new: Programme, stage_map: Mapping[str, str]) -> None:
+def check_stage_map(old: Programme, new: Programme, stage_map: Mapping[str, str]) -> None:
     """The new version may drop stages of the one it follows only with each mapped to a stage it has."""
     old_ids, new_ids = _ids(old), _ids(new)
     errors: dict[str, list[str]] = {}
@@ -295,7 +295,7 @@ def _check_stage_map(old: Programme, new: Programme, stage_map: Mapping[str, str
                            for s in dropped}})
 
 
-def _check_follows(old: Programme, new: Programme) -> None:
+def check_follows(old: Programme, new: Programme) -> None:
     if old.settings.currency != new.settings.currency:
         raise ActivationRefused(
             f"version {new.version} is in {new.settings.currency} but the shop's programme is in "
@@ -350,8 +350,8 @@ def _activate(conn: sa.Connection, shop_id: str, programme: Programme, at: datet
             return Activated(programme, None, previous=programme.version)
         before = [a for i, a in enumerate(current) if i == 0 or (a.active_from is not None and a.active_from < at)]
         previous = load_version(conn, before[-1].version)
-        _check_follows(previous, programme)
-        _check_stage_map(previous, programme, stage_map)
+        check_follows(previous, programme)
+        check_stage_map(previous, programme, stage_map)
         after = [a for a in current if a.active_from is not None and a.active_from > at]
         if after:
             following = load_version(conn, after[0].version)

@@ -9,10 +9,12 @@
 * :mod:`.lists` — ``customers``, ``stats``.
 * :mod:`.admin` — ``turn start``, ``adjust``, ``exclusions set|show``, ``audit``.
 * :mod:`.rules` — ``rules activate|list|show``: programme versions in the database.
+* :mod:`.forecast` — ``backtest``: a programme replayed over history before it goes live.
+* :mod:`.demo` — ``demo-data``: a realistic shop history to try everything on.
 """
 from __future__ import annotations
 
-from . import admin, lists, operators, programmes, records, rules, server  # noqa: F401 - each registers its commands
+from . import admin, demo, forecast, lists, operators, programmes, records, rules, server  # noqa: F401 - each registers its commands
 from .base import LadderGroup, main, read_events, read_labelled
 
 __all__ = ["LadderGroup", "main", "read_events", "read_labelled"]
