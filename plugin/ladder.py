@@ -370,9 +370,11 @@ class _Fold:
         stage = self.stage
         if stage is None or self.lapsed or stage.lapse_after_days is None or self.acc is None:
             return None
-        anchor = self.acc.last_order_at() or self.acc.last_event_at
-        assert anchor is not None and self.turn_start is not None
-        return max(anchor, self.turn_start) + timedelta(days=stage.lapse_after_days)
+        # a customer whose only events are manual adjustments (not facts) counts from the turn
+        anchor = self.acc.last_order_at() or self.acc.last_event_at or self.turn_start or self.since
+        if anchor is None:  # pragma: no cover - on a stage means a since
+            return None
+        return max(anchor, self.turn_start or anchor) + timedelta(days=stage.lapse_after_days)
 
     def next_due(self, after: datetime) -> datetime | None:
         """The earliest due time strictly after ``after`` (events are not due times)."""

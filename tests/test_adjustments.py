@@ -5,6 +5,7 @@ accepted from a shop's own events; and applied by the fold so that a later recon
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -567,3 +568,21 @@ def test_two_tries_of_one_request_at_once_store_one_event(engine):
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(ev).where(ev.c.type == "reward_granted")).scalar() == 1
         assert conn.execute(sa.select(sa.func.count()).select_from(store.audit_log)).scalar() == 1
+
+
+def test_a_history_of_manual_adjustments_only_folds_and_lapses_from_the_turn():
+    """A customer whose only events are adjustments (no fact to count a lapse from) used to fail
+    the fold; the lapse deadline then counts from the stage's turn."""
+    from loyalty_ladder import ladder, rulefile
+    from loyalty_ladder.engine import get_engine
+    from loyalty_ladder.events import parse_event
+
+    programme = rulefile.load_programme(Path(__file__).resolve().parent.parent / "rules")
+    at = datetime(2026, 3, 2, 10, tzinfo=UTC)
+    event = parse_event({"id": "adj-1", "type": "stage_set", "customer_id": "solo", "occurred_at": at.isoformat(),
+                         "adjustment": {"author": "ann", "reason": "met at the fair", "stage": "first_purchase"}})
+    state = ladder.fold(programme, get_engine().compile(programme), [event], at + timedelta(days=1))
+    assert state.stage == "first_purchase" and not state.lapsed
+    assert state.lapse_at == at + timedelta(days=programme.stage("first_purchase").lapse_after_days)
+    later = ladder.fold(programme, get_engine().compile(programme), [event], at + timedelta(days=400))
+    assert later.lapsed and later.lapsed_at == state.lapse_at
