@@ -34,6 +34,7 @@ bench: $(VENV)/.installed-test
 	$(VENV)/bin/python -m pip install -e '.[bench]'
 	$(VENV)/bin/python bench/engine.py
 	$(VENV)/bin/python bench/ladder.py
+	$(VENV)/bin/python bench/backtest.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info ladder.db ladder.db-* ladder-queue.db*
