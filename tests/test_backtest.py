@@ -200,6 +200,10 @@ def test_a_preview_needs_a_stage_map_for_a_dropped_stage(tmp_path):
 
 
 # ------------------------------------------------------------------ the database as history
+ON_EVERY_BACKEND = pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+
+
 @pytest.fixture
 def recorded(service):
     """A shop whose history went through live processing, with a manual stage and a shop turn."""
@@ -209,13 +213,13 @@ def recorded(service):
     for orders in range(5):
         for k in range(2):
             events += customer(f"d{orders}-{k}", orders, start=start, gap_days=20)
-    events += varied(40, seed=11)[:0]  # (same shape as the file tests)
     for i in range(0, len(events), 200):
         service.accept_events("default", events[i:i + 200])
     service.adjust("default", "d1-0", "set_stage", author="ann", reason="a friend of the shop", stage="regular")
     return service
 
 
+@ON_EVERY_BACKEND
 def test_over_the_ledger_the_shops_version_reproduces_the_recorded_awards(recorded):
     service = recorded
     history = bt.DatabaseHistory(service.db, "default")
@@ -227,11 +231,13 @@ def test_over_the_ledger_the_shops_version_reproduces_the_recorded_awards(record
     assert off_diagonal(doc) == 0 and doc["failures"]["count"] == 0
     a = store.awards
     with service.db.connect() as conn:
-        rows = conn.execute(sa.select(a.c.reward_id, sa.func.count(), sa.func.sum(a.c.value))
-                            .where(a.c.status != "reversed").group_by(a.c.reward_id)).all()
+        rows = conn.execute(sa.select(a.c.reward_id, a.c.value).where(a.c.status != "reversed")).all()
         stages = dict(conn.execute(sa.select(store.customers.c.stage, sa.func.count())
                                    .group_by(store.customers.c.stage)).all())
-    recorded_awards = {r[0]: (r[1], Decimal(r[2] or 0).quantize(Decimal("0.01"))) for r in rows}
+    recorded_awards: dict[str, tuple[int, Decimal]] = {}
+    for reward_id, value in rows:  # money is stored as text: summed here
+        count, total = recorded_awards.get(reward_id, (0, Decimal("0.00")))
+        recorded_awards[reward_id] = (count + 1, total + Decimal(value or 0))
     replayed = {rid: (r["baseline"]["count"], Decimal(r["baseline"]["value"])) for rid, r in doc["rewards"].items()
                 if r["baseline"]["count"]}
     assert replayed == recorded_awards
@@ -240,6 +246,7 @@ def test_over_the_ledger_the_shops_version_reproduces_the_recorded_awards(record
     assert stages["regular"] == 5
 
 
+@ON_EVERY_BACKEND
 def test_the_cli_over_the_ledger_names_the_recorded_timeline(recorded, tmp_path):
     env = {"LADDER_DATABASE_URL": recorded.settings.database_url, "LADDER_RULES": str(RULES)}
     result = CliRunner().invoke(main, ["backtest", "--rules", str(FASHION), "--format", "json"], env=env,
