@@ -206,7 +206,8 @@ ON_EVERY_BACKEND = pytest.mark.parametrize(
 
 @pytest.fixture
 def recorded(service):
-    """A shop whose history went through live processing, with a manual stage and a shop turn."""
+    """A shop whose history went through live processing, with a manual stage and a shop turn
+    (every customer processed after it, as the sweep would)."""
     now = datetime.now(UTC)
     start = now - timedelta(days=100)
     events = []
@@ -216,6 +217,9 @@ def recorded(service):
     for i in range(0, len(events), 200):
         service.accept_events("default", events[i:i + 200])
     service.adjust("default", "d1-0", "set_stage", author="ann", reason="a friend of the shop", stage="regular")
+    service.start_shop_turn("default", author="ann", reason="new collection")
+    for cid in sorted({e["customer_id"] for e in events}):  # the sweep's work, done now
+        service.process_customer("default", cid)
     return service
 
 
@@ -244,6 +248,9 @@ def test_over_the_ledger_the_shops_version_reproduces_the_recorded_awards(record
     assert {s: r["baseline"] for s, r in doc["stages"].items() if r["baseline"]} == stages
     # the manual stage is in the ledger: d1-0 (one order) is a regular, as recorded
     assert stages["regular"] == 5
+    # the shop turn is a shop input: every customer on the ladder is in turn 2, a new turn's
+    # stage rewards granted again (tag-regular twice for each regular)
+    assert doc["rewards"]["tag-regular"]["baseline"]["count"] == 10
 
 
 @ON_EVERY_BACKEND
@@ -318,12 +325,13 @@ def test_an_invalid_event_leaves_its_customer_out_with_the_reason_and_exits_1(tm
 def test_a_line_that_is_not_an_event_stops_before_replaying(tmp_path, cli_env):
     path = write(tmp_path / "h.jsonl", designed())
     lines = len(path.read_text().splitlines())
-    path.write_text(path.read_text() + "{not json\n[1]\n")
+    path.write_text(path.read_text() + "{not json\n[1]\n" + "9" * 5000 + "\n")
     result = cli("--rules", str(RULES), "--history", str(path), env=cli_env)
     assert result.exit_code == 1 and result.stdout == ""
     assert "cannot be read as events: nothing was replayed" in result.stderr
     assert f"{path}:{lines + 1}: invalid JSON" in result.stderr
     assert f"{path}:{lines + 2}: expected one event object" in result.stderr
+    assert f"{path}:{lines + 3}: invalid JSON: Exceeds the limit" in result.stderr
 
 
 def test_admin_events_and_other_currencies_in_a_file_are_refused_per_customer(tmp_path, cli_env):
@@ -336,6 +344,26 @@ def test_admin_events_and_other_currencies_in_a_file_are_refused_per_customer(tm
     reasons = {f["customer_id"]: f["reason"] for f in doc["failures"]["examples"]}
     assert "currency USD differs from the programme's EUR" in reasons["x"]
     assert "stage_set" in reasons["y"] and doc["customers"] == 0
+
+
+def test_a_stage_the_baseline_lacks_is_compared_on_the_candidates_ladder(tmp_path):
+    """A candidate with a stage in between: a customer on it is below the baseline's regular,
+    one who reaches regular is not (positions are compared on one ladder, not index by index)."""
+    silver = tmp_path / "silver.yaml"
+    text = DEFAULT_TEXT.replace("- {fact: orders_count, gte: 3}", "- {fact: orders_count, gte: 4}")
+    marker = "  # Retain: buys from us steadily"
+    assert marker in text
+    silver.write_text(text.replace(marker, """  - id: silver
+    name: Silver
+    when: {fact: orders_count, gte: 3}
+
+""" + marker))
+    doc = run(write(tmp_path / "h.jsonl", designed()), candidate=silver)
+    assert list(doc["movement"]["regular"]) == ["(none)", "potential", "visitor", "first_purchase", "silver",
+                                                "regular", "advocate"]
+    assert doc["movement"]["regular"]["silver"] == 3 and doc["movement"]["regular"]["regular"] == 6
+    assert doc["worse_off"]["reasons"]["lower_stage"] == 3
+    assert [e["customer_id"] for e in doc["worse_off"]["examples"]] == ["k3-0", "k3-1", "k3-2"]
 
 
 def test_bad_options_are_clear_errors(tmp_path, cli_env):
@@ -351,6 +379,16 @@ def test_bad_options_are_clear_errors(tmp_path, cli_env):
     nowhere = cli("--rules", str(FASHION), "--history", str(path), "--out", str(tmp_path / "no" / "r.json"),
                   env=cli_env)
     assert nowhere.exit_code == 2 and "does not exist" in nowhere.stderr
+    unwritable = cli("--rules", str(FASHION), "--history", str(path), "--out", "/proc/report.json", env=cli_env)
+    assert unwritable.exit_code == 2 and "cannot write /proc/report.json" in unwritable.stderr
+    shop = cli("--rules", str(FASHION), "--history", str(path), "--shop", "nope", env=cli_env)
+    assert shop.exit_code == 3 and "unknown shop 'nope'" in shop.stderr
+    early = cli("--rules", str(FASHION), "--history", str(path), "--from", "2027-01-01T00:00:00Z",
+                "--as-of", "2026-06-01T00:00:00Z", env=cli_env)
+    assert early.exit_code == 1 and "--as-of is before --from" in early.stderr
+    (tmp_path / "empty.jsonl").write_text("\n")
+    empty = cli("--rules", str(FASHION), "--history", str(tmp_path / "empty.jsonl"), env=cli_env)
+    assert empty.exit_code == 1 and "empty.jsonl holds no event: nothing to backtest" in empty.stderr
     broken = tmp_path / "broken.yaml"
     broken.write_text("stages: []\n")
     invalid = cli("--rules", str(broken), "--history", str(path), env=cli_env)

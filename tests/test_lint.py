@@ -105,7 +105,7 @@ def test_strict_passes_a_programme_with_notes_only(tmp_path, monkeypatch) -> Non
     assert result.exit_code == 0, result.stderr
     assert result.stderr == ""
     assert result.stdout.splitlines()[1:] == [
-        ("ladder.yaml:2:5: note: stage 'potential': rewards worth at most 2.00 EUR a year "
+        ("ladder.yaml:2:5: note: stage 'potential': rewards worth 2.00 EUR a year in one turn "
          "(hello 2.00 EUR once per turn); no condition, so no minimum sales"),
     ]
 
@@ -169,10 +169,10 @@ def test_the_default_programme_passes_strict_with_its_notes() -> None:
          "5.00 EUR per 'complaint' event; no condition, so no minimum sales"),
         (f"{at['visitor']}: note: stage 'visitor': no fixed rewards with a face value; unbounded: apology "
          "5.00 EUR per 'complaint' event; its condition implies no minimum sales"),
-        (f"{at['first_purchase']}: note: stage 'first_purchase': rewards worth at most 10.00 EUR a year "
+        (f"{at['first_purchase']}: note: stage 'first_purchase': rewards worth 10.00 EUR a year in one turn "
          "(second-order 10.00 EUR once per turn); unbounded: apology 5.00 EUR per 'complaint' event; "
          "its condition implies orders_count ≥ 1"),
-        (f"{at['regular']}: note: stage 'regular': rewards worth at most 5.00 EUR a year (free-express "
+        (f"{at['regular']}: note: stage 'regular': rewards worth 5.00 EUR a year in one turn (free-express "
          "5.00 EUR once per turn); unbounded: apology 5.00 EUR per 'complaint' event; its condition implies "
          "orders_count ≥ 3"),
         (f"{at['advocate']}: note: stage 'advocate': no fixed rewards with a face value; unbounded: apology "
@@ -595,7 +595,7 @@ def test_yearly_face_value_per_stage_beside_the_sales_it_implies(tmp_path, monke
     assert result.notes[:2] == [
         ("ladder.yaml:2:5: note: stage 'potential': no fixed rewards with a face value; unbounded: review-gift "
          "1.50 EUR per 'review' event; no condition, so no minimum sales"),
-        (f"ladder.yaml:3:5: note: stage 'spender': rewards worth at most 120.00 EUR a year ({fixed}); unbounded: "
+        (f"ladder.yaml:3:5: note: stage 'spender': rewards worth 120.00 EUR a year in one turn ({fixed}); unbounded: "
          "per-order 2.00 EUR per order, review-gift 1.50 EUR per 'review' event; its condition implies "
          "net_spent > 120.00 EUR, orders_count ≥ 2"),
     ]

@@ -25,7 +25,7 @@ from marshmallow import ValidationError
 from .. import ladder as ladder_mod
 from .. import ledger
 from ..engine import get_engine
-from ..errors import LadderError
+from ..errors import BadRequest, LadderError
 from ..events import Event, parse_event
 from ..programme import Programme
 from ..rewards import Kind
@@ -94,16 +94,16 @@ class Replayer:
         self.job = job
         self.baseline = job.baseline.build()
         self.candidate = job.candidate.build()
-        self.currency = job.candidate.programme_at(job.as_of).settings.currency
         self.candidate_programme = job.candidate.programme_at(job.as_of)
+        self.baseline_programme = job.baseline.programme_at(job.as_of)
 
     def chunk(self, customers: Iterable[Customer]) -> Tally:
         tally = Tally()
         for customer in customers:
             try:
                 events = self.events(customer)
-                baseline = self.side(self.baseline, events, customer.id)
-                candidate = self.side(self.candidate, events, customer.id)
+                baseline = self.side(self.baseline, events, customer.id, self.baseline_programme)
+                candidate = self.side(self.candidate, events, customer.id, self.candidate_programme)
             except Exception as exc:  # noqa: BLE001 - one customer's failure never stops the others
                 tally.fail(customer.id, _reason(exc))
                 continue
@@ -123,19 +123,37 @@ class Replayer:
                 errors[label] = exc.normalized_messages()
         if errors:
             raise _Invalid(errors)
-        ledger.check_acceptable(self.candidate_programme, parsed, None, labels)
-        ledger.check_unique(parsed, labels)
+        try:
+            ledger.check_acceptable(self.candidate_programme, parsed, None, labels)
+            ledger.check_unique(parsed, labels)
+        except BadRequest as exc:  # worded for the events API ("nothing was stored")
+            raise _Invalid(exc.errors) from None
         return parsed
 
-    def side(self, timeline: Timeline, events: Sequence[Event], customer_id: str) -> Side:
+    def side(self, timeline: Timeline, events: Sequence[Event], customer_id: str, own: Programme) -> Side:
         job = self.job
         state = ladder_mod.fold(timeline, None, events, job.as_of, shop=job.shop, customer_id=customer_id,
                                 live_from=job.live_from, shop_inputs=job.shop_inputs)
-        return summarise(state, timeline.at(job.as_of).programme, job.preview_at)
+        return summarise(state, rank(state.stage, own, self.candidate_programme), job.preview_at)
 
 
-def summarise(state: ladder_mod.LadderState, programme: Programme, preview_at: datetime | None) -> Side:
-    """What the report needs of one customer's state under one programme."""
+def rank(stage_id: str | None, own: Programme, common: Programme) -> float:
+    """A stage's position on the candidate's ladder (``common``), so stages of two programmes
+    compare: its index there; a stage only ``own`` has sits just above the nearest stage below it
+    that the candidate has (as a stage map would move it); off the ladder: -1."""
+    if stage_id is None:
+        return -1
+    ids = [s.id for s in common.stages]
+    if stage_id in ids:
+        return ids.index(stage_id)
+    own_ids = [s.id for s in own.stages]
+    below = [x for x in own_ids[:own_ids.index(stage_id)] if x in ids] if stage_id in own_ids else []
+    return (ids.index(below[-1]) if below else -1) + 0.5
+
+
+def summarise(state: ladder_mod.LadderState, position: float, preview_at: datetime | None) -> Side:
+    """What the report needs of one customer's state under one programme (``position``: the
+    stage's :func:`rank`)."""
     rewards: dict[str, tuple[str, int, Decimal, Decimal, int]] = {}
     held: set[str] = set()
     value = cost = Decimal(0)
@@ -157,12 +175,11 @@ def summarise(state: ladder_mod.LadderState, programme: Programme, preview_at: d
                 at_t.append((award.key, "granted", award.historical, award.value))
             if award.ended_at is not None and award.ended_at == preview_at:
                 at_t.append((award.key, "ended", award.historical, None))
-    index = programme.stage_index(state.stage) if state.stage is not None else -1
     climbed = lapsed_at_t = False
     if preview_at is not None:
         climbed = any(h.at == preview_at for h in state.history)
         lapsed_at_t = state.lapsed and state.lapsed_at == preview_at
-    return Side(stage=state.stage, index=index, subgroup=state.subgroup, lapsed=state.lapsed,
+    return Side(stage=state.stage, rank=position, subgroup=state.subgroup, lapsed=state.lapsed,
                 rewards=rewards, value=value, cost=cost, privileges=frozenset(held),
                 climbed_at=climbed, lapsed_at=lapsed_at_t, at_preview=tuple(sorted(at_t, key=lambda x: x[:2])))
 

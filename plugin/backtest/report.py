@@ -77,10 +77,12 @@ def document(tally: Tally, meta: Meta) -> dict[str, Any]:
                   *(r.id for r in meta.candidate_programme.rewards)]
     reward_ids += sorted({rid for _side, rid in tally.rewards} - set(reward_ids))
     rewards: dict[str, Any] = {}
+    # the type as the programmes define it (the candidate's when both have the id)
+    types = {r.id: r.type for r in (*meta.baseline_programme.rewards, *meta.candidate_programme.rewards)}
     for rid in dict.fromkeys(reward_ids):
         if not any((side, rid) in tally.rewards for side in SIDES):
             continue
-        entry: dict[str, Any] = {"type": tally.reward_types.get(rid)}
+        entry: dict[str, Any] = {"type": types.get(rid) or tally.reward_types.get(rid)}
         for side in SIDES:
             count, customers, value, cost, unvalued = tally.rewards.get((side, rid), [0, 0, Decimal(0), Decimal(0), 0])
             entry[side] = {"count": count, "customers": customers, "value": money(value), "without_value": unvalued}

@@ -12,15 +12,16 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
 from typing import Any
 
 from ..clock import iso
-from ..errors import BadRequest
+from ..errors import BadRequest, LadderError
 from ..programme import Programme
-from ..programmes import check_follows, check_stage_map
+from ..programmes import ActivationRefused, check_follows, check_stage_map
 from ..timeline import CURRENT_SEMANTICS, Timeline
 from .replay import Job, Replayer, TimelineSpec, run_chunk, start
 from .report import Meta, document
@@ -65,16 +66,20 @@ def candidate_spec(baseline: Baseline, candidate: Programme, start: datetime | N
     and ``candidate`` from then on — an activation at ``start``, with its stage map checked as
     ``ladder rules activate`` checks it."""
     spec = baseline.spec
-    for _start, programme, _map in spec.segments:
-        if programme.settings.currency != candidate.settings.currency:
+    try:
+        for _start, programme, _map in spec.segments:
             check_follows(programme, candidate)  # ActivationRefused, naming both currencies
+        if start is not None:
+            check_stage_map([s for s in spec.segments if s[0] is None or s[0] < start][-1][1], candidate,
+                            stage_map)
+    except ActivationRefused as exc:  # worded for an activation ("nothing was changed")
+        raise BadRequest(exc.message.replace("; nothing was changed", ""), exc.errors) from None
     if start is None:
         if stage_map:
             raise BadRequest("--stage-map needs --from: a candidate throughout replaces no stage at any instant",
                              {"stage_map": ["only with --from"]})
         return TimelineSpec(((None, candidate, ()),), spec.semantics)
     before = tuple(s for s in spec.segments if s[0] is None or s[0] < start)
-    check_stage_map(before[-1][1], candidate, stage_map)
     return TimelineSpec((*before, (start, candidate, tuple(sorted(stage_map.items())))), spec.semantics)
 
 
@@ -101,6 +106,16 @@ def replay(history: History, job: Job, jobs: int, on_progress: OnProgress | None
             done += len(part)
             report(done, total)
         return tally
+    try:
+        return _in_workers(history, job, jobs, report, chunk, tally)
+    except BrokenProcessPool:
+        raise LadderError("a backtest worker process stopped before its work was done (killed, or out of "
+                          "memory); nothing was reported — try again, or with --jobs 1") from None
+
+
+def _in_workers(history: History, job: Job, jobs: int, report: OnProgress, chunk: int, tally: Tally) -> Tally:
+    total = history.scan.customers
+    done = 0
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=start, initargs=(job,)) as pool:
         pending: dict[Future[Tally], int] = {}
@@ -149,12 +164,16 @@ def backtest(history: History, *, shop: str, baseline: Baseline, candidate: Prog
     ``candidate_from`` (a preview is folded through the activation instant)."""
     spec = candidate_spec(baseline, candidate, candidate_from, stage_map or {})
     scan = history.scan
+    explicit = as_of is not None
     if as_of is None:
         as_of = (scan.latest if history.kind == "file" else now) or now
-    if as_of is None:
-        raise BadRequest("the history holds no event: nothing to backtest")
-    if candidate_from is not None and candidate_from > as_of:
-        as_of = candidate_from
+    if not scan.events or as_of is None:
+        raise BadRequest(f"{history.name} holds no event: nothing to backtest")
+    if candidate_from is not None:
+        if explicit and as_of < candidate_from:
+            raise BadRequest("--as-of is before --from: a preview is folded through the activation instant",
+                             {"as_of": ["must not be before --from"]})
+        as_of = max(as_of, candidate_from)
     job = Job(shop=shop, baseline=baseline.spec, candidate=spec, as_of=as_of, source=history.kind,
               source_name=history.name, live_from=history.live_from, shop_inputs=history.shop_inputs,
               preview_at=candidate_from)

@@ -90,8 +90,10 @@ class _Reader:
                 continue
             try:
                 item = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as exc:
-                self.problem(f"{self.name}:{lineno}: invalid JSON: {getattr(exc, 'msg', 'nested too deeply')}")
+            except (ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, a number too long
+                why = exc.msg if isinstance(exc, json.JSONDecodeError) else (
+                    "nested too deeply" if isinstance(exc, RecursionError) else str(exc))
+                self.problem(f"{self.name}:{lineno}: invalid JSON: {why}")
                 continue
             if not isinstance(item, dict):
                 self.problem(f"{self.name}:{lineno}: expected one event object per line")
@@ -117,8 +119,8 @@ class FileHistory:
     """A JSON-lines events file (or ``-``: standard input), one customer at a time."""
 
     kind = "file"
-    note = ("events only: an events file carries no shop turns, exclusions, manual adjustments or "
-            "go-live time of a shop")
+    note = ("events only: an events file carries no shop turns, exclusions, manual adjustments, guest "
+            "links or go-live time of a shop")
 
     def __init__(self, path: str, progress: Progress | None = None):
         self.path = path
@@ -253,7 +255,7 @@ class DatabaseHistory:
     """A shop's ledger: every account (a guest linked to an account is part of it), page by page."""
 
     kind = "database"
-    note = "the shop's ledger: events, manual adjustments, shop turns and exclusions"
+    note = "the shop's ledger: events, manual adjustments, shop turns and exclusions, guest links, go-live time"
     PAGE = 500
 
     def __init__(self, db: sa.Engine, shop_id: str, progress: Progress | None = None):

@@ -26,7 +26,7 @@ class Side:
     """One customer under one programme at the as-of time."""
 
     stage: str | None
-    index: int  # the stage's position on its ladder, -1 off the ladder
+    rank: float  # the stage's position on the candidate's ladder (replay.rank), -1 off the ladder
     subgroup: str | None
     lapsed: bool
     #: reward id -> (type, awards, face value, cost, awards without a face value)
@@ -41,11 +41,12 @@ class Side:
 
 def worse_reasons(baseline: Side, candidate: Side) -> list[str]:
     reasons = []
-    if candidate.index < baseline.index:
+    if candidate.rank < baseline.rank:
         reasons.append("lower_stage")
     if candidate.lapsed and not baseline.lapsed:
         reasons.append("lapsed_only_under_candidate")
-    if baseline.privileges - candidate.privileges:
+    # a tag is the shop's label (what it brings lives in the shop): listed, but alone not a loss
+    if any(not p.startswith("tag ") for p in baseline.privileges - candidate.privileges):
         reasons.append("privilege_lost")
     if candidate.value < baseline.value:
         reasons.append("lower_face_value")
@@ -71,7 +72,7 @@ class Tally:
     cost: dict[str, Decimal] = field(default_factory=lambda: {s: Decimal(0) for s in SIDES})
     awards: Counter[str] = field(default_factory=Counter)
     worse: Counter[str] = field(default_factory=Counter)
-    #: customers who lose each privilege (``tag ladder-regular``, ``vip service``)
+    #: customers who lose each privilege, tags included (``tag ladder-regular``, ``vip service``)
     lost: Counter[str] = field(default_factory=Counter)
     worse_off: int = 0
     #: heap of the examples: (-reasons, -loss, customer id, example) with a total order
@@ -95,7 +96,7 @@ class Tally:
             if side.subgroup is not None:
                 self.subgroups[(name, stage, side.subgroup)] += 1
             for reward_id, (rtype, count, value, cost, unvalued) in side.rewards.items():
-                self.reward_types.setdefault(reward_id, rtype)
+                self._type(reward_id, rtype)
                 row = self.rewards.setdefault((name, reward_id), [0, 0, Decimal(0), Decimal(0), 0])
                 row[0] += count
                 row[1] += 1
@@ -105,11 +106,11 @@ class Tally:
                 self.awards[name] += count
             self.value[name] += side.value
             self.cost[name] += side.cost
+        self.lost.update(baseline.privileges - candidate.privileges)
         reasons = worse_reasons(baseline, candidate)
         if reasons:
             self.worse_off += 1
             self.worse.update(reasons)
-            self.lost.update(baseline.privileges - candidate.privileges)
             loss = baseline.value - candidate.value
             example = {"customer_id": customer_id, "reasons": reasons, "baseline": _side_doc(baseline),
                        "candidate": _side_doc(candidate),
@@ -138,6 +139,12 @@ class Tally:
         if granted:
             self.preview["customers_granted"] += 1
 
+    def _type(self, reward_id: str, rtype: str) -> None:
+        # one id of two types (baseline and candidate differ): the first in name order, whatever
+        # the order the chunks arrive in
+        known = self.reward_types.get(reward_id)
+        self.reward_types[reward_id] = rtype if known is None else min(known, rtype)
+
     def fail(self, customer_id: str, reason: str) -> None:
         self.failed += 1
         self._keep(self.failures, (customer_id, reason))
@@ -162,7 +169,7 @@ class Tally:
             for i, v in enumerate(row):
                 mine[i] += v
         for reward_id, rtype in other.reward_types.items():
-            self.reward_types.setdefault(reward_id, rtype)
+            self._type(reward_id, rtype)
         for name in SIDES:
             self.value[name] += other.value[name]
             self.cost[name] += other.cost[name]

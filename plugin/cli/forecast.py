@@ -112,8 +112,6 @@ def backtest(rules_path: Path, baseline_path: Path | None, from_: str | None, st
     candidate_from = parse_time(from_, "--from")
     when = parse_time(as_of, "--as-of")
     mapping = parse_stage_map(stage_map)
-    if out is not None and not out.parent.exists():
-        raise click.BadParameter(f"the directory {out.parent} does not exist", param_hint="--out")
     candidate, warnings = _load_candidate(rules_path)
     for warning in warnings:
         click.echo(warning, err=True)
@@ -124,14 +122,16 @@ def backtest(rules_path: Path, baseline_path: Path | None, from_: str | None, st
         service._declared(shop)  # NotFound for a shop that is not configured
         history: Any = bt.DatabaseHistory(service.db, shop)
     else:
+        _known_shop(settings, shop)
         history = bt.FileHistory(history_path, progress=lambda msg: click.echo(msg, err=True))
         if baseline_path is None and _database_exists(settings):
             from ..service import LadderService
 
             click.echo(f"reading the recorded timeline from {masked_url(settings.database_url)}", err=True)
             service = LadderService(settings, sync_modes=False)
-    baseline = _baseline(service, shop, baseline_path, settings, rulefile)
+    part = _writable(out)
     try:
+        baseline = _baseline(service, shop, baseline_path, settings, rulefile)
         history.prepare()
         if history.scan.problems:
             from ..errors import BadRequest
@@ -142,20 +142,50 @@ def backtest(rules_path: Path, baseline_path: Path | None, from_: str | None, st
         doc = bt.backtest(history, shop=shop, baseline=baseline, candidate=candidate, candidate_from=candidate_from,
                           stage_map=mapping, as_of=when, jobs=jobs or bt.default_jobs(), candidate_name=str(rules_path),
                           warnings=warnings, on_progress=ProgressBar(), now=utcnow())
+    except BaseException:
+        if part is not None:
+            part.unlink(missing_ok=True)
+        raise
     finally:
         history.close()
     text = {"json": lambda d: json.dumps(d, indent=2, ensure_ascii=False) + "\n", "csv": bt.to_csv,
             "table": bt.table}[fmt](doc)
-    if out is None:
+    if out is None or part is None:
         click.echo(text, nl=False)
     else:
-        out.write_text(text, encoding="utf-8")
+        part.write_text(text, encoding="utf-8")
+        part.replace(out)
         click.echo(f"wrote the report to {out}", err=True)
     if doc["failures"]["count"]:
         click.echo(f"{doc['failures']['count']} customer(s) could not be replayed and are left out; e.g. "
                    f"{doc['failures']['examples'][0]['customer_id']}: {doc['failures']['examples'][0]['reason']}",
                    err=True)
         sys.exit(1)
+
+
+def _writable(out: Path | None) -> Path | None:
+    """``OUT.part``, created now so a report that cannot be written is refused before the replay,
+    renamed to OUT when the report is complete."""
+    if out is None:
+        return None
+    if not out.parent.is_dir():
+        raise click.BadParameter(f"the directory {out.parent} does not exist", param_hint="--out")
+    part = out.with_name(out.name + ".part")
+    try:
+        part.write_text("", encoding="utf-8")
+    except OSError as exc:
+        raise click.BadParameter(f"cannot write {out}: {exc.strerror or exc}", param_hint="--out") from None
+    return part
+
+
+def _known_shop(settings: Any, shop: str) -> None:
+    """A history file is replayed for a shop of the shops file (its programme, its currency)."""
+    from ..errors import NotFound
+    from ..shops import load_shops
+
+    shops = load_shops(settings.shops_file, lazy=True)
+    if shop not in shops:
+        raise NotFound(f"unknown shop '{shop}'", {"shop": [f"configured shops: {', '.join(sorted(shops))}"]})
 
 
 def _baseline(service: Any, shop: str, baseline_path: Path | None, settings: Any, rulefile: Any) -> Any:

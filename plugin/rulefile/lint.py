@@ -674,7 +674,7 @@ class _Lint:
                 else:
                     total += value
                     fixed.append(f"{reward.id} {_money(value)} {self.currency} once per turn")
-            parts = [f"rewards worth at most {_money(total)} {self.currency} a year ({', '.join(fixed)})"
+            parts = [f"rewards worth {_money(total)} {self.currency} a year in one turn ({', '.join(fixed)})"
                      if fixed else "no fixed rewards with a face value"]
             if unbounded:
                 parts.append("unbounded: " + ", ".join(unbounded))
