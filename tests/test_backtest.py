@@ -414,3 +414,27 @@ def test_a_file_not_grouped_by_customer_is_spilled_and_read_back_one_customer_at
     finally:
         scattered.close()
     assert scattered._spill is None
+
+
+def test_a_preview_over_the_ledger_queues_no_delivery_before_the_shop_goes_live(service, tmp_path):
+    """The ledger's go-live time is a fold input: what the activation would grant before it is
+    historical, so nothing would be delivered."""
+    now = datetime.now(UTC)
+    events = [e for orders in (3, 4) for e in customer(f"g{orders}", orders, start=now - timedelta(days=120),
+                                                        gap_days=25)]
+    service.import_events("default", events, live_from=now + timedelta(days=400))
+    bonus = tmp_path / "bonus.yaml"
+    bonus.write_text(DEFAULT_TEXT + """
+  - id: thank-you-regulars
+    name: A thank-you to every regular
+    type: discount
+    on: {stage: regular}
+    params: {amount: "5.00", expires_days: 30}
+""")
+    history = bt.DatabaseHistory(service.db, "default")
+    history.prepare()
+    timeline = service.timeline("default")
+    doc = bt.backtest(history, shop="default", baseline=bt.recorded_baseline(timeline, "default"),
+                      candidate=rulefile.load_programme(bonus), candidate_from=now + timedelta(days=30), now=now)
+    assert doc["preview"]["granted"]["awards"] == 2  # both regulars
+    assert doc["preview"]["deliveries"] == 0
