@@ -97,6 +97,19 @@ def run(path: Path, candidate: Path = RULES, baseline: Path = RULES, jobs: int =
         history.close()
 
 
+def thank_you_programme(tmp_path: Path) -> Path:
+    """The default programme with one more stage reward: a 5.00 code for every regular."""
+    path = tmp_path / "bonus.yaml"
+    path.write_text(DEFAULT_TEXT + """
+  - id: thank-you-regulars
+    name: A thank-you to every regular
+    type: discount
+    on: {stage: regular}
+    params: {amount: "5.00", expires_days: 30}
+""")
+    return path
+
+
 def off_diagonal(doc: dict) -> int:
     return sum(n for b, row in doc["movement"].items() for c, n in row.items() if b != c)
 
@@ -170,15 +183,7 @@ def test_awards_per_reward_with_face_values(tmp_path):
 
 
 def test_an_activation_preview_counts_what_happens_at_its_instant(tmp_path):
-    bonus = tmp_path / "bonus.yaml"
-    bonus.write_text(DEFAULT_TEXT + """
-  - id: thank-you-regulars
-    name: A thank-you to every regular
-    type: discount
-    on: {stage: regular}
-    params: {amount: "5.00", expires_days: 30}
-""")
-    rulefile.load_programme(bonus)
+    bonus = thank_you_programme(tmp_path)
     at = T0 + timedelta(days=400)
     doc = run(write(tmp_path / "h.jsonl", designed()), candidate=bonus, candidate_from=at)
     assert doc["as_of"] == at.isoformat().replace("+00:00", "Z")
@@ -423,14 +428,7 @@ def test_a_preview_over_the_ledger_queues_no_delivery_before_the_shop_goes_live(
     events = [e for orders in (3, 4) for e in customer(f"g{orders}", orders, start=now - timedelta(days=120),
                                                         gap_days=25)]
     service.import_events("default", events, live_from=now + timedelta(days=400))
-    bonus = tmp_path / "bonus.yaml"
-    bonus.write_text(DEFAULT_TEXT + """
-  - id: thank-you-regulars
-    name: A thank-you to every regular
-    type: discount
-    on: {stage: regular}
-    params: {amount: "5.00", expires_days: 30}
-""")
+    bonus = thank_you_programme(tmp_path)
     history = bt.DatabaseHistory(service.db, "default")
     history.prepare()
     timeline = service.timeline("default")
