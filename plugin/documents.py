@@ -14,6 +14,7 @@ from marshmallow import Schema, fields
 
 from .clock import iso
 from .jsonable import to_jsonable
+from .statuses import AwardStatus
 
 
 class Time(fields.Field):
@@ -86,8 +87,7 @@ class AwardSchema(Schema):
     key = fields.String(metadata={"description": "the deterministic award key"})
     reward = fields.String(attribute="reward_id", metadata={"description": "the reward's id in the rule file"})
     type = fields.String()
-    status = fields.String(metadata={"enum": ["due", "delivered", "needs_manual_action", "failed", "withheld",
-                                              "reversed", "historical"]})
+    status = fields.String(metadata={"enum": [str(s) for s in AwardStatus]})
     reason = fields.String(allow_none=True)
     rule_version = fields.String(allow_none=True)
     customer_id = fields.String()
@@ -99,6 +99,9 @@ class AwardSchema(Schema):
     value = DecimalString()
     params = fields.Dict(keys=fields.String(), values=Json())
     reversed_at = Time()
+    done_by = fields.String(allow_none=True, metadata={"description": "staff who carried it out by hand (the worklist)"})
+    done_at = Time(metadata={"description": "when staff marked it done"})
+    done_note = fields.String(allow_none=True, metadata={"description": "what staff did, in their words"})
 
 
 class SetAsideEventSchema(Schema):
@@ -410,6 +413,36 @@ class DeliveryPageSchema(Schema):
     next_before = fields.Integer(allow_none=True, metadata={"description": "pass as ?before= for the next page"})
 
 
+class AwardRowSchema(Schema):
+    """One award as staff see it in the worklist (``GET …/awards``, ``ladder awards list``)."""
+
+    pk = fields.Integer(metadata={"description": "the award's row id (``POST …/awards/<pk>/done``)"})
+    shop = fields.String(attribute="shop_id")
+    customer_id = fields.String()
+    key = fields.String()
+    reward_id = fields.String()
+    type = fields.String()
+    stage = fields.String(allow_none=True)
+    status = fields.String(metadata={"enum": [str(s) for s in AwardStatus]})
+    reason = fields.String(allow_none=True)
+    params = Json()
+    value = DecimalString()
+    rule_version = fields.String()
+    granted_at = Time()
+    updated_at = Time()
+    done_by = fields.String(allow_none=True, metadata={"description": "who carried it out by hand"})
+    done_at = Time(metadata={"description": "when it was marked done"})
+    done_note = fields.String(allow_none=True, metadata={"description": "what was done, in their words"})
+
+
+class AwardPageSchema(Schema):
+    """A page of awards, newest first; ``next_before`` fetches the next page (null: no more)."""
+
+    items = fields.List(fields.Nested(AwardRowSchema))
+    limit = fields.Integer()
+    next_before = fields.Integer(allow_none=True, metadata={"description": "pass as ?before= for the next page"})
+
+
 class ErrorSchema(Schema):
     """Every error: ``{code, message, errors}`` with the HTTP status."""
 
@@ -426,6 +459,7 @@ CUSTOMER_DATA = CustomerDataSchema()
 ACCEPT_RESULT = AcceptResultSchema()
 INBOX_ROW = InboxRowSchema()
 DELIVERY_ROW = DeliveryRowSchema()
+AWARD_ROW = AwardRowSchema()
 
 
 # ---------------------------------------------------------------- seeing customers (lists, stats)

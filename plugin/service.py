@@ -32,7 +32,7 @@ from .engine import CompiledProgramme
 from .errors import ConfigError, NotFound
 from .ledger import AcceptResult
 from .notify import Notifier
-from .outbox import running
+from .outbox import running, worklist
 from .programme import Programme
 from .programmes import (
     FIRST_START,
@@ -292,6 +292,20 @@ class LadderService:
                                            as_of, smtp_configured=bool(self.settings.smtp_url))
         self._enqueue_deliveries(done.deliveries)
         return done.state
+
+    # ------------------------------------------------------------ the staff worklist
+    def awards(self, shop_id: str, *, status: str | None = None, before: int | None = None,
+               limit: int = store.PAGE_DEFAULT) -> list[dict[str, Any]]:
+        """The shop's awards with ``status`` (e.g. ``needs_manual_action``: the staff worklist), newest first."""
+        self._declared(shop_id)
+        return worklist.list_awards(self.db, shop_id, status=status, before=before, limit=limit)
+
+    def mark_award_done(self, shop_id: str, pk: int, *, author: str, note: str) -> worklist.Done:
+        """Staff carried out award ``pk`` by hand (see :mod:`.outbox.worklist`); its notices run."""
+        done = worklist.mark_done(self.db, self.shop(shop_id), pk, author=author, note=note,
+                                  smtp_configured=bool(self.settings.smtp_url))
+        self._enqueue_deliveries(done.deliveries)
+        return done
 
     def due_wakeups(self, now: datetime | None = None) -> list[tuple[str, str]]:
         """Customers of configured shops whose next wake-up has come (the bulk lane's work)."""

@@ -303,6 +303,10 @@ awards = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False, default=_now),
     sa.Column("updated_at", UTCDateTime(), nullable=False, default=_now, onupdate=_now),
     sa.Column("reversed_at", UTCDateTime(), nullable=True),
+    # staff carried it out by hand (the worklist): who, when, their note
+    sa.Column("done_by", sa.String(255), nullable=True),
+    sa.Column("done_at", UTCDateTime(), nullable=True),
+    sa.Column("done_note", sa.Text, nullable=True),
     sa.Index(None, "shop_id", "customer_id"),
     sa.Index(None, "status"),
     sa.CheckConstraint(check_in("status", AwardStatus), name="status"),

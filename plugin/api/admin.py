@@ -5,7 +5,9 @@
 * ``POST /api/v1/shops/<shop>/customers/<customer_id>/adjustments`` — set a stage, start a turn,
   grant or revoke a reward for one customer;
 * ``GET|PUT /api/v1/shops/<shop>/exclusions`` — customers never evaluated, by tag or e-mail pattern;
-* ``GET /api/v1/shops/<shop>/audit`` — every admin action, newest first, a page at a time.
+* ``GET /api/v1/shops/<shop>/audit`` — every admin action, newest first, a page at a time;
+* ``GET /api/v1/shops/<shop>/awards`` — awards by status (``?status=needs_manual_action``: the staff
+  worklist), and ``POST …/awards/<pk>/done`` — staff carried one out by hand.
 
 Each change is stored as an event (see :mod:`..adjustments`) with its author, reason and audit
 row, and takes effect now.  A client that retries sends an ``Idempotency-Key`` header: the same
@@ -21,17 +23,27 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from .. import adjustments, audit
-from ..documents import AdjustmentEventSchema, AuditPageSchema, ExclusionsSchema, ShopTurnSchema
+from .. import adjustments, audit, store
+from ..documents import (
+    AdjustmentEventSchema,
+    AuditPageSchema,
+    AwardPageSchema,
+    AwardRowSchema,
+    ExclusionsSchema,
+    ShopTurnSchema,
+)
 from ..errors import BadRequest
 from ..events import AwareTime
 from ..globals import ladder
+from ..outbox import worklist
+from ..statuses import AwardStatus
 from .auth import ADMIN_SECURITY, require_admin
 from .boundary import AUTHOR_HEADER, json_body, require_author
 from .responses import error_responses
 
 URL_PREFIX = "/api/v1/shops"
-blp = Blueprint("admin", __name__, description="Manual adjustments, admin turns, exclusions and the audit log")
+blp = Blueprint("admin", __name__, description="Manual adjustments, admin turns, exclusions, the audit log and the "
+                                              "staff worklist")
 
 #: the optional header that names one request, so a retry of it is not a second input
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -220,3 +232,43 @@ class Audit(MethodView):
         page = ladder().service.audit_entries(shop, since=since, action=action, limit=limit, cursor=cursor)
         return {"items": page.items, "limit": page.limit, "next_cursor": page.next_cursor}
 
+
+
+class AwardArgsSchema(Schema):
+    status = fields.String(validate=validate.OneOf([str(s) for s in AwardStatus]),
+                           metadata={"description": "only awards with this status (the worklist: needs_manual_action)"})
+    limit = fields.Integer(load_default=store.PAGE_DEFAULT, validate=validate.Range(min=1, max=store.PAGE_MAX),
+                           metadata={"description": f"at most this many awards (default {store.PAGE_DEFAULT})"})
+    before = fields.Integer(validate=validate.Range(min=1, max=2**63 - 1), metadata={"description": "the next_before of the "
+                                                                                    "previous page"})
+
+
+class DoneBodySchema(Schema):
+    note = fields.String(required=True, validate=validate.Length(min=1, max=worklist.MAX_NOTE),
+                         metadata={"description": "what was done (e.g. the parcel number), in words"})
+
+
+@blp.route("/<string:shop>/awards")
+class Awards(MethodView):
+    @blp.doc(security=ADMIN_SECURITY, responses=error_responses(
+        _400="an invalid shop id in the URL", _401="missing or wrong admin token", _404="unknown shop"))
+    @blp.arguments(AwardArgsSchema, location="query", as_kwargs=True)
+    @blp.response(200, AwardPageSchema, description="the shop's awards, newest first")
+    def get(self, shop: str, limit: int, status: str | None = None, before: int | None = None):
+        """The shop's awards by status, newest first: ``?status=needs_manual_action`` is the staff worklist."""
+        rows = ladder().service.awards(shop, status=status, before=before, limit=limit)
+        return {"items": rows, "limit": limit, "next_before": rows[-1]["pk"] if len(rows) == limit else None}
+
+
+@blp.route("/<string:shop>/awards/<int:pk>/done")
+class AwardDone(MethodView):
+    @blp.doc(security=ADMIN_SECURITY, parameters=CHANGE_HEADERS[:1], responses=error_responses(
+        **_CHANGE_ERRORS, _404="unknown shop or award",
+        _409="the award is not waiting for staff (only needs_manual_action and failed ones are marked done); "
+             "nothing changed"))
+    @blp.arguments(DoneBodySchema)
+    @blp.response(200, AwardRowSchema, description="the award, delivered, with done_by, done_at and the note (the "
+                                                   "same note again: unchanged)")
+    def post(self, body: dict[str, Any], shop: str, pk: int):
+        """Staff carried out an award by hand (a gift sent, a service booked): it is delivered, the customer told."""
+        return ladder().service.mark_award_done(shop, pk, author=require_author(), note=body["note"]).award

@@ -5,7 +5,7 @@
 * :mod:`.server` — ``serve``, ``worker``;
 * :mod:`.programmes` — ``init``, ``validate``, ``simulate``;
 * :mod:`.records` — ``explain``, ``import``, ``sync``, ``replay``, ``inbox-export``, ``customer-data``;
-* :mod:`.operators` — ``inbox list|retry``, ``deliveries list|retry``.
+* :mod:`.operators` — ``inbox list|retry``, ``deliveries list|retry``, ``awards list|done`` (the staff worklist).
 * :mod:`.lists` — ``customers``, ``stats``.
 * :mod:`.admin` — ``turn start``, ``adjust``, ``exclusions set|show``, ``audit``.
 * :mod:`.rules` — ``rules activate|list|show``: programme versions in the database.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from ..statuses import AwardStatus
 from .admin import author_option, resolve_author
 from .base import (
     LadderGroup,
@@ -110,3 +111,46 @@ def deliveries_retry(pks: tuple[int, ...], status: str | None, shop: str | None,
     result = failures.retry(service.db, pks, status=status, shop_id=shop, author=resolve_author(author),
                             reason=reason)
     echo_retry("delivery", result, "a running `ladder worker` (or `ladder serve`) delivers them")
+
+
+@main.group(cls=LadderGroup)
+def awards() -> None:
+    """Awards by status, and the staff worklist: rewards no shop API carries, marked done by hand."""
+
+
+@awards.command(name="list")
+@click.argument("shop")
+@click.option("--status", type=click.Choice([str(s) for s in AwardStatus]),
+              help="only awards with this status (the worklist: needs_manual_action)")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500))
+@click.option("--before", type=click.IntRange(min=1), help="only awards with a smaller pk (the next page)")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+def awards_list(shop: str, status: str | None, limit: int, before: int | None, as_json: bool) -> None:
+    """SHOP's awards, newest first: pk, status, customer, reward, value, granted, reason (and who did it by hand)."""
+    from ..documents import AWARD_ROW
+
+    service = existing_service()
+    rows = service.awards(shop, status=status, before=before, limit=limit)
+    print_rows(rows, AWARD_ROW, ("pk", "status", "customer_id", "reward_id", "type", "value", "granted_at", "reason",
+                                "done_by", "done_note"), as_json)
+
+
+@awards.command(name="done")
+@click.argument("shop")
+@click.argument("pk", type=click.IntRange(min=1))
+@click.option("--note", required=True, help="what was done (e.g. the parcel number), kept with the award")
+@author_option
+def awards_done(shop: str, pk: int, note: str, author: str | None) -> None:
+    """Staff carried out award PK of SHOP by hand (a gift sent, a service booked): it is delivered,
+    with who, when and the note, and the customer is told as after any delivery."""
+    service = existing_service("using")
+    done = service.mark_award_done(shop, pk, author=resolve_author(author), note=note)
+    award = done.award
+    if not done.changed:
+        click.echo(f"award {pk}: already done by {award['done_by']} with this note; nothing changed")
+        return
+    click.echo(f"award {pk} ({award['reward_id']} for customer {award['customer_id']}): delivered, done by "
+               f"{award['done_by']}")
+    if done.deliveries:
+        click.echo(f"{len(done.deliveries)} notice(s) to the customer queued; a running `ladder worker` "
+                   "(or `ladder serve`) sends them")

@@ -267,6 +267,26 @@ def set_award_status(conn: sa.Connection, award: Mapping[str, Any], status: str,
                                                  rule_version=award.get("rule_version")))
 
 
+def handed_over(conn: sa.Connection, shop: ShopConfig, award: Mapping[str, Any], *, smtp_configured: bool = False,
+                now: datetime | None = None) -> list[int]:
+    """Staff carried out an award by hand (the worklist): its grant row, waiting for them, is
+    ``delivered``, and the customer is told as after any delivery (the notices are armed, due
+    now).  Call in the transaction that marks the award delivered; returns the pks to run now."""
+    now = now or utcnow()
+    planner = _Planner(conn, shop, smtp_configured, now, [])
+    rows = planner.rows_for(award["key"])
+    grant_row = rows.get((DeliveryAction.GRANT, None))
+    if grant_row is not None and grant_row["status"] in (DeliveryStatus.NEEDS_MANUAL_ACTION, DeliveryStatus.FAILED):
+        detail = dict(grant_row.get("detail") or {})
+        detail["done_by"] = award.get("done_by")
+        conn.execute(store.deliveries.update().where(store.deliveries.c.pk == grant_row["pk"]).values(
+            status=DeliveryStatus.DELIVERED, last_error=None, detail=detail, next_attempt_at=None, delivered_at=now,
+            updated_at=now))
+    profile = customer_profile(conn, award["shop_id"], award["customer_id"])
+    planner.notices(award, rows, planner.channels(award, profile["email"]), EVENT_GRANTED, due=True)
+    return list(dict.fromkeys(planner.to_run))
+
+
 def _log_award(conn: sa.Connection, award: Mapping[str, Any], reason: str, now: datetime) -> None:
     """An audit row that keeps the award's status (e.g. a revoke's result on a reversed award)."""
     conn.execute(store.award_log.insert().values(award_key=award["key"], at=now, status=award["status"],
