@@ -150,10 +150,10 @@ def record(conn: sa.Connection, shop_id: str, customer_id: str, implied: Sequenc
             log(conn, award.key, now, AwardStatus.ENDED, award.ended_reason, award.rule_version or version)
             ended.append(award.key)
             continue
-        if award.historical and old["status"] == AwardStatus.DUE:
+        if award.historical and old["status"] in (AwardStatus.DUE, AwardStatus.SHADOW):
             # decided before the shop went live (a shadow shop switched to live meanwhile):
             # recorded only, never delivered — whichever process saw the switch first
-            conn.execute(t.update().where(t.c.key == award.key, t.c.status == AwardStatus.DUE)
+            conn.execute(t.update().where(t.c.key == award.key, t.c.status == old["status"])
                          .values(**values, status=AwardStatus.HISTORICAL, updated_at=now))
             log(conn, award.key, now, AwardStatus.HISTORICAL, "decided before the shop went live; recorded only",
                 version)

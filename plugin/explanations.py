@@ -687,6 +687,7 @@ def lapse_explanation(programme: Programme, state: LadderState, facts: Mapping[s
 
 _STATUS_WORDS: dict[str, str] = {
     AwardStatus.DUE: "not delivered yet",
+    AwardStatus.SHADOW: "decided in shadow mode: recorded, never delivered",
     AwardStatus.DELIVERED: "delivered",
     AwardStatus.NEEDS_MANUAL_ACTION: "waiting for staff to carry it out",
     AwardStatus.FAILED: "its delivery failed",

@@ -1,13 +1,13 @@
 """Shadow to live: a shop's ``mode`` in the shops file, compared with the one last seen.
 
-A shop in ``mode: shadow`` computes everything and delivers nothing: its awards stay ``due`` and
-their delivery rows are ``shadow`` (never run; :mod:`.outbox.planning`).  When the shops file
+A shop in ``mode: shadow`` computes everything and delivers nothing: its awards are ``shadow`` and
+so are their delivery rows (never run; :mod:`.outbox.planning`).  When the shops file
 says ``live`` where the database last saw ``shadow``, the shop goes live *at that instant*:
 
 * ``shops.live_from`` becomes now (it only ever moves forward), so the fold implies every award
   granted before it as ``historical`` (:func:`loyalty_ladder.awards.imply`) and re-folds agree;
-* every award of the shop granted before ``live_from`` that is still ``due`` becomes
-  ``historical`` (never delivered), with an ``award_log`` row saying why;
+* every award of the shop granted before ``live_from`` that is ``shadow`` (or still ``due``)
+  becomes ``historical`` (never delivered), with an ``award_log`` row saying why;
 * the shop's ``shadow`` delivery rows, and the pending ones of those awards, are ``cancelled``
   with the reason — so only what is decided from now on is paid;
 * an audit row (action ``shop_went_live``, author ``configuration``) records it,
@@ -166,7 +166,7 @@ def go_live(conn: sa.Connection, shop_id: str, now: datetime, *, previous_live_f
 
 def _make_historical(conn: sa.Connection, shop_id: str, live_from: datetime, why: str,
                      now: datetime) -> tuple[int, int]:
-    """Every ``due`` award of the shop granted before ``live_from`` becomes ``historical`` (its
+    """Every ``shadow`` (or ``due``) award of the shop granted before ``live_from`` becomes ``historical`` (its
     ``reason`` the one the fold gives a historical award, so a re-fold restates nothing) and its
     pending deliveries are cancelled; a chunk at a time, so memory stays flat however many there
     are.  Returns (awards, deliveries) changed."""
@@ -175,7 +175,8 @@ def _make_historical(conn: sa.Connection, shop_id: str, live_from: datetime, why
     awards = deliveries = 0
     while True:
         # the rows switched leave the selection: the next chunk is simply the next LIMIT
-        rows = conn.execute(sa.select(aw).where(aw.c.shop_id == shop_id, aw.c.status == AwardStatus.DUE,
+        rows = conn.execute(sa.select(aw).where(aw.c.shop_id == shop_id,
+                                                aw.c.status.in_((AwardStatus.SHADOW, AwardStatus.DUE)),
                                                 aw.c.granted_at < live_from)
                             .order_by(aw.c.key).limit(_CHUNK)).mappings().all()
         if not rows:

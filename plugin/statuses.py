@@ -22,6 +22,7 @@ class AwardStatus(StrEnum):
     REVERSED = "reversed"  # never earned: the history that earned it was undone
     HISTORICAL = "historical"  # implied before the shop went live: recorded, never delivered
     ENDED = "ended"  # a privilege held, then ended (a version activated later no longer grants it)
+    SHADOW = "shadow"  # decided in a shadow-mode shop: recorded, never delivered
 
 
 class DeliveryAction(StrEnum):

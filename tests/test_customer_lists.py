@@ -209,7 +209,7 @@ def test_stats_count_customers_per_stage_subgroup_and_lapse_and_awards_per_statu
     awards = body["awards"]
     assert awards["total"] == len(recorded) > 0
     assert set(awards["by_status"]) == {"due", "delivered", "needs_manual_action", "failed", "withheld", "reversed",
-                                        "historical", "ended"}
+                                        "historical", "ended", "shadow"}
     assert awards["by_status"]["due"] == sum(1 for r in recorded if r.status == "due")
     welcome = [a for a in awards["by_reward"] if a["reward"] == "welcome"]
     # every subscribed account: p-1, p-2, v-1, f-1, l-1 (p-3 is not subscribed, the guest has no account)

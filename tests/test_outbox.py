@@ -180,7 +180,8 @@ def test_shadow_mode_records_everything_and_runs_nothing(db):
     assert outbox.due(db, T0 + timedelta(days=1)) == []
     adapter = FakeAdapter()
     assert run(db, got["grant", None]["pk"], adapter).status == "shadow"
-    assert adapter.calls == [] and award_status(db, key) == "due"
+    assert adapter.calls == [] and award_status(db, key) == "shadow"
+    assert award_log(db, key)[-1] == ("shadow", "decided in shadow mode: recorded, never delivered")
 
 
 def test_a_missing_capability_needs_manual_action_at_once(db):

@@ -349,15 +349,17 @@ def test_every_status_column_has_its_check_constraint(engine):
 
 
 def test_the_migration_checks_list_exactly_the_enums_values():
-    """Migrations copy the values (0003, and 0005 for the award statuses); a new status needs a
-    new migration, and this says so."""
+    """Migrations copy the values (0003, then 0005 and 0006 for the award statuses); a new status
+    needs a new migration, and this says so."""
     import importlib
 
     from loyalty_ladder.statuses import AwardStatus, DeliveryAction, DeliveryStatus, InboxStatus, NotifyChannel
 
     m = importlib.import_module("loyalty_ladder.migrations.versions.0003_status_checks")
-    latest = importlib.import_module("loyalty_ladder.migrations.versions.0005_timeline")
-    assert set(latest.AWARD_AFTER) == set(AwardStatus) and set(m.AWARD) == set(latest.AWARD_BEFORE)
+    timeline = importlib.import_module("loyalty_ladder.migrations.versions.0005_timeline")
+    latest = importlib.import_module("loyalty_ladder.migrations.versions.0006_worklist")
+    assert set(latest.AWARD_AFTER) == set(AwardStatus) and set(latest.AWARD_BEFORE) == set(timeline.AWARD_AFTER)
+    assert set(m.AWARD) == set(timeline.AWARD_BEFORE)
     assert set(m.INBOX) == set(InboxStatus)
     assert set(m.ACTION) == set(DeliveryAction) and set(m.DELIVERY) == set(DeliveryStatus)
     assert set(m.CHANNEL) == set(NotifyChannel)
@@ -377,3 +379,30 @@ def test_a_status_outside_its_enum_is_refused_by_the_database(engine):
                                                  headers={}, body="{}", status="done"))
     with engine.connect() as conn:
         assert conn.execute(sa.select(store.awards.c.status)).scalars().all() == ["delivered"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_the_due_awards_of_a_shop_last_seen_in_shadow_mode_become_shadow_on_upgrade(database_url):
+    """Migration 0006: before it, an award decided in shadow mode read `due` like a live one."""
+    fresh = sa.create_engine(database_url)
+    store.upgrade(fresh, "0005")
+    try:
+        with fresh.begin() as conn:
+            conn.execute(sa.text("INSERT INTO shops (shop_id, mode, created_at) VALUES ('watch', 'shadow', :t), "
+                                 "('live', 'live', :t)"), {"t": T0})
+            for shop in ("watch", "live"):
+                conn.execute(sa.text(
+                    "INSERT INTO awards (key, shop_id, customer_id, reward_id, type, scope, scope_ref, status, params, "
+                    "rule_version, granted_at, created_at, updated_at) VALUES (:key, :shop, 'c', 'welcome', "
+                    "'discount', 'stage', 'potential/1', 'due', '{}', 'abc123def456', :t, :t, :t)"),
+                    {"key": f"{shop}/c/welcome/stage/potential/1", "shop": shop, "t": T0})
+        store.upgrade(fresh)
+        with fresh.connect() as conn:
+            statuses = dict(conn.execute(sa.select(store.awards.c.shop_id, store.awards.c.status)).all())
+            log = conn.execute(sa.select(store.award_log.c.award_key, store.award_log.c.status,
+                                         store.award_log.c.reason)).all()
+        assert statuses == {"watch": "shadow", "live": "due"}
+        assert [tuple(r) for r in log] == [("watch/c/welcome/stage/potential/1", "shadow",
+                                            "decided in shadow mode: recorded, never delivered")]
+    finally:
+        fresh.dispose()

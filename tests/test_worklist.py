@@ -18,6 +18,9 @@ from loyalty_ladder.cli import main
 from .conftest import ADMIN_TOKEN
 from .test_shop_e2e import CID, NOW, iso, post_shopify, shopify, shopify_webhooks  # noqa: F401 - the fixture
 
+pytestmark = pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 STAFF = {**AUTH, "X-Ladder-Author": "maria"}
 
@@ -49,7 +52,7 @@ def test_the_worklist_lists_a_gift_and_staff_mark_it_done(gift):
     assert done.status_code == 200, done.get_json()
     doc = done.get_json()
     assert doc["status"] == "delivered" and doc["done_by"] == "maria" and doc["done_note"] == "sent with parcel 4711"
-    assert doc["done_at"] is not None and doc["reason"] == "carried out by maria: sent with parcel 4711"
+    assert doc["done_at"] is not None
     # nothing was asked of the shop: staff did it
     assert set(fake.names()) == before
     waiting = client.get("/api/v1/shops/e2e/awards?status=needs_manual_action", headers=AUTH).get_json()["items"]
@@ -63,6 +66,11 @@ def test_the_worklist_lists_a_gift_and_staff_mark_it_done(gift):
             store.award_log.c.award_key == award["key"]).order_by(store.award_log.c.pk))]
     assert grant.status == "delivered" and grant.delivered_at is not None
     assert log[-2:] == ["needs_manual_action", "delivered"]
+    # a later fold keeps what staff did
+    service.process_customer("e2e", str(CID))
+    again = {r["reward"]: r for r in client.get(f"/api/v1/shops/e2e/customers/{CID}", headers=AUTH).get_json()["rewards"]}
+    assert (again["apology"]["status"], again["apology"]["done_by"], again["apology"]["done_note"]) == (
+        "delivered", "maria", "sent with parcel 4711")
     entries = client.get("/api/v1/shops/e2e/audit?action=award_done", headers=AUTH).get_json()["items"]
     assert [(e["author"], e["target"], e["reason"]) for e in entries] == [("maria", award["key"],
                                                                          "sent with parcel 4711")]
@@ -82,6 +90,7 @@ def test_marking_done_again_changes_nothing_and_only_waiting_awards_can_be_done(
     assert client.post(f"/api/v1/shops/e2e/awards/{delivered[0]['pk']}/done", json={"note": "x"},
                        headers=STAFF).status_code == 409
     assert client.post("/api/v1/shops/e2e/awards/999999/done", json={"note": "x"}, headers=STAFF).status_code == 404
+    assert client.post(f"/api/v1/shops/e2e/awards/{2**64}/done", json={"note": "x"}, headers=STAFF).status_code == 404
     assert client.post(url, json={"note": "x"}, headers=AUTH).status_code == 400  # who did it?
     assert client.post(url, json={}, headers=STAFF).status_code == 422
     assert client.post(url, json={"note": "x"}, headers={"X-Ladder-Author": "maria"}).status_code == 401
@@ -127,3 +136,20 @@ def test_ladder_awards_list_and_done(gift, monkeypatch, tmp_path):
     as_json = runner.invoke(main, ["awards", "list", "e2e", "--status", "delivered", "--json"], env=env)
     docs = [json.loads(line) for line in as_json.stdout.splitlines()]
     assert {d["pk"]: d["done_by"] for d in docs}[award["pk"]] == "li"
+
+
+def test_an_award_done_by_hand_and_then_revoked_is_taken_back_by_hand(gift):
+    """Nothing of a hand-over exists in the shop's API: its reversal asks staff, never the shop."""
+    client, fake, service, award = gift
+    assert client.post(f"/api/v1/shops/e2e/awards/{award['pk']}/done", json={"note": "sent"},
+                       headers=STAFF).status_code == 200
+    calls = list(fake.names())
+    revoked = client.post(f"/api/v1/shops/e2e/customers/{CID}/adjustments", headers=STAFF,
+                          json={"action": "revoke", "award_key": award["key"], "reason": "sent to the wrong person"})
+    assert revoked.status_code == 201, revoked.get_json()
+    assert list(fake.names()) == calls
+    with service.db.connect() as conn:
+        revoke = conn.execute(sa.select(store.deliveries.c.status, store.deliveries.c.last_error).where(
+            store.deliveries.c.award_key == award["key"], store.deliveries.c.action == "revoke")).one()
+    assert revoke.status == "needs_manual_action"
+    assert revoke.last_error == "award reversed: it was handed over by hand, take it back by hand"

@@ -35,9 +35,15 @@ def author_option(f: Callable[..., Any]) -> Callable[..., Any]:
                              "else your user name)")(f)
 
 
+#: the longest author name kept (the API's X-Ladder-Author has the same limit)
+MAX_AUTHOR = 255
+
+
 def resolve_author(value: str | None) -> str:
     """The author of an admin command: ``--author``/``$LADDER_AUTHOR``, else the OS user name."""
     if value is not None and value.strip():
+        if len(value.strip()) > MAX_AUTHOR:
+            raise click.BadParameter(f"at most {MAX_AUTHOR} characters", param_hint="--author")
         return value.strip()
     try:
         name = getpass.getuser()

@@ -24,7 +24,7 @@ def inbox() -> None:
 @click.option("--shop", help="only this shop's rows")
 @click.option("--status", type=click.Choice(["received", "processed", "ignored", "failed"]))
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500))
-@click.option("--before", type=click.IntRange(min=1), help="only rows with a smaller pk (the next page)")
+@click.option("--before", type=click.IntRange(1, 2**63 - 1), help="only rows with a smaller pk (the next page)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 def inbox_list(shop: str | None, status: str | None, limit: int, before: int | None, as_json: bool) -> None:
     """Inbox rows, newest first: pk, status, shop, topic, times and the reason (never the body)."""
@@ -81,7 +81,7 @@ def deliveries() -> None:
 @click.option("--status", type=click.Choice(["pending", "delivered", "failed", "needs_manual_action", "shadow",
                                              "cancelled"]))
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500))
-@click.option("--before", type=click.IntRange(min=1), help="only rows with a smaller pk (the next page)")
+@click.option("--before", type=click.IntRange(1, 2**63 - 1), help="only rows with a smaller pk (the next page)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 def deliveries_list(shop: str | None, status: str | None, limit: int, before: int | None, as_json: bool) -> None:
     """Deliveries, newest first: pk, status, action, award key, attempts and the last error."""
@@ -123,7 +123,7 @@ def awards() -> None:
 @click.option("--status", type=click.Choice([str(s) for s in AwardStatus]),
               help="only awards with this status (the worklist: needs_manual_action)")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500))
-@click.option("--before", type=click.IntRange(min=1), help="only awards with a smaller pk (the next page)")
+@click.option("--before", type=click.IntRange(1, 2**63 - 1), help="only awards with a smaller pk (the next page)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 def awards_list(shop: str, status: str | None, limit: int, before: int | None, as_json: bool) -> None:
     """SHOP's awards, newest first: pk, status, customer, reward, value, granted, reason (and who did it by hand)."""
@@ -137,7 +137,7 @@ def awards_list(shop: str, status: str | None, limit: int, before: int | None, a
 
 @awards.command(name="done")
 @click.argument("shop")
-@click.argument("pk", type=click.IntRange(min=1))
+@click.argument("pk", type=click.IntRange(1, 2**63 - 1))
 @click.option("--note", required=True, help="what was done (e.g. the parcel number), kept with the award")
 @author_option
 def awards_done(shop: str, pk: int, note: str, author: str | None) -> None:

@@ -83,10 +83,10 @@ def _rearm_failed(conn: sa.Connection, row: Any, now: datetime) -> None:
     detail = dict(row.detail or {})
     detail.pop("failures", None)  # a fresh round of backoff
     detail["retried_at"] = now.isoformat()
-    conn.execute(t.update().where(t.c.pk == row.pk, t.c.status == DeliveryStatus.FAILED).values(
-        status=DeliveryStatus.PENDING, next_attempt_at=now, detail=detail, updated_at=now))
-    if row.action != DeliveryAction.GRANT:
-        return
+    hit = conn.execute(t.update().where(t.c.pk == row.pk, t.c.status == DeliveryStatus.FAILED).values(
+        status=DeliveryStatus.PENDING, next_attempt_at=now, detail=detail, updated_at=now)).rowcount
+    if row.action != DeliveryAction.GRANT or not hit:
+        return  # not a grant, or no longer failed (staff handed it over meanwhile): the award stays
     if row.award_status == AwardStatus.FAILED:
         set_award_status(conn, {"key": row.award_key, "rule_version": row.rule_version}, AwardStatus.DUE,
                          "delivery retried by an operator", now)

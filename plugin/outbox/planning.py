@@ -25,6 +25,9 @@ from ..shop import ShopConfig
 from ..statuses import AwardStatus, DeliveryAction, DeliveryStatus, NotifyChannel
 from .documents import EVENT_GRANTED, EVENT_REVERSED, customer_profile
 
+#: the reason of an award decided in a shadow-mode shop
+SHADOW_REASON = "decided in shadow mode: recorded, never delivered"
+
 
 def arm_row(conn: sa.Connection, now: datetime, award: Mapping[str, Any], existing: Mapping[str, Any] | None,
             action: str, channel: str | None, status: str, *, due: bool, reason: str | None = None,
@@ -124,6 +127,10 @@ class _Planner:
         channels = self.channels(award, profile["email"])
         status, reason = self.initial_status(award)
         grant_row = rows.get((DeliveryAction.GRANT, None))
+        if self.shop.shadow:
+            # decided, never delivered: the award says so (an integrator reading `due` awards
+            # of a generic shop would otherwise hand it over)
+            self.award_status(award, AwardStatus.SHADOW, SHADOW_REASON)
 
         if not adapter_class(self.shop.platform).has_shop_api:
             # No shop API: the integrator reads due awards from the customer endpoint and hands
@@ -195,7 +202,13 @@ class _Planner:
         if revoke is not None and revoke["status"] == DeliveryStatus.PENDING:
             return
         status = grant_row["status"]
-        if status == DeliveryStatus.DELIVERED:
+        if status == DeliveryStatus.DELIVERED and (grant_row.get("detail") or {}).get("by_hand"):
+            # staff handed it over (the worklist): the shop's API never created it, staff take it back
+            self.arm(award, revoke, DeliveryAction.REVOKE, None, DeliveryStatus.NEEDS_MANUAL_ACTION, due=False,
+                     reason="award reversed: it was handed over by hand, take it back by hand")
+            if announce:
+                self.announce_reversal(award, rows)
+        elif status == DeliveryStatus.DELIVERED:
             self.arm(award, revoke, DeliveryAction.REVOKE, None, self.live_status, due=True,
                      reason="shop in shadow mode: computed, not delivered" if self.shop.shadow else None)
             if announce:
@@ -276,10 +289,12 @@ def handed_over(conn: sa.Connection, shop: ShopConfig, award: Mapping[str, Any],
     planner = _Planner(conn, shop, smtp_configured, now, [])
     rows = planner.rows_for(award["key"])
     grant_row = rows.get((DeliveryAction.GRANT, None))
-    if grant_row is not None and grant_row["status"] in (DeliveryStatus.NEEDS_MANUAL_ACTION, DeliveryStatus.FAILED):
+    waiting = (DeliveryStatus.NEEDS_MANUAL_ACTION, DeliveryStatus.FAILED)
+    if grant_row is not None and grant_row["status"] in waiting:
         detail = dict(grant_row.get("detail") or {})
-        detail["done_by"] = award.get("done_by")
-        conn.execute(store.deliveries.update().where(store.deliveries.c.pk == grant_row["pk"]).values(
+        detail.update(done_by=award.get("done_by"), by_hand=True)  # nothing of it exists in the shop's API
+        conn.execute(store.deliveries.update().where(store.deliveries.c.pk == grant_row["pk"],
+                                                     store.deliveries.c.status.in_(waiting)).values(
             status=DeliveryStatus.DELIVERED, last_error=None, detail=detail, next_attempt_at=None, delivered_at=now,
             updated_at=now))
     profile = customer_profile(conn, award["shop_id"], award["customer_id"])

@@ -29,6 +29,8 @@ from .planning import handed_over, set_award_status
 WAITING = (AwardStatus.NEEDS_MANUAL_ACTION, AwardStatus.FAILED)
 #: the longest note kept
 MAX_NOTE = 1000
+#: the largest row id (a BIGINT); a larger one names no award
+MAX_PK = 2**63 - 1
 
 _COLUMNS = ("pk", "shop_id", "customer_id", "key", "reward_id", "type", "stage", "status", "reason", "params",
             "value", "rule_version", "granted_at", "updated_at", "done_by", "done_at", "done_note")
@@ -66,6 +68,8 @@ def mark_done(db: sa.Engine, shop: ShopConfig, pk: int, *, author: str, note: st
     note = check_note(note)
     now = now or utcnow()
     t = store.awards
+    if not 1 <= pk <= MAX_PK:
+        raise NotFound(f"no award {pk} in shop '{shop.id}'", {"award": [f"unknown award {pk}"]})
     with store.begin_write(db) as conn:
         found = conn.execute(sa.select(t.c.customer_id).where(t.c.pk == pk, t.c.shop_id == shop.id)).first()
         if found is None:
@@ -78,7 +82,10 @@ def mark_done(db: sa.Engine, shop: ShopConfig, pk: int, *, author: str, note: st
             raise Conflict(f"award {pk} is {award['status']}: only awards waiting for staff "
                            f"({', '.join(WAITING)}) are marked done",
                            {"status": [f"is {award['status']}, not {' or '.join(WAITING)}"]})
-        conn.execute(t.update().where(t.c.pk == pk).values(done_by=author, done_at=now, done_note=note))
+        # only while it still waits: a retry of its failed grant may have made it due meanwhile
+        if not conn.execute(t.update().where(t.c.pk == pk, t.c.status.in_(WAITING))
+                            .values(done_by=author, done_at=now, done_note=note)).rowcount:
+            raise Conflict(f"award {pk} changed meanwhile (a retry?): look again", {"status": ["changed"]})
         set_award_status(conn, award, AwardStatus.DELIVERED, f"carried out by {author}: {note}", now)
         award.update(done_by=author, done_at=now, done_note=note, status=AwardStatus.DELIVERED)
         deliveries = handed_over(conn, shop, award, smtp_configured=smtp_configured, now=now)
