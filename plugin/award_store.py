@@ -121,7 +121,9 @@ def record(conn: sa.Connection, shop_id: str, customer_id: str, implied: Sequenc
     by_key = {r["key"]: r for r in recorded}
     for award in plan.grant:
         status = AwardStatus.HISTORICAL if award.historical else AwardStatus.DUE
-        if award.ended_at is not None:  # held and ended before it was ever recorded: nothing to deliver
+        if award.ended_at is not None and not award.historical:
+            # held and ended before it was ever recorded: nothing to deliver (granted before the shop
+            # went live it stays historical, as when it is recorded first and ends later)
             status = AwardStatus.ENDED
         values = {"shop_id": shop_id, "customer_id": customer_id, **derived_values(award, version),
                   "status": status, "updated_at": now, "reversed_at": None}
@@ -140,9 +142,20 @@ def record(conn: sa.Connection, shop_id: str, customer_id: str, implied: Sequenc
     # recomputed (params, value, stage, granted_at … differ) and kept awards alike: a kept award
     # whose reason or programme version is stale is restated, so no column depends on history order
     ended: list[str] = []
+    held_again: list[str] = []
     for award in (*plan.update, *plan.keep):
         old = by_key[award.key]
         values = derived_values(award, version)
+        if award.ended_at is None and old["status"] == AwardStatus.ENDED:
+            # ended, and no longer: the history that ended it was undone (a refund inside the
+            # window took back the climb that left its stage) — held again, delivered again
+            status = AwardStatus.HISTORICAL if award.historical else AwardStatus.DUE
+            conn.execute(t.update().where(t.c.key == award.key).values(**values, status=status, updated_at=now))
+            log(conn, award.key, now, status, "held again: the history that ended it was undone",
+                award.rule_version or version)
+            if status == AwardStatus.DUE:
+                held_again.append(award.key)
+            continue
         if award.ended_at is not None and old["status"] not in (AwardStatus.ENDED, AwardStatus.HISTORICAL):
             # a privilege a later version no longer grants (or changed): taken back, not reversed
             conn.execute(t.update().where(t.c.key == award.key)
@@ -162,5 +175,5 @@ def record(conn: sa.Connection, shop_id: str, customer_id: str, implied: Sequenc
             continue
         conn.execute(t.update().where(t.c.key == award.key).values(**values, updated_at=now))
         log(conn, award.key, now, old["status"], f"recomputed: {_change(old, values)}", version)
-    return Recorded(tuple(a.key for a in plan.grant if not a.historical and a.ended_at is None),
+    return Recorded((*(a.key for a in plan.grant if not a.historical and a.ended_at is None), *held_again),
                     tuple(reversed_keys), tuple(ended))

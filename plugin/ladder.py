@@ -47,8 +47,9 @@ where this list names it):
    no demotion ever (a lapse check follows, for a stage with a shorter lapse);
 8. subgroup: the first whose condition holds; privileges end (at an activation, step 1 marks
    the privileges the new version dropped or changed as ended at this instant, and here those
-   of the current stage and turn it no longer allows to this customer; suspend and restore:
-   none yet);
+   of the current stage and turn it no longer allows to this customer; from semantics 2 on, a
+   privilege granted on reaching a stage ends once the customer is in another stage; suspend and
+   restore: none yet);
 9. grants in rule-file order — reward condition and subgroup filter must hold in this
    evaluation, the customer must be in one of the trigger's stages (none listed: any): ``stage``
    rewards of the stage the customer is in now (once per stage and turn, so a stage
@@ -500,6 +501,8 @@ class _Fold:
                               if _holds(holds, "subgroup", g.id, g.when)), None)
         if self.activated_at == at and self.idx is not None:
             self._end_disallowed(at, holds)
+        if self.semantics >= 2 and self.idx is not None:
+            self._end_left_behind(at)
         if self.idx is not None:
             period_start = on_ladder_before and at == month_start(at)
             self._grant(at, holds, batch, new_orders, period_start, lapsed_now)
@@ -531,6 +534,19 @@ class _Fold:
             else:
                 continue
             grant.ended_at, grant.ended_reason = at, f"ended: {why}"
+
+    def _end_left_behind(self, at: datetime) -> None:
+        """Semantics 2, step 8: a privilege granted on reaching a stage ends when the customer is
+        no longer in that stage (a climb, a stage set by hand, a stage map) — the customer holds
+        the tag, VIP service or terms of where they are, not of every stage they passed.  A new
+        turn in the same stage keeps it (the new turn's grant of it joins, so nothing is removed
+        and added again in the shop)."""
+        stage = self.stage
+        assert stage is not None
+        for grant in self.grants:
+            if (grant.ended_at is None and grant.scope == "stage" and isinstance(grant.ref, tuple)
+                    and grant.ref[0] != stage.id and reward_types.of(grant.reward.type).kind == Kind.PRIVILEGE):
+                grant.ended_at, grant.ended_reason = at, f"ended: left stage {grant.ref[0]} for {stage.id}"
 
     def _manual_award(self, at: datetime, event: Event) -> None:
         """A manual ``reward_granted`` or ``reward_revoked`` (step 9, after the rule-file grants)."""

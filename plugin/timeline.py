@@ -22,6 +22,11 @@ behaviour — so a code upgrade is no more retroactive than an activation.
 * 1 — versions on a timeline, manual adjustments and exclusions as ledger inputs.  Semantics 1
   folds a history with one version exactly as semantics 0 did (``tests/test_upgrade.py`` re-folds
   a database written by the previous release and finds no delivered award reversed or re-valued).
+* 2 — a customer holds the privileges of the stage they are in: a stage privilege (a stage tag,
+  VIP service, payment terms granted on reaching a stage) ends when the customer leaves that
+  stage.  Before, privileges of earlier stages were kept (every advocate still carried
+  ``ladder-potential``); from the upgrade instant on — itself a wake-up — those of stages the
+  customer has left end, taken back in the shop, never reversed.
 """
 from __future__ import annotations
 
@@ -36,11 +41,12 @@ from .clock import as_utc
 from .programme import Programme
 
 #: the fold semantics of this release (see the module docstring)
-CURRENT_SEMANTICS = 1
+CURRENT_SEMANTICS = 2
 #: what each semantics version means, in words (shown by ``ladder rules list``)
 SEMANTICS = {
     0: "the fold of releases up to 0.1 (one programme version at a time)",
     1: "programme versions on a timeline; manual adjustments and exclusions as ledger inputs",
+    2: "a stage privilege (tag, VIP service, payment terms) ends when the customer leaves its stage",
 }
 
 

@@ -133,17 +133,23 @@ def test_shopify_webhooks_twice_and_shuffled_climb_and_deliver_exactly_once(shop
     assert doc["facts"]["net_spent"] == str(sum(__import__("decimal").Decimal(o["total_price"])
                                                for t, o in hooks if t == "orders/paid") - 30)
     codes = graphql_calls(fake, "discountCodeBasicCreate")
-    tags = sorted(tag for call in graphql_calls(fake, "tagsAdd") for tag in call["tags"])
-    assert tags == ["ladder-first-purchase", "ladder-potential", "ladder-regular", "ladder-visitor"]
+    # the customer carries exactly the tag of their stage: a passed stage's tag was never added,
+    # or added and removed once (which, depends on the order the webhooks were processed in)
+    added = [tag for call in graphql_calls(fake, "tagsAdd") for tag in call["tags"]]
+    removed = [tag for call in graphql_calls(fake, "tagsRemove") for tag in call["tags"]]
+    assert len(added) == len(set(added)) and len(removed) == len(set(removed)) and set(removed) <= set(added)
+    assert set(added) - set(removed) == {"ladder-regular"}
     by_reward = {r["reward"]: r for r in doc["rewards"]}
     expected_codes = sorted(by_reward[r]["params"]["code"] for r in ("welcome", "first-order", "second-order"))
     assert sorted(c["basicCodeDiscount"]["code"] for c in codes) == expected_codes
     for call in codes:
         selection = call["basicCodeDiscount"]["customerSelection"]["customers"]["add"]
         assert selection == [f"gid://shopify/Customer/{CID}"]
-    assert "tagsRemove" not in fake.names() and "discountCodeDelete" not in fake.names()
+    assert "discountCodeDelete" not in fake.names()
     for reward in ("welcome", "first-order", "second-order", "tag-regular"):
         assert by_reward[reward]["status"] == "delivered"
+    for reward in ("tag-potential", "tag-visitor", "tag-first-purchase"):
+        assert by_reward[reward]["status"] == "ended"
     # rewards Shopify cannot carry yet are never dropped silently
     assert by_reward["order-points"]["status"] == "needs_manual_action"
     assert all(call.headers["X-Shopify-Access-Token"] == fake.access_token for call in fake.calls)
@@ -160,10 +166,16 @@ def test_shopify_full_refund_inside_the_window_revokes_exactly_what_it_earned(sh
         assert post_shopify(client, topic, payload, f"wh-{i}").status_code == 200
     doc = customer_doc(client, "e2e", str(CID))
     assert doc["stage"] == "first_purchase"  # the step to regular was never earned
-    tag_regular = next(r for r in doc["rewards"] if r["reward"] == "tag-regular")
-    assert tag_regular["status"] == "reversed"
-    removed = graphql_calls(fake, "tagsRemove")
-    assert [call["tags"] for call in removed] == [["ladder-regular"]]
+    by_reward = {r["reward"]: r for r in doc["rewards"]}
+    assert by_reward["tag-regular"]["status"] == "reversed"
+    # the climb that ended the first-purchase tag never counted: it is held (and in the shop) again
+    assert by_reward["tag-first-purchase"]["status"] == "delivered"
+    added = [tag for call in graphql_calls(fake, "tagsAdd") for tag in call["tags"]]
+    removed = [tag for call in graphql_calls(fake, "tagsRemove") for tag in call["tags"]]
+    assert "ladder-regular" in removed and added.count("ladder-regular") == 1
+    net = {tag: added.count(tag) - removed.count(tag) for tag in set(added)}
+    assert {tag for tag, n in net.items() if n > 0} == {"ladder-first-purchase"}
+    assert all(n in (0, 1) for n in net.values())
 
 
 def test_shopify_bad_signature_and_unknown_shop_store_nothing(shopify):
@@ -253,11 +265,8 @@ def test_woocommerce_webhooks_twice_and_shuffled_climb_and_deliver_exactly_once(
     granted_discounts = [r for r in doc["rewards"] if r["type"] == "discount"]
     assert sorted(c["code"] for c in coupons) == sorted(r["params"]["code"] for r in granted_discounts)
     assert all(c["email_restrictions"] == ["ben@example.com"] for c in coupons)
-    tag_puts = [c for c in fake.calls if c.name == f"PUT /customers/{WOO_CID}"]
-    assert len(tag_puts) == 3  # first_purchase, visitor passed through, regular … one PUT per stage tag
     meta = {m["key"]: m["value"] for m in fake.customers_meta[str(WOO_CID)]}
-    assert set(meta["loyalty_ladder_tags"].split(",")) == {"ladder-potential", "ladder-first-purchase",
-                                                           "ladder-regular"}
+    assert set(meta["loyalty_ladder_tags"].split(",")) == {"ladder-regular"}  # only the current stage's
     assert by_reward["tag-regular"]["status"] == "delivered"
 
 
@@ -358,13 +367,18 @@ def test_real_server_and_queue_deliver_a_signed_webhooks_rewards(tmp_path):
                     "X-Shopify-Hmac-Sha256": signature(body), "X-Shopify-Shop-Domain": "e2e.myshopify.com",
                     "X-Shopify-Webhook-Id": f"real-{i}"})
                 assert response.status_code == 200
-            wanted = {"ladder-potential", "ladder-visitor", "ladder-first-purchase"}
+            def carried() -> set[str]:  # the tags the shop holds: added and not removed since
+                tags: set[str] = set()
+                for c in fake.calls:
+                    if c.name in ("tagsAdd", "tagsRemove"):
+                        (tags.update if c.name == "tagsAdd" else tags.difference_update)(c.body["tags"])
+                return tags
+
             while time.monotonic() < deadline:
-                added = {t for c in fake.calls if c.name == "tagsAdd" for t in c.body["tags"]}
-                if added >= wanted and len(graphql_calls(fake, "discountCodeBasicCreate")) >= 3:
+                if carried() == {"ladder-first-purchase"} and len(graphql_calls(fake, "discountCodeBasicCreate")) >= 3:
                     break
                 time.sleep(0.1)
-            assert {t for c in fake.calls if c.name == "tagsAdd" for t in c.body["tags"]} == wanted
+            assert carried() == {"ladder-first-purchase"}
             assert len(graphql_calls(fake, "discountCodeBasicCreate")) == 3
         finally:
             proc.terminate()

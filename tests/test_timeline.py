@@ -398,3 +398,72 @@ def test_a_privilege_the_new_version_no_longer_allows_to_this_customer_ends_at_t
     state = run(timeline((old, None), ((narrowed, get_engine().compile(narrowed)), a)),
                 [order("o1", T0), order("o2", T0 + DAY)], a + DAY)
     assert by_reward(state, "buyer-tag")[0].ended_at is None
+
+
+# ------------------------------------------------------------------ semantics 2: privileges of the stage one is in
+STAGE_TAGS = """
+programme: {currency: EUR}
+stages:
+  - {id: potential, lapse_after_days: 365}
+  - id: first_purchase
+    when: {fact: orders_count, gte: 1}
+    lapse_after_days: 60
+  - id: regular
+    when: {fact: orders_count, gte: 3}
+rewards:
+  - {id: tag-potential, type: tag, on: {stage: potential}, params: {tag: t-potential}}
+  - {id: tag-first, type: tag, on: {stage: first_purchase}, params: {tag: t-first}}
+  - {id: tag-regular, type: tag, on: {stage: regular}, params: {tag: t-regular}}
+  - {id: hello, type: discount, on: {stage: potential}, params: {amount: "5.00", expires_days: 30, code_prefix: HI}}
+"""
+STAGE_TAGS_P = rulefile.load_text(STAGE_TAGS)
+STAGE_TAGS_EV = get_engine().compile(STAGE_TAGS_P)
+
+
+def held(state):
+    return sorted(a.params["tag"] for a in state.awards if a.type == "tag" and a.ended_at is None)
+
+
+def test_semantics_2_a_customer_holds_only_the_tag_of_their_stage():
+    events = [ev("customer_created", T0), order("o1", T0 + 2 * DAY), order("o2", T0 + 9 * DAY),
+              order("o3", T0 + 20 * DAY)]
+    state = run((STAGE_TAGS_P, STAGE_TAGS_EV), events, T0 + 30 * DAY)
+    assert state.stage == "regular" and held(state) == ["t-regular"]
+    ended = {a.reward_id: (a.ended_at, a.ended_reason) for a in state.awards if a.ended_at is not None}
+    assert ended == {"tag-potential": (T0 + 2 * DAY, "ended: left stage potential for first_purchase"),
+                     "tag-first": (T0 + 20 * DAY, "ended: left stage first_purchase for regular")}
+    # a grant is not a privilege: the welcome code of potential stays the customer's
+    assert by_reward(state, "hello")[0].ended_at is None
+
+
+def test_semantics_2_a_new_turn_in_the_same_stage_keeps_the_tag():
+    # lapsed at first purchase (60 days), back with an order: a new turn in the same stage
+    events = [ev("customer_created", T0), order("o1", T0 + DAY), order("o2", T0 + 100 * DAY)]
+    state = run((STAGE_TAGS_P, STAGE_TAGS_EV), events, T0 + 101 * DAY)
+    assert state.stage == "first_purchase" and state.turn == 2
+    firsts = by_reward(state, "tag-first")
+    assert [a.turn for a in firsts] == [1, 2] and all(a.ended_at is None for a in firsts)
+
+
+def test_semantics_2_a_stage_set_down_by_hand_ends_the_higher_tag():
+    events = [ev("customer_created", T0), order("o1", T0 + DAY), order("o2", T0 + 2 * DAY), order("o3", T0 + 3 * DAY),
+              adjust("stage_set", T0 + 10 * DAY, stage="first_purchase", force=True)]
+    state = run((STAGE_TAGS_P, STAGE_TAGS_EV), events, T0 + 11 * DAY)
+    assert state.stage == "first_purchase"
+    regular = by_reward(state, "tag-regular")[0]
+    assert (regular.ended_at, regular.ended_reason) == (T0 + 10 * DAY, "ended: left stage regular for first_purchase")
+
+
+def test_the_semantics_2_upgrade_ends_left_behind_tags_at_its_instant_and_not_before():
+    events = [ev("customer_created", T0), order("o1", T0 + 2 * DAY), order("o2", T0 + 9 * DAY),
+              order("o3", T0 + 20 * DAY)]
+    upgrade = T0 + 40 * DAY
+    old = Timeline((Segment(None, STAGE_TAGS_P, STAGE_TAGS_EV),), semantics=((None, 1),))
+    upgraded = Timeline((Segment(None, STAGE_TAGS_P, STAGE_TAGS_EV),), semantics=((None, 1), (upgrade, 2)))
+    before = run(old, events, T0 + 60 * DAY)
+    assert held(before) == ["t-first", "t-potential", "t-regular"]  # semantics 1 kept them all
+    assert run(upgraded, events, upgrade - DAY).awards == run(old, events, upgrade - DAY).awards
+    after = run(upgraded, events, T0 + 60 * DAY)
+    assert held(after) == ["t-regular"]
+    assert {a.reward_id: a.ended_at for a in after.awards if a.ended_at is not None} == {
+        "tag-potential": upgrade, "tag-first": upgrade}
