@@ -255,6 +255,8 @@ class _Grant:
     note: str = ""  # a manual grant's author and reason
     ended_at: datetime | None = None  # a privilege ended by a later activation
     ended_reason: str = ""
+    #: the stage a stage privilege is held for (a stage map moves it with the customer)
+    held_in: str = ""
 
 
 class _Fold:
@@ -283,6 +285,8 @@ class _Fold:
         self.history: list[Transition] = []
         self.grants: list[_Grant] = []
         self.granted: set[tuple[str, str, Any]] = set()
+        #: stage privileges ended because the customer left their stage (semantics 2), by mark
+        self.left: dict[tuple[str, str, Any], _Grant] = {}
         self.revoked: dict[str, str] = {}
         self.lapsed_at: datetime | None = None
         self.excluded: str | None = None
@@ -319,10 +323,14 @@ class _Fold:
             moved_to = self.stages[self.idx].id
             if moved_to != stage.id:
                 # a mapped stage is the same step under a new id: what it granted in this turn
-                # (stage and lapse rewards) is not granted again under the new id
+                # (stage and lapse rewards) is not granted again under the new id, and the
+                # privileges held for it are held for the new id
                 for reward_id, scope, ref in list(self.granted):
                     if scope in ("stage", "lapse") and ref == (stage.id, self.turn):
                         self.granted.add((reward_id, scope, (moved_to, self.turn)))
+                for grant in self.grants:
+                    if grant.held_in == stage.id:
+                        grant.held_in = moved_to
         if previous is not None and at is not None:
             self.activated_at = at
             self._end_privileges(at, segment)
@@ -517,8 +525,10 @@ class _Fold:
         assert stage is not None
         rewards = {r.id: r for r in self.programme.rewards}
         for grant in self.grants:
-            if (grant.ended_at is not None or grant.scope != "stage" or not isinstance(grant.ref, tuple)
-                    or grant.ref[:2] != (stage.id, self.turn)
+            # semantics 2 holds a stage privilege across turns in the stage: each turn's grant counts
+            held_here = (grant.held_in == stage.id if self.semantics >= 2
+                         else isinstance(grant.ref, tuple) and grant.ref[:2] == (stage.id, self.turn))
+            if (grant.ended_at is not None or grant.scope != "stage" or not held_here
                     or reward_types.of(grant.reward.type).kind != Kind.PRIVILEGE):
                 continue
             reward = rewards.get(grant.reward.id)
@@ -537,16 +547,27 @@ class _Fold:
 
     def _end_left_behind(self, at: datetime) -> None:
         """Semantics 2, step 8: a privilege granted on reaching a stage ends when the customer is
-        no longer in that stage (a climb, a stage set by hand, a stage map) — the customer holds
-        the tag, VIP service or terms of where they are, not of every stage they passed.  A new
-        turn in the same stage keeps it (the new turn's grant of it joins, so nothing is removed
-        and added again in the shop)."""
+        no longer in the stage it is held for (a climb, a stage set by hand; a stage map moves it
+        along) — the customer holds the tag, VIP service or terms of where they are, not of every
+        stage they passed.  It is held on where the same reward is granted in the new stage too
+        (a reward of several stages), and across a new turn in the same stage (the new turn's
+        grant joins it), so the shop is never asked to remove and add one tag at once.  Entering
+        the stage again in the same turn holds it again under the same key."""
         stage = self.stage
         assert stage is not None
+        rewards = {r.id: r for r in self.programme.rewards}
         for grant in self.grants:
-            if (grant.ended_at is None and grant.scope == "stage" and isinstance(grant.ref, tuple)
-                    and grant.ref[0] != stage.id and reward_types.of(grant.reward.type).kind == Kind.PRIVILEGE):
-                grant.ended_at, grant.ended_reason = at, f"ended: left stage {grant.ref[0]} for {stage.id}"
+            if (grant.ended_at is not None or grant.scope != "stage" or grant.held_in == stage.id
+                    or reward_types.of(grant.reward.type).kind != Kind.PRIVILEGE):
+                continue
+            reward = rewards.get(grant.reward.id)
+            if (reward is not None and reward.trigger.kind == "stage"
+                    and (not reward.trigger.stages or stage.id in reward.trigger.stages)):
+                continue  # granted in this stage too: held on (no removal and new grant of one tag)
+            grant.ended_at, grant.ended_reason = at, f"ended: left stage {grant.held_in} for {stage.id}"
+            # entering that stage again in this turn (a stage set down by hand, then a climb)
+            # holds it again under the same key
+            self.left[(grant.reward.id, grant.scope, grant.ref)] = grant
 
     def _manual_award(self, at: datetime, event: Event) -> None:
         """A manual ``reward_granted`` or ``reward_revoked`` (step 9, after the rule-file grants)."""
@@ -593,12 +614,17 @@ class _Fold:
     def _add(self, reward: Reward, scope: str, ref: str | tuple[str, int], at: datetime,
              order_id: str | None = None, note: str = "") -> None:
         mark = (reward.id, scope, ref)
+        left = self.left.pop(mark, None)
+        if left is not None and left.ended_at is not None:
+            left.ended_at, left.ended_reason = None, ""  # back in its stage: held again, same key
+            return
         if mark in self.granted:
             return
         self.granted.add(mark)
         stage = self.stage
         self.grants.append(_Grant(reward, scope, ref, stage.id if stage is not None else "", self.turn, at,
-                                  self.segment.version, order_id, note))
+                                  self.segment.version, order_id, note,
+                                  held_in=stage.id if stage is not None else ""))
 
 
 # ------------------------------------------------------------------ fold

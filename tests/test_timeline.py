@@ -449,9 +449,47 @@ def test_semantics_2_a_stage_set_down_by_hand_ends_the_higher_tag():
     events = [ev("customer_created", T0), order("o1", T0 + DAY), order("o2", T0 + 2 * DAY), order("o3", T0 + 3 * DAY),
               adjust("stage_set", T0 + 10 * DAY, stage="first_purchase", force=True)]
     state = run((STAGE_TAGS_P, STAGE_TAGS_EV), events, T0 + 11 * DAY)
-    assert state.stage == "first_purchase"
+    assert state.stage == "first_purchase" and held(state) == ["t-first"]  # back in first purchase: its tag again
     regular = by_reward(state, "tag-regular")[0]
     assert (regular.ended_at, regular.ended_reason) == (T0 + 10 * DAY, "ended: left stage regular for first_purchase")
+    # climbing back in the same turn holds the regular tag again, under the same key
+    back = run((STAGE_TAGS_P, STAGE_TAGS_EV), [*events, order("o4", T0 + 12 * DAY)], T0 + 13 * DAY)
+    assert back.stage == "regular" and held(back) == ["t-regular"]
+    assert [a.key for a in back.awards if a.reward_id == "tag-regular"] == [regular.key]
+
+
+def test_semantics_2_a_stage_map_moves_the_tag_with_the_customer():
+    renamed = rulefile.load_text(STAGE_TAGS.replace("id: regular\n", "id: loyal\n").replace("stage: regular}",
+                                                                                             "stage: loyal}"))
+    events = [ev("customer_created", T0), order("o1", T0 + DAY), order("o2", T0 + 2 * DAY), order("o3", T0 + 3 * DAY)]
+    line = Timeline((Segment(None, STAGE_TAGS_P, STAGE_TAGS_EV),
+                     Segment(T0 + 30 * DAY, renamed, get_engine().compile(renamed), {"regular": "loyal"})))
+    state = run(line, events, T0 + 40 * DAY)
+    assert state.stage == "loyal" and held(state) == ["t-regular"]
+
+
+def test_semantics_2_a_privilege_of_several_stages_is_held_on_when_climbing_between_them():
+    both = rulefile.load_text(STAGE_TAGS + "  - {id: tag-customer, type: tag, on: {stage: [first_purchase, regular]}, "
+                                           "params: {tag: t-customer}}\n")
+    events = [ev("customer_created", T0), order("o1", T0 + DAY), order("o2", T0 + 2 * DAY), order("o3", T0 + 3 * DAY)]
+    state = run((both, get_engine().compile(both)), events, T0 + 5 * DAY)
+    # no end at the climb: the shop is never asked to remove and add the same tag at once
+    assert [(a.scope_ref, a.ended_at) for a in by_reward(state, "tag-customer")] == [("first_purchase/1", None),
+                                                                                     ("regular/1", None)]
+
+
+def test_semantics_2_an_activation_ends_every_turns_copy_of_a_privilege_it_no_longer_allows():
+    stricter = rulefile.load_text(STAGE_TAGS.replace(
+        "{id: tag-first, type: tag, on: {stage: first_purchase}, params: {tag: t-first}}",
+        "{id: tag-first, type: tag, on: {stage: first_purchase}, when: {fact: orders_count, gte: 5}, "
+        "params: {tag: t-first}}"))
+    events = [ev("customer_created", T0), order("o1", T0 + DAY), order("o2", T0 + 100 * DAY)]  # turn 2 after a lapse
+    line = Timeline((Segment(None, STAGE_TAGS_P, STAGE_TAGS_EV),
+                     Segment(T0 + 110 * DAY, stricter, get_engine().compile(stricter))))
+    state = run(line, events, T0 + 111 * DAY)
+    assert state.turn == 2 and held(state) == []
+    assert {a.scope_ref: a.ended_at for a in by_reward(state, "tag-first")} == {
+        "first_purchase/1": T0 + 110 * DAY, "first_purchase/2": T0 + 110 * DAY}
 
 
 def test_the_semantics_2_upgrade_ends_left_behind_tags_at_its_instant_and_not_before():

@@ -150,7 +150,9 @@ class _Planner:
             revoke = rows.get((DeliveryAction.REVOKE, None))
             if revoke is None or revoke["status"] not in (DeliveryStatus.DELIVERED, DeliveryStatus.SHADOW):
                 # The object the grant created still exists in the shop: nothing to deliver.
-                if revoke is not None and revoke["status"] == DeliveryStatus.PENDING:
+                if revoke is not None and revoke["status"] in (DeliveryStatus.PENDING, DeliveryStatus.NEEDS_MANUAL_ACTION,
+                                                               DeliveryStatus.FAILED):
+                    # (staff asked to take back by hand what the customer holds again: not any more)
                     self.set_status(revoke, DeliveryStatus.CANCELLED, "granted again before the revoke ran")
                     self.cancel_notices(rows, EVENT_REVERSED, "granted again before the reversal was announced")
                 self.award_status(award, AwardStatus.DELIVERED,
