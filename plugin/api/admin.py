@@ -6,8 +6,8 @@
   grant or revoke a reward for one customer;
 * ``GET|PUT /api/v1/shops/<shop>/exclusions`` — customers never evaluated, by tag or e-mail pattern;
 * ``GET /api/v1/shops/<shop>/audit`` — every admin action, newest first, a page at a time;
-* ``GET /api/v1/shops/<shop>/awards`` — awards by status (``?status=needs_manual_action``: the staff
-  worklist), and ``POST …/awards/<pk>/done`` — staff carried one out by hand.
+* ``POST /api/v1/shops/<shop>/awards/<pk>/done`` — staff carried out by hand an award of the worklist
+  (``GET …/awards?status=needs_manual_action``, in :mod:`.operator`).
 
 Each change is stored as an event (see :mod:`..adjustments`) with its author, reason and audit
 row, and takes effect now.  A client that retries sends an ``Idempotency-Key`` header: the same
@@ -23,11 +23,10 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from .. import adjustments, audit, store
+from .. import adjustments, audit
 from ..documents import (
     AdjustmentEventSchema,
     AuditPageSchema,
-    AwardPageSchema,
     AwardRowSchema,
     ExclusionsSchema,
     ShopTurnSchema,
@@ -36,7 +35,6 @@ from ..errors import BadRequest
 from ..events import AwareTime
 from ..globals import ladder
 from ..outbox import worklist
-from ..statuses import AwardStatus
 from .auth import ADMIN_SECURITY, require_admin
 from .boundary import AUTHOR_HEADER, json_body, require_author
 from .responses import error_responses
@@ -234,30 +232,9 @@ class Audit(MethodView):
 
 
 
-class AwardArgsSchema(Schema):
-    status = fields.String(validate=validate.OneOf([str(s) for s in AwardStatus]),
-                           metadata={"description": "only awards with this status (the worklist: needs_manual_action)"})
-    limit = fields.Integer(load_default=store.PAGE_DEFAULT, validate=validate.Range(min=1, max=store.PAGE_MAX),
-                           metadata={"description": f"at most this many awards (default {store.PAGE_DEFAULT})"})
-    before = fields.Integer(validate=validate.Range(min=1, max=2**63 - 1), metadata={"description": "the next_before of the "
-                                                                                    "previous page"})
-
-
 class DoneBodySchema(Schema):
     note = fields.String(required=True, validate=validate.Length(min=1, max=worklist.MAX_NOTE),
                          metadata={"description": "what was done (e.g. the parcel number), in words"})
-
-
-@blp.route("/<string:shop>/awards")
-class Awards(MethodView):
-    @blp.doc(security=ADMIN_SECURITY, responses=error_responses(
-        _400="an invalid shop id in the URL", _401="missing or wrong admin token", _404="unknown shop"))
-    @blp.arguments(AwardArgsSchema, location="query", as_kwargs=True)
-    @blp.response(200, AwardPageSchema, description="the shop's awards, newest first")
-    def get(self, shop: str, limit: int, status: str | None = None, before: int | None = None):
-        """The shop's awards by status, newest first: ``?status=needs_manual_action`` is the staff worklist."""
-        rows = ladder().service.awards(shop, status=status, before=before, limit=limit)
-        return {"items": rows, "limit": limit, "next_before": rows[-1]["pk"] if len(rows) == limit else None}
 
 
 @blp.route("/<string:shop>/awards/<int:pk>/done")

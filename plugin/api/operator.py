@@ -1,7 +1,9 @@
-"""What an operator reads when something went wrong (admin token): a shop's inbox rows and
-deliveries by status, newest first, so failures are visible without a database shell.
+"""What an operator reads when something went wrong (admin token): a shop's inbox rows,
+deliveries and awards by status, newest first, so failures — and the staff worklist — are visible
+without a database shell.
 
-``GET /api/v1/shops/<shop>/inbox?status=failed`` and ``GET …/deliveries?status=failed``; at most
+``GET /api/v1/shops/<shop>/inbox?status=failed``, ``GET …/deliveries?status=failed`` and
+``GET …/awards?status=needs_manual_action`` (marking one done is in :mod:`.admin`); at most
 ``limit`` rows (default 50, at most 500), ``before=<pk>`` for the next page (``next_before`` of
 the previous one).  An inbox row never shows the webhook's body or headers (personal data); a
 delivery never shows the award document.  Sending them round again is ``ladder inbox retry`` /
@@ -16,10 +18,10 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from .. import inbox_failures
-from ..documents import DeliveryPageSchema, InboxPageSchema
+from ..documents import AwardPageSchema, DeliveryPageSchema, InboxPageSchema
 from ..globals import ladder
 from ..outbox import failures
-from ..statuses import DeliveryStatus, InboxStatus
+from ..statuses import AwardStatus, DeliveryStatus, InboxStatus
 from .auth import ADMIN_SECURITY, require_admin
 from .responses import error_responses
 
@@ -44,6 +46,11 @@ class InboxArgs(_ListArgs):
 
 class DeliveryArgs(_ListArgs):
     status = fields.String(validate=validate.OneOf([str(s) for s in DeliveryStatus]))
+
+
+class AwardArgs(_ListArgs):
+    status = fields.String(validate=validate.OneOf([str(s) for s in AwardStatus]),
+                           metadata={"description": "only awards with this status (the worklist: needs_manual_action)"})
 
 
 def _page(rows: list[dict[str, Any]], limit: int) -> dict[str, Any]:
@@ -72,3 +79,13 @@ class Deliveries(MethodView):
         service = ladder().service
         service.shop(shop)
         return _page(failures.list_rows(service.db, shop_id=shop, status=status, limit=limit, before=before), limit)
+
+
+@blp.route("/<string:shop>/awards")
+class Awards(MethodView):
+    @blp.doc(security=ADMIN_SECURITY, responses=ERRORS)
+    @blp.arguments(AwardArgs, location="query", as_kwargs=True)
+    @blp.response(200, AwardPageSchema, description="the shop's awards, newest first")
+    def get(self, shop: str, limit: int, before: int | None = None, status: str | None = None):
+        """The shop's awards by status, newest first: ``?status=needs_manual_action`` is the staff worklist."""
+        return _page(ladder().service.awards(shop, status=status, before=before, limit=limit), limit)
