@@ -114,23 +114,33 @@ def masked_url(url: str) -> str:
     return mask_url(url)
 
 
+def missing_sqlite_file(database_url: str) -> str | None:
+    """The path of a SQLite database file that does not exist (opening it would create an empty
+    one), or None: another backend, an in-memory database, or a file that is there."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    path = url.database
+    if url.get_backend_name() == "sqlite" and path and path != ":memory:" and not path.startswith("file:") \
+            and not Path(path).exists():
+        return path
+    return None
+
+
 def existing_service(verb: str = "reading"):
     """The service of a command that must not create a database (the read-only ones, retries):
     says on stderr which database it uses (password masked) and refuses a SQLite file that does
     not exist rather than creating an empty one."""
-    from sqlalchemy.engine import make_url
 
     from ..errors import NotFound
     from ..service import LadderService
 
     settings = cli_settings()
     click.echo(f"{verb} database {masked_url(settings.database_url)}", err=True)
-    url = make_url(settings.database_url)
-    if url.get_backend_name() == "sqlite":
-        path = url.database
-        if path and path != ":memory:" and not path.startswith("file:") and not Path(path).exists():
-            raise NotFound(f"no database at {path}: nothing has been recorded there (set LADDER_DATABASE_URL, "
-                           "or run where `ladder serve` runs)", {"database_url": [masked_url(settings.database_url)]})
+    path = missing_sqlite_file(settings.database_url)
+    if path is not None:
+        raise NotFound(f"no database at {path}: nothing has been recorded there (set LADDER_DATABASE_URL, "
+                       "or run where `ladder serve` runs)", {"database_url": [masked_url(settings.database_url)]})
     # a read-only command never switches a shop from shadow to live: only serve, worker and the
     # commands that process do (a shops file edited for a one-off look changes nothing)
     return LadderService(settings, sync_modes=False)

@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 import click
 
-from .base import cli_settings, existing_service, main, masked_url, parse_time
+from .base import cli_settings, existing_service, main, masked_url, missing_sqlite_file, parse_time
 from .rules import parse_stage_map
 
 
@@ -69,16 +69,6 @@ def _load_candidate(path: Path) -> tuple[Any, tuple[str, ...]]:
     return checked.programme, tuple(str(w) for w in checked.warnings)
 
 
-def _database_exists(settings: Any) -> bool:
-    from sqlalchemy.engine import make_url
-
-    url = make_url(settings.database_url)
-    if url.get_backend_name() != "sqlite":
-        return True
-    path = url.database
-    return bool(path) and (path == ":memory:" or path.startswith("file:") or Path(path).exists())
-
-
 @main.command()
 @click.option("--rules", "rules_path", required=True, type=click.Path(exists=True, path_type=Path),
               help="the candidate programme (a directory or one file)")
@@ -124,7 +114,7 @@ def backtest(rules_path: Path, baseline_path: Path | None, from_: str | None, st
     else:
         _known_shop(settings, shop)
         history = bt.FileHistory(history_path, progress=lambda msg: click.echo(msg, err=True))
-        if baseline_path is None and _database_exists(settings):
+        if baseline_path is None and missing_sqlite_file(settings.database_url) is None:
             from ..service import LadderService
 
             click.echo(f"reading the recorded timeline from {masked_url(settings.database_url)}", err=True)
