@@ -555,12 +555,11 @@ class _Fold:
         the stage again in the same turn holds it again under the same key."""
         stage = self.stage
         assert stage is not None
-        rewards = {r.id: r for r in self.programme.rewards}
-        for grant in self.grants:
+        for grant in self.grants:  # every wake-up: the cheap tests first
             if (grant.ended_at is not None or grant.scope != "stage" or grant.held_in == stage.id
                     or reward_types.of(grant.reward.type).kind != Kind.PRIVILEGE):
                 continue
-            reward = rewards.get(grant.reward.id)
+            reward = next((r for r in self.programme.rewards if r.id == grant.reward.id), None)
             if (reward is not None and reward.trigger.kind == "stage"
                     and (not reward.trigger.stages or stage.id in reward.trigger.stages)):
                 continue  # granted in this stage too: held on (no removal and new grant of one tag)

@@ -159,9 +159,10 @@ def summarise(state: ladder_mod.LadderState, position: float, preview_at: dateti
     value = cost = Decimal(0)
     at_t: list[tuple[str, str, bool, Decimal | None]] = []  # (key, what, historical, value) at the preview instant
     for award in state.awards:
-        kind = reward_types.of(award.type).kind
+        reward_type = reward_types.of(award.type)
+        kind = reward_type.kind
         face = award.value if award.value is not None else Decimal(0)
-        award_cost = reward_types.of(award.type).cost(award)
+        award_cost = reward_type.cost(award)
         rtype, count, total, total_cost, unvalued = rewards.get(award.reward_id, (award.type, 0, Decimal(0),
                                                                                   Decimal(0), 0))
         rewards[award.reward_id] = (rtype, count + 1, total + face, total_cost + (award_cost or 0),

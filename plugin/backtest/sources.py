@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -137,8 +138,6 @@ class FileHistory:
 
     def _open(self) -> IO[str]:
         if self.path == "-":
-            import sys
-
             return sys.stdin
         try:
             return open(self.path, encoding="utf-8", newline="")
@@ -197,7 +196,7 @@ class FileHistory:
             except UnicodeDecodeError as exc:
                 raise BadRequest(f"{self.name}: not UTF-8 text: {exc.reason}") from None
             finally:
-                if stream is not _stdin():
+                if stream is not sys.stdin:
                     stream.close()
             if batch:
                 conn.executemany("INSERT INTO lines VALUES (?, ?, ?)", batch)
@@ -228,12 +227,6 @@ class FileHistory:
             self._tmp.cleanup()
             self._tmp = None
             self._spill = None
-
-
-def _stdin() -> Any:
-    import sys
-
-    return sys.stdin
 
 
 def _groups(rows: Any) -> Iterator[Customer]:
