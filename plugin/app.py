@@ -16,7 +16,7 @@ from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
 from . import __version__, redact
-from .api import admin, customers, events, health, operator, programme, unsubscribe, webhooks
+from .api import admin, customers, events, health, operator, points, programme, unsubscribe, webhooks
 from .api.boundary import check_path_ids
 from .config import SETTING_NAMES, Settings, load_settings
 from .documents import ErrorSchema
@@ -33,7 +33,7 @@ __all__ = ["EXTENSION", "LadderState", "LoyaltyLadder", "create_app", "ladder"]
 log = logging.getLogger(__name__)
 
 #: the blueprints, in the order their routes are registered
-BLUEPRINTS = (health, events, customers, operator, admin, programme, webhooks, unsubscribe)
+BLUEPRINTS = (health, events, customers, points, operator, admin, programme, webhooks, unsubscribe)
 
 
 class LadderApi(Api):

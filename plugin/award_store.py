@@ -17,6 +17,8 @@ from . import awards as awards_mod
 from . import store
 from .clock import iso
 from .jsonable import to_jsonable
+from .rewards import Kind
+from .rewards import registry as reward_types
 from .statuses import AwardStatus
 
 #: why an award stops being implied, unless the caller knows better (a guest merged)
@@ -25,15 +27,23 @@ NOT_IMPLIED = "no longer implied by the customer's history (e.g. its order was r
 
 @dataclass(frozen=True)
 class Recorded:
-    """The keys a reconcile granted (to deliver; ``historical`` ones excluded), reversed, and
-    ended (privileges to take back in the shop)."""
+    """The keys a reconcile granted (to deliver; ``historical`` ones excluded — a suspended
+    privilege restored is granted again), reversed, ended (privileges to take back in the shop,
+    suspended ones too) and expired (grants whose jobs waiting to run or for staff are cancelled)."""
 
     granted: tuple[str, ...] = ()
     reversed: tuple[str, ...] = ()
     ended: tuple[str, ...] = ()
+    expired: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.granted or self.reversed or self.ended)
+        return bool(self.granted or self.reversed or self.ended or self.expired)
+
+
+#: what an award that expired says in the audit log
+EXPIRED_REASON = "expired: its validity passed before it was used or delivered"
+#: the statuses a grant can expire from (not delivered yet, or delivered with a code no order used)
+EXPIRES_FROM = (AwardStatus.DUE, AwardStatus.NEEDS_MANUAL_ACTION, AwardStatus.FAILED)
 
 
 def grant_reason(award: awards_mod.ImpliedAward) -> str:
@@ -41,6 +51,7 @@ def grant_reason(award: awards_mod.ImpliedAward) -> str:
     where = f"in stage {award.stage}" if award.stage else ""
     text = {
         "stage": f"reached stage {award.stage} (turn {award.turn})",
+        "privilege": f"held from stage {award.stage} (turn {award.turn})",
         "order": f"order {award.scope_ref} {where}",
         "event": f"event {award.scope_ref} {where}",
         "period": f"period {award.scope_ref} {where}",
@@ -59,7 +70,8 @@ def derived_values(award: awards_mod.ImpliedAward, version: str) -> dict[str, An
     the version that decided the award (``version``, the one in force now, when it names none)."""
     return {"reward_id": award.reward_id, "type": award.type, "scope": award.scope, "scope_ref": award.scope_ref,
             "stage": award.stage, "turn": award.turn, "granted_at": award.granted_at,
-            "params": to_jsonable(award.params), "value": award.value, "reason": award.ended_reason or grant_reason(award),
+            "params": to_jsonable(award.params), "value": award.value,
+            "reason": award.ended_reason or award.suspended_reason or grant_reason(award),
             "rule_version": award.rule_version or version}
 
 
@@ -103,12 +115,13 @@ def log(conn: sa.Connection, key: str, at: datetime, status: str, reason: str, v
 
 def record(conn: sa.Connection, shop_id: str, customer_id: str, implied: Sequence[awards_mod.ImpliedAward],
            version: str, now: datetime, reverse_reason: str | None = None,
-           reverse_reasons: Mapping[str, str] | None = None) -> Recorded:
+           reverse_reasons: Mapping[str, str] | None = None, live: bool = True) -> Recorded:
     """Reconcile ``implied`` with the customer's recorded awards and write the difference.
 
     ``version``: the version in force now (it goes on reversals and the audit rows; each implied
     award carries the version that decided it).  ``reverse_reasons``: why particular keys are
-    reversed (a revocation by hand), before ``reverse_reason`` and the generic reason.
+    reversed (a revocation by hand), before ``reverse_reason`` and the generic reason.  ``live``:
+    the shop delivers (not in shadow mode), so a privilege held when it went live is delivered.
 
     Order-independent: every column :func:`derived_values` names is recomputed from ``implied``
     for every implied award (granted, re-granted, recomputed or kept), so the rows are the same
@@ -125,6 +138,10 @@ def record(conn: sa.Connection, shop_id: str, customer_id: str, implied: Sequenc
             # held and ended before it was ever recorded: nothing to deliver (granted before the shop
             # went live it stays historical, as when it is recorded first and ends later)
             status = AwardStatus.ENDED
+        elif award.suspended_at is not None and not award.historical:
+            status = AwardStatus.SUSPENDED  # paused before it was ever recorded: delivered when restored
+        elif award.expired_at is not None and not award.historical:
+            status = AwardStatus.EXPIRED  # its validity passed before it was ever recorded
         values = {"shop_id": shop_id, "customer_id": customer_id, **derived_values(award, version),
                   "status": status, "updated_at": now, "reversed_at": None}
         if award.key in by_key:  # a reversed award implied again
@@ -143,9 +160,22 @@ def record(conn: sa.Connection, shop_id: str, customer_id: str, implied: Sequenc
     # whose reason or programme version is stale is restated, so no column depends on history order
     ended: list[str] = []
     held_again: list[str] = []
+    expired: list[str] = []
     for award in (*plan.update, *plan.keep):
         old = by_key[award.key]
         values = derived_values(award, version)
+        status = _paused_or_expired(award, old["status"])
+        if status is not None:
+            new, why = status
+            conn.execute(t.update().where(t.c.key == award.key).values(**values, status=new, updated_at=now))
+            log(conn, award.key, now, new, why, award.rule_version or version)
+            if new == AwardStatus.SUSPENDED:
+                ended.append(award.key)  # taken back in the shop while it is paused
+            elif new == AwardStatus.DUE:
+                held_again.append(award.key)  # restored: delivered again
+            elif new == AwardStatus.EXPIRED:
+                expired.append(award.key)
+            continue
         if award.ended_at is None and old["status"] == AwardStatus.ENDED:
             # ended, and no longer: the history that ended it was undone (a refund inside the
             # window took back the climb that left its stage) — held again, delivered again
@@ -161,7 +191,19 @@ def record(conn: sa.Connection, shop_id: str, customer_id: str, implied: Sequenc
             conn.execute(t.update().where(t.c.key == award.key)
                          .values(**values, status=AwardStatus.ENDED, updated_at=now))
             log(conn, award.key, now, AwardStatus.ENDED, award.ended_reason, award.rule_version or version)
-            ended.append(award.key)
+            if old["status"] != AwardStatus.SUSPENDED:  # a suspended one was taken back already
+                ended.append(award.key)
+            continue
+        if (live and not award.historical and award.ended_at is None
+                and old["status"] in (AwardStatus.HISTORICAL, AwardStatus.SHADOW)
+                and reward_types.of(award.type).kind == Kind.PRIVILEGE):
+            # a privilege the customer holds when the shop went live (after an import, or a shadow
+            # period): recorded as history until now, delivered from now on
+            conn.execute(t.update().where(t.c.key == award.key, t.c.status == old["status"])
+                         .values(**values, status=AwardStatus.DUE, updated_at=now))
+            log(conn, award.key, now, AwardStatus.DUE, "held when the shop went live: delivered from now on",
+                award.rule_version or version)
+            held_again.append(award.key)
             continue
         if award.historical and old["status"] in (AwardStatus.DUE, AwardStatus.SHADOW):
             # decided before the shop went live (a shadow shop switched to live meanwhile):
@@ -175,5 +217,26 @@ def record(conn: sa.Connection, shop_id: str, customer_id: str, implied: Sequenc
             continue
         conn.execute(t.update().where(t.c.key == award.key).values(**values, updated_at=now))
         log(conn, award.key, now, old["status"], f"recomputed: {_change(old, values)}", version)
-    return Recorded((*(a.key for a in plan.grant if not a.historical and a.ended_at is None), *held_again),
-                    tuple(reversed_keys), tuple(ended))
+    granted = (a.key for a in plan.grant
+               if not a.historical and a.ended_at is None and a.suspended_at is None and a.expired_at is None)
+    return Recorded((*granted, *held_again), tuple(reversed_keys), tuple(ended), tuple(expired))
+
+
+def _paused_or_expired(award: awards_mod.ImpliedAward, old: str) -> tuple[str, str] | None:
+    """The status a recorded award moves to when it is suspended, restored, expired or used after
+    all (semantics 4), with the audit row's words; None when none of these applies."""
+    if award.historical or award.ended_at is not None:
+        return None
+    if award.suspended_at is not None and old in (AwardStatus.DUE, AwardStatus.DELIVERED, AwardStatus.FAILED,
+                                                 AwardStatus.NEEDS_MANUAL_ACTION, AwardStatus.SHADOW):
+        return AwardStatus.SUSPENDED, award.suspended_reason
+    if award.suspended_at is None and old == AwardStatus.SUSPENDED:
+        return AwardStatus.DUE, "restored: the cause of its suspension ended"
+    if award.expired_at is not None and (old in EXPIRES_FROM or (old == AwardStatus.DELIVERED
+                                                                 and award.params.get("code"))):
+        return AwardStatus.EXPIRED, f"{EXPIRED_REASON} ({iso(award.expired_at)})"
+    if award.expired_at is None and old == AwardStatus.EXPIRED:
+        # an order named its code before it expired after all (a late event): due again, and
+        # planning finds what the shop holds from an earlier delivery
+        return AwardStatus.DUE, "used before it expired (an order named its code)"
+    return None

@@ -6,10 +6,15 @@ that set with the awards already recorded and acts on the difference
 so re-folding the same history — after a duplicate, a late event, a restart or a
 comment-only rule edit — implies the same keys:
 
-``{shop}/{customer}/{reward}/stage/{stage}/{turn}``, ``…/order/{order_id}``,
+``{shop}/{customer}/{reward}/stage/{stage}/{turn}``, ``…/privilege/{stage}/{turn}`` (from fold
+semantics 4, a privilege's holding: from the stage and turn it started in to its end; a holding
+started again after an end, at another instant: ``…/privilege/{YYYYMMDDTHHMMSSZ}``), ``…/order/{order_id}``,
 ``…/event/{event_id}``, ``…/period/{YYYY-MM | YYYY-Qn | YYYY}``,
 ``…/lapse/{stage}/{turn}``, ``…/manual/{event_id}`` (a grant by hand: the id of its
-``reward_granted`` event), and ``…/stage/{stage}/{turn}/{version}`` for a privilege an
+``reward_granted`` event), ``{shop}/{customer}/points/redemption/{redemption id}`` (points spent:
+the redemption's id is the caller's idempotency key), ``{shop}/{customer}/points/reminder/{reward}/{scope}/{ref}``
+(a batch of points about to expire: the batch's reward, scope and reference; a batch added by hand:
+the adjustment's event id), and ``…/stage/{stage}/{turn}/{version}`` for a privilege an
 activation changed, started again under that version (the one place a version is in a key).
 
 Each component is percent-encoded (``quote(…, safe="")``) so an id containing ``/``
@@ -34,7 +39,7 @@ from urllib.parse import quote
 
 from .programme import Reward
 from .rewards import registry
-from .rewards.base import CENT, AwardContext
+from .rewards.base import CENT, AwardContext, Kind
 from .rewards.base import decimal_or_none as _decimal
 from .rewards.base import jsonable as _jsonable
 from .rewards.discount import discount_code
@@ -44,7 +49,7 @@ __all__ = [
     "resolve_params",
 ]
 
-SCOPES = ("stage", "order", "event", "period", "lapse", "manual")
+SCOPES = ("stage", "order", "event", "period", "lapse", "manual", "redemption", "reminder", "privilege")
 #: the length of the ``awards.key`` column (``store.AWARD_KEY``; awards is pure, below the store)
 AWARD_KEY = 512
 #: what ``quote(…, safe="")`` leaves alone; such components skip the (slow) quoting
@@ -102,6 +107,11 @@ class ImpliedAward:
     #: a privilege held and then ended (a later version no longer grants it, or changed it): when, why
     ended_at: datetime | None = None
     ended_reason: str = ""
+    #: a held privilege paused (the customer lapsed): since when, why — restored when the cause ends
+    suspended_at: datetime | None = None
+    suspended_reason: str = ""
+    #: a grant whose validity passed before it was used (or delivered): its ``expires_at``
+    expired_at: datetime | None = None
 
 
 def resolve_params(reward: Reward, key: str, granted_at: datetime,
@@ -114,19 +124,31 @@ def resolve_params(reward: Reward, key: str, granted_at: datetime,
 def imply(reward: Reward, *, shop: str, customer_id: str, scope: str, ref: str | Sequence[Any],
           stage: str | None, turn: int, granted_at: datetime, live_from: datetime | None = None,
           order_net: Decimal | None = None, currency: str | None = None, rule_version: str = "",
-          note: str = "", ended_at: datetime | None = None, ended_reason: str = "") -> ImpliedAward:
+          note: str = "", ended_at: datetime | None = None, ended_reason: str = "",
+          points_base: Decimal | None = None, point_value: Decimal | None = None,
+          suspended_at: datetime | None = None, suspended_reason: str = "") -> ImpliedAward:
     """One implied award of ``reward`` (params resolved by its type, historical when before
     ``live_from``); ``currency`` is the programme's (a fixed discount amount is in it);
-    ``rule_version``: the version that decided it."""
+    ``rule_version``: the version that decided it.
+
+    A privilege still held at ``live_from`` (not ended before it) is not historical: the customer
+    holds it when the shop goes live, so it is delivered then (an import's current stage tag, VIP
+    service); one that ended before stays historical."""
     key = award_key(shop, customer_id, reward.id, scope, ref)
-    params, value = registry.of(reward.type).resolve(
-        AwardContext(reward, key, granted_at, order_net=order_net, currency=currency))
+    reward_type = registry.of(reward.type)
+    historical = live_from is not None and granted_at < live_from
+    if historical and reward_type.kind == Kind.PRIVILEGE and (ended_at is None or ended_at >= live_from):
+        historical = False  # held when the shop went live
+    params, value = reward_type.resolve(
+        AwardContext(reward, key, granted_at, order_net=order_net, currency=currency, points_base=points_base,
+                     point_value=point_value))
     scope_ref = ref if isinstance(ref, str) else "/".join(str(p) for p in ref)
     return ImpliedAward(
         key=key, shop=shop, customer_id=customer_id, reward_id=reward.id, type=reward.type,
         scope=scope, scope_ref=scope_ref, stage=stage, turn=turn, granted_at=granted_at,
-        params=params, value=value, historical=live_from is not None and granted_at < live_from,
+        params=params, value=value, historical=historical,
         rule_version=rule_version, note=note, ended_at=ended_at, ended_reason=ended_reason,
+        suspended_at=suspended_at, suspended_reason=suspended_reason,
     )
 
 

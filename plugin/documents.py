@@ -120,6 +120,73 @@ class ProcessingFailureSchema(Schema):
     retry_at = Time()
 
 
+class PointsBatchSchema(Schema):
+    key = fields.String(metadata={"description": "the points award's key (or the manual adjustment's event id)"})
+    points = fields.Integer(metadata={"description": "the batch's points after clawbacks"})
+    remaining = fields.Integer(metadata={"description": "what is left to spend"})
+    earned_at = Time()
+    expires_at = Time(metadata={"description": "null: never expires"})
+
+
+class PointsSchema(Schema):
+    """The customer's points ledger (``loyalty_ladder.points``)."""
+
+    balance = fields.Integer(metadata={"description": "points to spend now (never negative)"})
+    value = DecimalString(metadata={
+        "description": "the balance in money at the point value of the active version (null: points have no value)"})
+    currency = fields.String(allow_none=True)
+    point_value = DecimalString()
+    debt = fields.Integer(metadata={"description": "points taken back that no batch could cover; paid by new earnings first"})
+    redeemed = fields.Integer(metadata={"description": "points spent in all"})
+    batches = fields.List(fields.Nested(PointsBatchSchema), metadata={
+        "description": "batches with points left, first-expiring-first (the order they are spent in)"})
+
+
+class PointsAwardSchema(Schema):
+    key = fields.String()
+    status = fields.String(allow_none=True, metadata={"description": "null: not processed yet (the queue will)"})
+    reason = fields.String(allow_none=True)
+
+
+class PointsInputSchema(Schema):
+    """A redemption or a manual points adjustment as stored, with the customer's points after it."""
+
+    id = fields.String(allow_none=True, metadata={"description": "the redemption's id (null for an adjustment)"})
+    event_id = fields.String(metadata={"description": "the event in the customer's ledger"})
+    type = fields.String(metadata={"description": "points_redeemed | points_adjusted"})
+    customer_id = fields.String()
+    points = fields.Integer(metadata={"description": "points spent (a redemption), added or removed (an adjustment)"})
+    value = DecimalString(metadata={"description": "a redemption's value: points × the point value then"})
+    currency = fields.String(allow_none=True)
+    at = Time()
+    author = fields.String()
+    reason = fields.String()
+    expires_days = fields.Integer(allow_none=True)
+    duplicate = fields.Boolean(metadata={"description": "the same id (idempotency key) again: the stored result"})
+    balance_before = fields.Integer(allow_none=True, metadata={"description": "null for a duplicate"})
+    award = fields.Nested(PointsAwardSchema, allow_none=True, metadata={
+        "description": "the award that pays a redemption out in the shop"})
+    points_now = fields.Nested(PointsSchema, allow_none=True, data_key="points_after", metadata={
+        "description": "the customer's points after it"})
+
+
+class VipManagerSchema(Schema):
+    """A VIP customer's personal manager, as the shops file's ``vip_managers`` names them."""
+
+    id = fields.String()
+    name = fields.String()
+    email = fields.String(allow_none=True)
+
+
+class VipSchema(Schema):
+    """VIP service the customer holds now: the deciding award's level and priority, and their
+    personal manager (null: the shop lists none)."""
+
+    level = fields.String(allow_none=True)
+    priority = fields.Integer(metadata={"description": "1 = highest"})
+    manager = fields.Nested(VipManagerSchema, allow_none=True)
+
+
 class CustomerDocumentSchema(Schema):
     """Where a customer stands: ``GET /api/v1/shops/<shop>/customers/<customer_id>``."""
 
@@ -135,8 +202,11 @@ class CustomerDocumentSchema(Schema):
     rewards = fields.List(fields.Nested(AwardSchema))
     next = fields.Nested(NextSchema, allow_none=True)
     lapse_at = Time()
+    points = fields.Nested(PointsSchema, allow_none=True, metadata={"description": "null: the customer never had points"})
     rule_version = fields.String(allow_none=True)
     pending_events = fields.Integer(metadata={"description": "accepted events not applied yet (set-aside ones excluded)"})
+    vip = fields.Nested(VipSchema, allow_none=True, metadata={
+        "description": "the VIP service the customer holds now, with their personal manager; null: not a VIP"})
     set_aside_events = fields.List(fields.Nested(SetAsideEventSchema), metadata={
         "description": "events that made this customer's processing fail, never folded (poison isolation)"})
     processing_failure = fields.Nested(ProcessingFailureSchema, allow_none=True, metadata={
@@ -332,11 +402,22 @@ class LedgerEntrySchema(Schema):
     event = fields.Dict(attribute="body", metadata={"description": "the event as stored"})
 
 
+class VipAssignmentSchema(Schema):
+    """A VIP customer's stored manager assignment (the manager as the shops file names them now)."""
+
+    manager_id = fields.String()
+    assigned_at = Time()
+    manager = fields.Nested(VipManagerSchema, allow_none=True,
+                            metadata={"description": "null: no longer in the shop's vip_managers"})
+
+
 class CustomerDataSchema(Schema):
     """Everything stored about a customer (``ladder customer-data``, a shop's data request)."""
 
     customer = fields.Nested(CustomerDocumentSchema)
     events = fields.List(fields.Nested(LedgerEntrySchema))
+    vip_assignment = fields.Nested(VipAssignmentSchema, allow_none=True,
+                                   metadata={"description": "their personal manager as stored; null: none"})
 
 
 class WebhookResultSchema(Schema):
@@ -453,6 +534,7 @@ class ErrorSchema(Schema):
 
 AWARD = AwardSchema()
 CUSTOMER = CustomerDocumentSchema()
+POINTS_INPUT = PointsInputSchema()
 EXPLANATION = ExplanationSchema()
 SIMULATION = SimulationSchema()
 CUSTOMER_DATA = CustomerDataSchema()

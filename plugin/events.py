@@ -51,11 +51,17 @@ EVENT_TYPES = (
     "turn_started",
     "reward_granted",
     "reward_revoked",
+    "points_adjusted",
+    "points_redeemed",
 )
 #: manual adjustments by staff (``ladder adjust``, ``POST …/adjustments``),
 #: stored in the customer's ledger with ``source`` ``admin`` and an ``adjustment`` {author, reason,
 #: …}; the fold applies them at their instant.  The public events API refuses them.
-ADMIN_EVENT_TYPES = ("stage_set", "turn_started", "reward_granted", "reward_revoked")
+ADMIN_EVENT_TYPES = ("stage_set", "turn_started", "reward_granted", "reward_revoked", "points_adjusted",
+                     "points_redeemed")
+#: the admin events that change the points ledger (``points_redeemed``: stored by
+#: :mod:`.redemptions`, with the redemption's id, points and value in ``adjustment``)
+POINTS_EVENT_TYPES = ("points_adjusted", "points_redeemed")
 #: events that are about one order and must name it
 ORDER_EVENTS = ("order_placed", "order_paid", "payment_received", "order_refunded", "order_cancelled",
                 "order_restored")
@@ -64,6 +70,8 @@ ORDER_CREATING_EVENTS = ("order_placed", "order_paid")
 PAYMENT_METHODS = ("card", "gift_card", "points", "terms", "other")
 
 MAX_ID = 200
+#: the largest number of points one adjustment or redemption moves
+MAX_POINTS = 1_000_000_000
 #: the id rules of :func:`id_problem` as a JSON-schema pattern (for ``/openapi.json``)
 ID_PATTERN = r"^[^/\u0000-\u001f\u007f-\u009f]*[^/\s\u0000-\u001f\u007f-\u009f][^/\u0000-\u001f\u007f-\u009f]*$"
 #: largest batch of events one request (the events API, a generic webhook) or import transaction carries
@@ -236,6 +244,8 @@ class OrderSchema(_Strict):
     shipping = Money()
     shipping_cost = Money()
     tax = Money()
+    #: the part of ``total`` paid with loyalty points (store credit or a redemption's code): earns no points
+    points_paid = Money()
     discount_codes = fields.List(fields.String(validate=validate.Length(min=1, max=MAX_ID)),
                                  validate=validate.Length(max=100))
     payment = fields.Nested(PaymentSchema)
@@ -268,10 +278,19 @@ class AdjustmentSchema(_Strict):
     force = fields.Boolean()
     reward = fields.String(validate=validate.Length(min=1, max=64))
     award_key = fields.String(validate=validate.Length(min=1, max=512))
+    #: ``points_adjusted``: points added (> 0) or removed (< 0); ``points_redeemed``: points spent (> 0)
+    points = fields.Integer(strict=True, validate=validate.Range(min=-MAX_POINTS, max=MAX_POINTS))
+    #: ``points_adjusted`` adding points: the days they last (none: they never expire)
+    expires_days = fields.Integer(strict=True, validate=validate.Range(min=1, max=36_500))
+    #: ``points_redeemed``: the redemption's id (the caller's idempotency key), its value and currency
+    redemption = fields.String(validate=validate.Length(min=1, max=MAX_ID))
+    value = Money()
+    currency = fields.String(validate=validate.Regexp(r"^[A-Z]{3}$", error="A 3-letter ISO 4217 code such as EUR."))
 
 
 #: what each admin event type's adjustment must name
-_ADJUSTMENT_NEEDS = {"stage_set": "stage", "reward_granted": "reward", "reward_revoked": "award_key"}
+_ADJUSTMENT_NEEDS = {"stage_set": "stage", "reward_granted": "reward", "reward_revoked": "award_key",
+                     "points_adjusted": "points", "points_redeemed": "redemption"}
 
 
 class EventSchema(_Strict):
@@ -316,6 +335,8 @@ class EventSchema(_Strict):
                 errors["adjustment"] = [f"Required for {kind}: {{author, reason, …}}."]
             elif kind in _ADJUSTMENT_NEEDS and not adjustment.get(_ADJUSTMENT_NEEDS[kind]):
                 errors["adjustment"] = {_ADJUSTMENT_NEEDS[kind]: [f"Required for {kind}."]}
+            elif kind == "points_redeemed" and not (adjustment.get("points") or 0) > 0:
+                errors["adjustment"] = {"points": ["A redemption spends at least 1 point."]}
         elif adjustment is not None:
             errors["adjustment"] = ["Only for manual adjustments (" + ", ".join(ADMIN_EVENT_TYPES) + ")."]
         if errors:
@@ -352,6 +373,7 @@ class Order:
     shipping: Decimal | None = None  # shipping charged to the customer (part of total)
     shipping_cost: Decimal | None = None  # what shipping cost the shop
     tax: Decimal | None = None  # the tax included in total (VAT, sales tax): not the shop's money
+    points_paid: Decimal | None = None  # the part of total paid with loyalty points
     discount_codes: tuple[str, ...] = ()
     payment: Payment | None = None
     lines: tuple[Line, ...] = ()
@@ -384,6 +406,11 @@ class Adjustment:
     force: bool = False
     reward: str | None = None
     award_key: str | None = None
+    points: int | None = None
+    expires_days: int | None = None
+    redemption: str | None = None
+    value: Decimal | None = None
+    currency: str | None = None
 
 
 @dataclass(frozen=True)
@@ -436,6 +463,7 @@ def _event_from_loaded(data: dict[str, Any]) -> Event:
             shipping=order.get("shipping"),
             shipping_cost=order.get("shipping_cost"),
             tax=order.get("tax"),
+            points_paid=order.get("points_paid"),
             discount_codes=tuple(order.get("discount_codes") or ()),
             payment=None if order.get("payment") is None else Payment(**order["payment"]),
             lines=tuple(Line(**line) for line in order.get("lines") or ()),

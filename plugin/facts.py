@@ -84,6 +84,8 @@ class OrderState:
     shipping: Decimal = ZERO
     shipping_cost: Decimal | None = None
     tax: Decimal = ZERO  # the tax included in total: collected for the state, not profit
+    gift_cards: Decimal = ZERO  # gift cards bought with the order (lines marked gift_card)
+    points_paid: Decimal = ZERO  # the part of total paid with loyalty points
     cost: Decimal = ZERO  # cost of goods, resolved when the order's figures arrive
     full_price: bool = True
     terms: bool = False
@@ -111,6 +113,14 @@ class OrderState:
         kept = (Decimal(1) - self.refunded / self.total) if self.total > 0 else Decimal(1)
         subsidy = max(ZERO, (self.shipping_cost or ZERO) - self.shipping) if self.shipping_cost is not None else ZERO
         return (self.total - self.shipping - self.tax - self.cost) * kept - subsidy
+
+    def points_base(self) -> Decimal:
+        """What earns points: the net spend without tax, gift cards and the part paid with points,
+        reduced in proportion to what was refunded (0 when cancelled)."""
+        if self.cancelled:
+            return ZERO
+        kept = (Decimal(1) - self.refunded / self.total) if self.total > 0 else Decimal(1)
+        return max(ZERO, (self.total - self.tax - self.gift_cards - self.points_paid) * kept)
 
     def outstanding(self) -> Decimal:
         if not self.terms or self.paid or self.cancelled:
@@ -225,6 +235,9 @@ class FactsAccumulator:
             state.shipping = order.shipping or ZERO
             state.shipping_cost = order.shipping_cost
             state.tax = order.tax or ZERO
+            state.gift_cards = sum((line.price * line.quantity for line in order.lines
+                                    if line.gift_card and line.price is not None), ZERO)
+            state.points_paid = order.points_paid or ZERO
             state.cost = order_cost(order, self.settings.default_margin)
             state.full_price = not order.discount_codes and not (order.discount_total or ZERO) > 0
             if order.payment is not None:
@@ -274,6 +287,11 @@ class FactsAccumulator:
     def order_net(self, order_id: str) -> Decimal | None:
         state = self.orders.get(order_id)
         return None if state is None else money(state.net)
+
+    def points_base(self, order_id: str) -> Decimal | None:
+        """The part of the order that earns points (:meth:`OrderState.points_base`), or None."""
+        state = self.orders.get(order_id)
+        return None if state is None else money(state.points_base())
 
     def snapshot(self, at: datetime) -> dict[str, Any]:
         """The facts mapping at ``at`` (events applied so far; time facts measured to ``at``)."""

@@ -10,6 +10,8 @@ says ``live`` where the database last saw ``shadow``, the shop goes live *at tha
   becomes ``historical`` (never delivered), with an ``award_log`` row saying why;
 * the shop's ``shadow`` delivery rows, and the pending ones of those awards, are ``cancelled``
   with the reason — so only what is decided from now on is paid;
+* every customer on the ladder is due at once: the privileges they hold now (their stage tag, VIP
+  service) are delivered from now on, as after an import;
 * an audit row (action ``shop_went_live``, author ``configuration``) records it,
 
 all in one transaction.  ``live`` → ``shadow`` records the mode (and an audit row) only.  A shop
@@ -155,6 +157,9 @@ def go_live(conn: sa.Connection, shop_id: str, now: datetime, *, previous_live_f
     why = f"decided in shadow mode; the shop went live at {iso(live_from)}"
     historical, cancelled = _make_historical(conn, shop_id, live_from, why, now)
     cancelled += _cancel_shadow_rows(conn, shop_id, f"{why}: never delivered", now)
+    # the privileges customers hold now (stage tags, VIP service) are delivered from now on: each
+    # customer on the ladder is re-decided at once (award_store.record)
+    store.wake_customers(conn, shop_id, now, on_ladder_only=True)
     audit.record(conn, author=AUTHOR, action=ACTION_LIVE, shop_id=shop_id, target=shop_id, at=now,
                  reason=f"the shops file says mode: live (was {previous_mode}); awards decided before "
                         f"{iso(live_from)} are historical, never delivered",

@@ -5,7 +5,8 @@
   guest's events; the guest's own awards are reversed as merged.
 * Redaction (Shopify ``customers/redact``, ``shop/redact``) pseudonymises: personal fields
   are erased from the ledger and the customer's events, awards and deliveries move to a
-  random id, so shop totals and other customers are unaffected.
+  random id, so shop totals and other customers are unaffected; a VIP's personal manager
+  assignment is deleted (the pseudonym is nobody to serve).
 """
 from __future__ import annotations
 
@@ -81,6 +82,11 @@ def link_all(db: sa.Engine, shop_id: str, pairs: Iterable[tuple[str, str]], now:
 def is_account(customer_id: str) -> bool:
     """A shop account's id, not one of ours (a guest, a guest order, a pseudonym)."""
     return not customer_id.startswith(("guest:", "guest-order:", "redacted:"))
+
+
+def is_pseudonym(customer_id: str) -> bool:
+    """The random id a redacted customer's records moved to (:func:`pseudonymise`): nobody."""
+    return customer_id.startswith("redacted:")
 
 
 def link_guests(db: sa.Engine, shop_id: str, parsed: Sequence[Event], now: datetime | None = None) -> list[str]:
@@ -164,8 +170,10 @@ def pseudonymise(conn: sa.Connection, shop_id: str, customer_ids: Iterable[str],
         conn.execute(log.update().where(log.c.award_key == old["key"]).values(award_key=new_key))
         conn.execute(dl.update().where(dl.c.award_key == old["key"]).values(award_key=new_key, customer_id=new_id))
         conn.execute(aw.delete().where(aw.c.pk == old["pk"]))
-    cu, links = store.customers, store.customer_links
+    cu, links, vip = store.customers, store.customer_links, store.vip_assignments
     conn.execute(cu.delete().where(cu.c.shop_id == shop_id, cu.c.customer_id.in_(ids)))
+    # a personal manager serves a person: the pseudonym gets none (vip.ensure skips it)
+    conn.execute(vip.delete().where(vip.c.shop_id == shop_id, vip.c.customer_id.in_(ids)))
     conn.execute(links.delete().where(links.c.shop_id == shop_id,
                                       sa.or_(links.c.alias_id.in_(ids), links.c.customer_id.in_(ids))))
     return new_id

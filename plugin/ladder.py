@@ -31,7 +31,8 @@ where this list names it):
    customer's next counting order, from which on the rules decide again; ``turn_started``: a
    new turn; the grants and revocations of step 9);
 3. refund-window exclusions (computed before the fold: an excluded order's events never
-   arrive), then expiries (none yet);
+   arrive), then expiries: batches of points whose ``expires_at`` has come lose what remains
+   (:mod:`.points`; each expiry is a wake-up);
 4. a shop-wide turn at this instant: ``turn += 1`` (stage kept, lapse cleared: the turn
    restarts the lapse clock);
 5. an excluded customer (a tag or e-mail pattern of the shop's exclusions) stops here: the
@@ -62,7 +63,12 @@ where this list names it):
    who joined in February — and ``lapse`` rewards when the customer lapsed now; then the
    manual grants (``reward_granted``) of this instant; a manual revocation
    (``reward_revoked``) removes its award from what is implied, with its reason;
-10. (earnings settle debts, notices: none yet).
+10. the points ledger (:mod:`.points`), also for an excluded customer: the batches of orders
+    whose figures changed now are resized (a refund claws back from the order's batch, then
+    first-expiring-first, the rest a debt); the points granted in step 9 are new batches (each
+    pays the debt first); then this instant's manual point adjustments and redemptions
+    (``points_redeemed``: spent first-expiring-first, and an award of ``points_redemption`` that
+    pays the value out in the shop); a points award revoked by hand is clawed back.
 
 An award keeps the version that decided it (``rule_version``) and the values that version gave
 it; an activation never reverses or re-values what was decided before it.
@@ -78,19 +84,22 @@ values use the order's net at ``as_of``.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
-from .awards import ImpliedAward, imply
+from .awards import ImpliedAward, award_key, imply
 from .clock import as_utc
 from .events import ADMIN_EVENT_TYPES, Event
 from .facts import FactsAccumulator
-from .programme import Programme, Reward, Settings, Stage, condition_id
+from .points import PointsLedger, PointsView
+from .programme import Programme, Reward, Settings, Stage, Trigger, condition_id
 from .rewards import Kind
 from .rewards import registry as reward_types
+from .rewards.points import Points
 from .timeline import Segment, ShopInputs, Timeline
 
 
@@ -141,10 +150,31 @@ class LadderState:
     excluded: str | None = None  # why the shop's exclusions leave the customer out (None: evaluated)
     #: award keys revoked by hand, with the reason (they are not in ``awards``)
     revoked: Mapping[str, str] = field(default_factory=dict)
+    #: the points ledger at ``as_of`` (:mod:`.points`)
+    points: PointsView | None = None
+    #: what a point is worth under the version active at ``as_of`` (None: points have no value)
+    point_value: Decimal | None = None
+    currency: str | None = None
 
 
 # ------------------------------------------------------------------ helpers
 ORDER_CREATING = ("order_placed", "order_paid")
+#: the reward id of points redemptions in award keys (``…/points/redemption/<id>``)
+REDEMPTION_REWARD = "points"
+#: the fold semantics from which points earn on the points base (timeline.py, semantics 3)
+POINTS_BASE_SEMANTICS = 3
+#: the fold semantics from which a privilege is held as one holding (``…/privilege/<holding>``),
+#: suspended while the customer lapsed where its type says so, and a grant expires (semantics 4)
+HOLDINGS_SEMANTICS = 4
+#: the scopes of a privilege held for a stage (before semantics 4 the stage and turn, since: the holding)
+HELD_SCOPES = ("stage", "privilege")
+
+
+def holding_instant(at: datetime) -> str:
+    """A holding that starts at an instant other than a first stage entry: ``20261201T104500Z``
+    (with microseconds when the instant has them)."""
+    u = at.astimezone(UTC)
+    return u.strftime("%Y%m%dT%H%M%S") + (f".{u.microsecond:06d}" if u.microsecond else "") + "Z"
 #: events of an order excluded by the refund window that vanish from the fold
 VANISHING = ("order_placed", "order_paid", "payment_received")
 
@@ -257,13 +287,30 @@ class _Grant:
     ended_reason: str = ""
     #: the stage a stage privilege is held for (a stage map moves it with the customer)
     held_in: str = ""
+    key: str = ""  # the award key
+    #: a privilege paused (semantics 4: the customer lapsed, for a type suspended while lapsed)
+    suspended_at: datetime | None = None
+    suspended_reason: str = ""
+    #: a grant whose validity passed before it was used (semantics 4)
+    expired_at: datetime | None = None
+
+
+def _redemption(event: Event) -> Reward:
+    """The award a ``points_redeemed`` event implies: its params were fixed when it was made."""
+    adjustment = event.adjustment
+    assert adjustment is not None
+    params = {"points": adjustment.points, "value": adjustment.value, "currency": adjustment.currency,
+              "redemption": adjustment.redemption}
+    return Reward(id=REDEMPTION_REWARD, type="points_redemption", trigger=Trigger("event", event=event.type),
+                  params=params, name="Points redemption")
 
 
 class _Fold:
     """The mutable machine behind ``fold`` (one use)."""
 
-    def __init__(self, timeline: Timeline, shop_inputs: ShopInputs):
+    def __init__(self, timeline: Timeline, shop_inputs: ShopInputs, shop: str = "default", customer_id: str = ""):
         self.timeline = timeline
+        self.shop, self.customer_id = shop, customer_id
         self.shop_inputs = shop_inputs
         self.seg_idx = -1
         self.segment: Segment = timeline.segments[0]
@@ -298,6 +345,15 @@ class _Fold:
         self.restarted: dict[str, str] = {}
         self.semantics = timeline.semantics_at(datetime.min.replace(tzinfo=UTC))
         self.activated_at: datetime | None = None  # the latest activation instant the fold passed
+        self.points = PointsLedger()
+        #: points grants by award key, the keys of each order's batches, this wake-up's new grants
+        self.batch_grants: dict[str, _Grant] = {}
+        self.order_batches: dict[str, list[str]] = {}
+        self.new_grants: list[_Grant] = []
+        #: when the grants with a validity (``expires_days``) expire, sorted (wake-ups), and the
+        #: discount codes seen in orders with when first (semantics 4: a code used is not expired)
+        self.expiries: list[datetime] = []
+        self.codes_used: dict[str, datetime] = {}
         self.use(timeline.index_at(datetime.min.replace(tzinfo=UTC)))
 
     # -------------------------------------------------------------- versions
@@ -402,6 +458,12 @@ class _Fold:
         ptr = bisect.bisect_right(self.exclusion_times, after)
         if ptr < len(self.exclusion_times):
             candidates.append(self.exclusion_times[ptr])
+        ptr = bisect.bisect_right(self.expiries, after)
+        if ptr < len(self.expiries):
+            candidates.append(self.expiries[ptr])
+        for points_due in (self.points.next_expiry(after), self.points.next_reminder(after)):
+            if points_due is not None:
+                candidates.append(points_due)
         return min(candidates, default=None)
 
     # -------------------------------------------------------------- movement
@@ -456,6 +518,8 @@ class _Fold:
         acc = self.acc
         assert acc is not None
         acc.new_orders.clear()
+        self.new_grants = []
+        self.points.expire(at)  # step 3: expiries (refund-window exclusions were made before the fold)
         manual = []
         for event in batch:
             if event.type in ADMIN_EVENT_TYPES:
@@ -464,6 +528,9 @@ class _Fold:
             acc.apply(event)
             if event.customer is not None and event.customer.email:
                 self.email = event.customer.email
+            if event.order is not None:
+                for code in event.order.discount_codes:
+                    self.codes_used.setdefault(code.upper(), at)
         new_orders = [oid for oid in acc.new_orders if acc.orders[oid].counts]
         for event in manual:
             self._adjust(at, event)
@@ -479,6 +546,7 @@ class _Fold:
 
         self.excluded = self.shop_inputs.exclusions_at(at).match(acc.tags, self.email)
         if self.excluded is not None:
+            self._ledger(at, batch, manual)  # the customer's own points are theirs, excluded or not
             return
 
         facts = acc.snapshot(at)
@@ -511,11 +579,76 @@ class _Fold:
             self._end_disallowed(at, holds)
         if self.semantics >= 2 and self.idx is not None:
             self._end_left_behind(at)
+        if self.semantics >= HOLDINGS_SEMANTICS:
+            self._suspend(at)
         if self.idx is not None:
             period_start = on_ladder_before and at == month_start(at)
             self._grant(at, holds, batch, new_orders, period_start, lapsed_now)
         for event in manual:
             self._manual_award(at, event)
+        self._ledger(at, batch, manual)
+
+    # -------------------------------------------------------------- points (step 10)
+    def _points_of(self, grant: _Grant) -> int:
+        """A points grant's points now (an order's as its figures stand at this wake-up)."""
+        return Points.earned(grant.reward.params, self._points_base(grant))
+
+    def _points_base(self, grant: _Grant) -> Decimal | None:
+        if grant.order_id is None:
+            return None
+        acc = self.acc
+        assert acc is not None
+        if self.timeline.semantics_at(grant.at) >= POINTS_BASE_SEMANTICS:
+            return acc.points_base(grant.order_id)
+        return acc.order_net(grant.order_id)
+
+    def _ledger(self, at: datetime, batch: Sequence[Event], manual: Sequence[Event]) -> None:
+        ledger = self.points
+        for oid in dict.fromkeys(e.order.id for e in batch if e.order is not None):
+            for key in self.order_batches.get(oid, ()):
+                if key not in self.revoked:
+                    ledger.resize(key, at, self._points_of(self.batch_grants[key]))
+        for grant in self.new_grants:
+            if grant.reward.type != Points.name or grant.key in self.batch_grants:
+                continue
+            self.batch_grants[grant.key] = grant
+            if grant.order_id is not None:
+                self.order_batches.setdefault(grant.order_id, []).append(grant.key)
+            days = grant.reward.params.get("expires_days")
+            expires = grant.at + timedelta(days=int(days)) if days is not None else None
+            ledger.earn(grant.key, at, self._points_of(grant), expires, grant.order_id,
+                        remind_at=self._remind_at(expires))
+        for event in manual:
+            adjustment = event.adjustment
+            if adjustment is None:
+                continue
+            if event.type == "reward_revoked" and adjustment.award_key in self.batch_grants:
+                ledger.resize(adjustment.award_key, at, 0)  # revoked by hand: clawed back
+            elif event.type == "points_adjusted" and adjustment.points:
+                if adjustment.points > 0:
+                    days = adjustment.expires_days
+                    expires = at + timedelta(days=days) if days else None
+                    ledger.earn(event.id, at, adjustment.points, expires, kind="adjusted",
+                                remind_at=self._remind_at(expires))
+                else:
+                    ledger.spend(event.id, at, -adjustment.points, kind="adjusted")
+            elif event.type == "points_redeemed" and adjustment.points:
+                ledger.spend(adjustment.redemption or event.id, at, adjustment.points)
+                self._add(_redemption(event), "redemption", adjustment.redemption or event.id, at)
+        for due in ledger.remind(at):
+            reminder = Reward(id=REDEMPTION_REWARD, type="points_reminder", trigger=Trigger("event"),
+                              params={"points": due.remaining, "expires_at": due.expires_at, "batch": due.key},
+                              name="Points expiring soon")
+            grant = self.batch_grants.get(due.key)
+            # the batch's own reference (reward, scope, ref; or the adjustment's event id) keeps the key short
+            ref = (grant.reward.id, grant.scope, *([grant.ref] if isinstance(grant.ref, str) else grant.ref)) \
+                if grant is not None else (due.key,)
+            self._add(reminder, "reminder", tuple(str(p) for p in ref), at)
+
+    def _remind_at(self, expires: datetime | None) -> datetime | None:
+        """When a batch expiring at ``expires`` is reminded of (the deciding version's setting)."""
+        days = self.programme.settings.points_reminder_days
+        return expires - timedelta(days=days) if expires is not None and days else None
 
     def _end_disallowed(self, at: datetime, holds: frozenset[str]) -> None:
         """At an activation, after evaluation (step 8): a privilege held for the current stage and
@@ -528,7 +661,7 @@ class _Fold:
             # semantics 2 holds a stage privilege across turns in the stage: each turn's grant counts
             held_here = (grant.held_in == stage.id if self.semantics >= 2
                          else isinstance(grant.ref, tuple) and grant.ref[:2] == (stage.id, self.turn))
-            if (grant.ended_at is not None or grant.scope != "stage" or not held_here
+            if (grant.ended_at is not None or grant.scope not in HELD_SCOPES or not held_here
                     or reward_types.of(grant.reward.type).kind != Kind.PRIVILEGE):
                 continue
             reward = rewards.get(grant.reward.id)
@@ -556,7 +689,7 @@ class _Fold:
         stage = self.stage
         assert stage is not None
         for grant in self.grants:  # every wake-up: the cheap tests first
-            if (grant.ended_at is not None or grant.scope != "stage" or grant.held_in == stage.id
+            if (grant.ended_at is not None or grant.scope not in HELD_SCOPES or grant.held_in == stage.id
                     or reward_types.of(grant.reward.type).kind != Kind.PRIVILEGE):
                 continue
             reward = next((r for r in self.programme.rewards if r.id == grant.reward.id), None)
@@ -564,9 +697,36 @@ class _Fold:
                     and (not reward.trigger.stages or stage.id in reward.trigger.stages)):
                 continue  # granted in this stage too: held on (no removal and new grant of one tag)
             grant.ended_at, grant.ended_reason = at, f"ended: left stage {grant.held_in} for {stage.id}"
-            # entering that stage again in this turn (a stage set down by hand, then a climb)
-            # holds it again under the same key
-            self.left[(grant.reward.id, grant.scope, grant.ref)] = grant
+            if self.semantics < HOLDINGS_SEMANTICS:
+                # entering that stage again in this turn (a stage set down by hand, then a climb)
+                # holds it again under the same key (from semantics 4 on: a new holding)
+                self.left[(grant.reward.id, grant.scope, grant.ref)] = grant
+
+    def _suspend(self, at: datetime) -> None:
+        """Semantics 4, step 8: a held privilege whose type pauses while the customer lapsed (VIP
+        service, payment terms) is suspended at the lapse and restored at the customer's next turn."""
+        for grant in self.grants:
+            if grant.ended_at is not None or not reward_types.of(grant.reward.type).suspended_while_lapsed:
+                continue
+            if self.lapsed and grant.suspended_at is None:
+                grant.suspended_at = at
+                grant.suspended_reason = f"suspended: the customer lapsed in stage {self.stage.id if self.stage else '?'}"
+            elif not self.lapsed and grant.suspended_at is not None:
+                grant.suspended_at, grant.suspended_reason = None, ""  # the cause ended: restored
+
+    def _hold(self, reward: Reward, stage: Stage, at: datetime) -> None:
+        """Semantics 4, step 9: a privilege granted on reaching a stage is one holding from its start
+        to its end (``…/privilege/<stage>/<turn>``): a new turn in the stage, or another stage that
+        grants it too, holds it on — no second award; after it ended, a new start is a new holding
+        keyed by its instant."""
+        for grant in self.grants:
+            if grant.reward.id == reward.id and grant.ended_at is None and grant.scope in HELD_SCOPES:
+                grant.held_in = stage.id
+                return
+        ref: str | tuple[Any, ...] = (stage.id, self.turn)
+        if (reward.id, "privilege", ref) in self.granted:
+            ref = holding_instant(at)
+        self._add(reward, "privilege", ref, at)
 
     def _manual_award(self, at: datetime, event: Event) -> None:
         """A manual ``reward_granted`` or ``reward_revoked`` (step 9, after the rule-file grants)."""
@@ -594,7 +754,10 @@ class _Fold:
             if reward.subgroups and self.subgroup not in reward.subgroups:
                 continue
             kind = trigger.kind
-            if kind == "stage":
+            if kind == "stage" and self.semantics >= HOLDINGS_SEMANTICS and \
+                    reward_types.of(reward.type).kind == Kind.PRIVILEGE:
+                self._hold(reward, stage, at)
+            elif kind == "stage":
                 restarted = self.restarted.get(reward.id)
                 ref = (stage.id, self.turn) if restarted is None else (stage.id, self.turn, restarted)
                 self._add(reward, "stage", ref, at)
@@ -610,7 +773,7 @@ class _Fold:
             elif kind == "lapse" and lapsed_now:
                 self._add(reward, "lapse", (stage.id, self.turn), at)
 
-    def _add(self, reward: Reward, scope: str, ref: str | tuple[str, int], at: datetime,
+    def _add(self, reward: Reward, scope: str, ref: str | tuple[Any, ...], at: datetime,
              order_id: str | None = None, note: str = "") -> None:
         mark = (reward.id, scope, ref)
         left = self.left.pop(mark, None)
@@ -621,9 +784,15 @@ class _Fold:
             return
         self.granted.add(mark)
         stage = self.stage
-        self.grants.append(_Grant(reward, scope, ref, stage.id if stage is not None else "", self.turn, at,
-                                  self.segment.version, order_id, note,
-                                  held_in=stage.id if stage is not None else ""))
+        grant = _Grant(reward, scope, ref, stage.id if stage is not None else "", self.turn, at,
+                       self.segment.version, order_id, note, held_in=stage.id if stage is not None else "",
+                       key=award_key(self.shop, self.customer_id, reward.id, scope, ref))
+        self.grants.append(grant)
+        self.new_grants.append(grant)
+        days = reward.params.get("expires_days")
+        reward_type = reward_types.of(reward.type)
+        if days is not None and reward_type.kind == Kind.GRANT and not reward_type.kept_here:
+            bisect.insort(self.expiries, at + timedelta(days=int(days)))
 
 
 # ------------------------------------------------------------------ fold
@@ -646,7 +815,7 @@ def fold(programme: Programme | Timeline, evaluator: Evaluator | None, events: I
     if excluded:
         evs = [e for e in evs if not (e.type in VANISHING and e.order is not None and e.order.id in excluded)]
 
-    machine = _Fold(timeline, shop_inputs)
+    machine = _Fold(timeline, shop_inputs, shop, customer_id)
     acc = FactsAccumulator(machine.programme.settings, excluded)
     machine.acc = acc
     i = 0
@@ -669,7 +838,9 @@ def fold(programme: Programme | Timeline, evaluator: Evaluator | None, events: I
 
     machine.use(timeline.index_at(as_of))  # a customer off the ladder is read under today's version
     facts = acc.snapshot(as_of)
-    resolved = (_resolve(g, shop, customer_id, live_from, acc, timeline) for g in machine.grants)
+    resolved = (_expire(_resolve(g, shop, customer_id, live_from, acc, timeline, machine._points_base(g)),
+                        machine, timeline, as_of)
+                for g in machine.grants)
     # an award may come to nothing (points of an order refunded in full, outside the window): its
     # type says so, and it is no longer implied (reversed), rather than left due with nothing in it
     awards = tuple(a for a in resolved if reward_types.of(a.type).implied(a.params) and a.key not in machine.revoked)
@@ -677,6 +848,8 @@ def fold(programme: Programme | Timeline, evaluator: Evaluator | None, events: I
     lapse_at = machine.lapse_deadline()
     programme, evaluator = machine.programme, machine.evaluator
     return LadderState(
+        points=machine.points.view(as_of), point_value=programme.settings.point_value,
+        currency=programme.settings.currency,
         stage=stage.id if stage is not None else None,
         subgroup=machine.subgroup if stage is not None else None,
         lapsed=machine.lapsed,
@@ -696,14 +869,36 @@ def fold(programme: Programme | Timeline, evaluator: Evaluator | None, events: I
 
 
 def _resolve(grant: _Grant, shop: str, customer_id: str, live_from: datetime | None,
-             acc: FactsAccumulator, timeline: Timeline) -> ImpliedAward:
+             acc: FactsAccumulator, timeline: Timeline, points_base: Decimal | None) -> ImpliedAward:
     """The award of a grant, valued as the version that decided it values it."""
     order_net = acc.order_net(grant.order_id) if grant.order_id is not None else None
     settings = timeline.at(grant.at).programme.settings
+    if timeline.semantics_at(grant.at) < POINTS_BASE_SEMANTICS:
+        points_base = None  # the order's whole net, as before semantics 3
     return imply(grant.reward, shop=shop, customer_id=customer_id, scope=grant.scope, ref=grant.ref,
                  stage=grant.stage or None, turn=grant.turn, granted_at=grant.at, live_from=live_from,
                  order_net=order_net, currency=settings.currency, rule_version=grant.version, note=grant.note,
-                 ended_at=grant.ended_at, ended_reason=grant.ended_reason)
+                 ended_at=grant.ended_at, ended_reason=grant.ended_reason, points_base=points_base,
+                 point_value=settings.point_value, suspended_at=grant.suspended_at,
+                 suspended_reason=grant.suspended_reason)
+
+
+def _expire(award: ImpliedAward, machine: _Fold, timeline: Timeline, as_of: datetime) -> ImpliedAward:
+    """Semantics 4: a grant whose validity (``expires_at``) passed by ``as_of`` before it was used
+    is expired — a discount code is used when an order names it before then; a grant without a
+    code cannot tell use, so it expires only if it was never delivered (the store decides that)."""
+    text = award.params.get("expires_at")
+    reward_type = reward_types.of(award.type)
+    if not isinstance(text, str) or reward_type.kind != Kind.GRANT or reward_type.kept_here:
+        return award
+    expires = datetime.fromisoformat(text)
+    if expires > as_of or timeline.semantics_at(expires) < HOLDINGS_SEMANTICS:
+        return award
+    code = award.params.get("code")
+    used = machine.codes_used.get(str(code).upper()) if code else None
+    if used is not None and used < expires:
+        return award
+    return dataclasses.replace(award, expired_at=expires)
 
 
 def _next_step(programme: Programme, evaluator: Evaluator, machine: _Fold,

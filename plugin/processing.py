@@ -4,7 +4,8 @@ The fold (facts → engine → ladder → implied awards) is the slow part and r
 transaction open**.  The save is one short write transaction that first takes the customer's
 lock (a row lock on PostgreSQL, the write lock on SQLite) and checks that the customer's fold
 inputs are unchanged since they were read (:func:`fingerprint`); only then does it reconcile the
-awards, plan their deliveries and store the customer's state.  If something changed meanwhile
+awards, keep a VIP's personal manager (:func:`loyalty_ladder.vip.ensure`), plan their deliveries
+and store the customer's state.  If something changed meanwhile
 (another event arrived, a guest was linked), the customer is folded again.  After
 :data:`MAX_OPTIMISTIC_TRIES` the fold runs inside the lock, so a customer under constant
 traffic still makes progress.
@@ -36,7 +37,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import adjustments, award_store, identity, ledger, programmes, store
+from . import adjustments, award_store, identity, ledger, programmes, store, vip
 from . import events as events_mod
 from . import ladder as ladder_mod
 from .clock import utcnow
@@ -131,11 +132,19 @@ def history_of(state: ladder_mod.LadderState) -> list[dict[str, Any]]:
     return [{"stage": h.stage, "at": h.at, "turn": h.turn} for h in state.history]
 
 
+def points_of(state: ladder_mod.LadderState) -> dict[str, Any] | None:
+    """The customer's points ledger as the customer document shows it (None: never any points)."""
+    view = state.points
+    if view is None or not view.entries:
+        return None
+    return view.to_dict(state.point_value, state.currency)
+
+
 def snapshot(state: ladder_mod.LadderState) -> dict[str, Any]:
     """The part of a state stored as JSON beside the customer's columns (what the customer
     document shows without folding again)."""
     return to_jsonable({"history": history_of(state), "facts": state.facts, "next": next_to_dict(state.next),
-                        "lapse_at": state.lapse_at})
+                        "lapse_at": state.lapse_at, "points": points_of(state)})
 
 
 def _save_customer(conn: sa.Connection, shop_id: str, customer_id: str, state: ladder_mod.LadderState,
@@ -162,25 +171,28 @@ def _merge_guest(db: sa.Engine, shop: ShopConfig, timeline: Timeline, customer_i
     with store.begin_write(db) as conn:
         recorded = award_store.record(conn, shop.id, customer_id, (), timeline.at(now).version, now,
                                       reverse_reason=f"merged into customer {account}")
+        vip.ensure(conn, shop, customer_id, now)  # holds nothing now: its manager is released
         conn.execute(store.customers.delete().where(store.customers.c.shop_id == shop.id,
                                                     store.customers.c.customer_id == customer_id))
         return _plan(conn, shop, recorded, smtp_configured, now)
 
 
 def _plan(conn: sa.Connection, shop: ShopConfig, recorded: award_store.Recorded, smtp_configured: bool,
-          now: datetime) -> list[int]:
-    if not recorded:
+          now: datetime, refreshed: Sequence[str] = ()) -> list[int]:
+    if not recorded and not refreshed:
         return []
     return planning.plan(conn, shop, recorded.granted, recorded.reversed, smtp_configured=smtp_configured, now=now,
-                         ended=recorded.ended)
+                         ended=recorded.ended, refreshed=refreshed, expired=recorded.expired)
 
 
 def _save(conn: sa.Connection, shop: ShopConfig, customer_id: str, inputs: FoldInputs,
           state: ladder_mod.LadderState, as_of: datetime, smtp_configured: bool) -> tuple[ladder_mod.LadderState,
                                                                                              list[int]]:
     recorded = award_store.record(conn, shop.id, customer_id, state.awards, state.rule_version, as_of,
-                                  reverse_reasons=state.revoked)
-    deliveries = _plan(conn, shop, recorded, smtp_configured, as_of)
+                                  reverse_reasons=state.revoked, live=not shop.shadow)
+    # a VIP's personal manager, from the awards just recorded; a changed one is delivered again
+    refreshed = vip.ensure(conn, shop, customer_id, as_of)
+    deliveries = _plan(conn, shop, recorded, smtp_configured, as_of, refreshed)
     # an event a little ahead of our clock is folded when its time comes, not marked applied now
     ahead = [e.occurred_at for e in inputs.events if e.occurred_at > as_of]
     if ahead:

@@ -119,6 +119,10 @@ class Settings:
     default_margin: Decimal = Decimal("0.30")  # profit share of net sales when cost is unknown
     image_client_tag: str = "image-client"
     name: str = ""
+    #: what one point is worth in ``currency`` when redeemed (None: points cannot be redeemed)
+    point_value: Decimal | None = None
+    #: the days before a batch of points expires when the customer is reminded (0: never)
+    points_reminder_days: int = 14
 
 
 @dataclass(frozen=True)

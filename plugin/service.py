@@ -21,15 +21,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import adjustments, audit, golive, history, identity, inbox, ledger, processing, store, views
+from . import adjustments, audit, golive, history, identity, inbox, ledger, processing, redemptions, store, views, vip
 from . import ladder as ladder_mod
 from .adapters.base import Adapter
 from .adapters.registry import adapter_for
+from .awards import award_key
 from .clock import utcnow
 from .config import Settings
 from .documents import CUSTOMER, CUSTOMER_DATA, EXPLANATION
 from .engine import CompiledProgramme
-from .errors import ConfigError, NotFound
+from .errors import ConfigError, Conflict, NotFound
 from .ledger import AcceptResult
 from .notify import Notifier
 from .outbox import running, worklist
@@ -79,6 +80,9 @@ class LadderService:
         # goes live now, its shadow awards historical (one SELECT when nothing changed)
         if sync_modes:
             golive.sync_modes(self.db, self.shops)
+            # a VIP whose manager left the shops file's list gets another one at the next sweep
+            vip.wake_reassigned(self.db, {shop_id: declared_shop(self.shops, shop_id).vip_managers
+                                          for shop_id in self.shops}, utcnow())
         # set by bind_queue(): how to hand work to the consumer; default: do it now.
         # Due wake-ups need no scheduled jobs: the periodic sweep finds next_wake_at <= now.
         self._enqueue: Callable[[str, str], None] = self._process_now
@@ -315,7 +319,7 @@ class LadderService:
     def run_delivery(self, pk: int, now: datetime | None = None) -> running.RunOutcome:
         """Run one outbox delivery (grant, revoke or notification) through the shop's adapter.
         ``now`` (tests, replays): the time the attempt happens, e.g. a previous retry_at."""
-        return running.run(self.db, pk, self.adapter, self.notifier, now=now)
+        return running.run(self.db, pk, self.adapter, self.notifier, now=now, shops=self.shops)
 
     def due_deliveries(self) -> list[int]:
         return running.due(self.db, utcnow())
@@ -323,8 +327,8 @@ class LadderService:
     # ------------------------------------------------------------ read
     def customer(self, shop_id: str, customer_id: str) -> dict[str, Any]:
         """The customer view, undumped (Python values)."""
-        self.shop(shop_id)
-        return views.customer_view(self.db, shop_id, customer_id)
+        shop = self.shop(shop_id)
+        return views.customer_view(self.db, shop_id, customer_id, shop.vip_managers)
 
     def customer_view(self, shop_id: str, customer_id: str) -> dict[str, Any]:
         """The public customer document (``GET …/customers/<id>``)."""
@@ -341,8 +345,8 @@ class LadderService:
 
     def customer_data(self, shop_id: str, customer_id: str) -> dict[str, Any]:
         """Everything stored about a customer (answers a data request): document + ledger."""
-        self.shop(shop_id)
-        return CUSTOMER_DATA.dump(views.customer_data(self.db, shop_id, customer_id))
+        shop = self.shop(shop_id)
+        return CUSTOMER_DATA.dump(views.customer_data(self.db, shop_id, customer_id, shop.vip_managers))
 
     # ------------------------------------------------------------ history
     def import_events(self, shop_id: str, events: Iterable[Mapping[str, Any]], *, live_from: datetime | None = None,
@@ -371,6 +375,62 @@ class LadderService:
         if enqueue and not stored.duplicate:
             self._enqueue_all(shop_id, [stored.customer_id])
         return stored
+
+    # ------------------------------------------------------------ points
+    def redeem_points(self, shop_id: str, customer_id: str, redemption_id: Any, points: Any, *,
+                      author: str) -> dict[str, Any]:
+        """Spend a customer's points now (see :mod:`.redemptions`) and process the customer at
+        once, so the answer carries the award that pays the value out; the same id again answers
+        the same redemption.  A shop in shadow mode refuses: nothing would reach the customer."""
+        shop = self.shop(shop_id)
+        if shop.shadow:
+            raise Conflict(f"shop '{shop_id}' is in shadow mode: a redemption would never reach the customer; "
+                           "nothing was changed", {"shop": ["in shadow mode"]})
+        stored = redemptions.redeem(self.db, self.timeline(shop_id), shop_id, customer_id, redemption_id, points,
+                                    author=author)
+        self._process_after_input(shop_id, stored.customer_id)
+        return self._points_result(stored)
+
+    def adjust_points(self, shop_id: str, customer_id: str, points: Any, *, author: str, reason: str,
+                      expires_days: int | None = None, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Add or remove a customer's points by hand (see :mod:`.redemptions`), processed at once."""
+        self.shop(shop_id)
+        stored = redemptions.adjust_points(self.db, self.timeline(shop_id), shop_id, customer_id, points,
+                                           author=author, reason=reason, expires_days=expires_days,
+                                           idempotency_key=idempotency_key)
+        self._process_after_input(shop_id, stored.customer_id)
+        return self._points_result(stored)
+
+    def _process_after_input(self, shop_id: str, customer_id: str) -> None:
+        """Process a customer whose ledger just got an input; a failure is left to the queue (the
+        input is stored, the live lane finds it) rather than failing the request that stored it."""
+        try:
+            self.process_customer(shop_id, customer_id)
+        except Exception as exc:  # noqa: BLE001 - recorded on the customer by processing; the lane retries
+            log.warning("processing %s/%s after a points input failed: %s", shop_id, customer_id,
+                        processing.reason_of(exc))
+            self._enqueue_all(shop_id, [customer_id])
+
+    def _points_result(self, stored: redemptions.Stored) -> dict[str, Any]:
+        """A stored points input as the API answers it: the event, the award paying a redemption
+        out (with its status now) and the customer's points after it."""
+        event = stored.event
+        data = dict(event.get("adjustment") or {})
+        award = None
+        if event.get("type") == "points_redeemed":
+            key = award_key(stored.shop_id, stored.customer_id, ladder_mod.REDEMPTION_REWARD, "redemption",
+                            str(data.get("redemption")))
+            with self.db.connect() as conn:
+                row = conn.execute(sa.select(store.awards.c.key, store.awards.c.status, store.awards.c.reason)
+                                   .where(store.awards.c.key == key)).first()
+            award = {"key": key, "status": row.status if row else None, "reason": row.reason if row else None}
+        customer = self.customer(stored.shop_id, stored.customer_id)
+        return {"id": data.get("redemption"), "event_id": event.get("id"), "type": event.get("type"),
+                "customer_id": stored.customer_id, "points": data.get("points"), "value": data.get("value"),
+                "currency": data.get("currency"), "at": event.get("occurred_at"), "author": data.get("author"),
+                "reason": data.get("reason"), "expires_days": data.get("expires_days"),
+                "duplicate": stored.duplicate, "award": award, "balance_before": stored.balance_before,
+                "points_now": customer.get("points")}
 
     def start_shop_turn(self, shop_id: str, *, author: str, reason: str,
                         idempotency_key: str | None = None) -> dict[str, Any]:

@@ -5,7 +5,7 @@ file (:mod:`.shops`) is validated *through* the adapters.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,15 @@ from zoneinfo import ZoneInfo
 #: a platform key whose name says credential is hidden from repr even when no adapter said so
 #: (a ShopConfig built by hand in a test or an embedding app)
 _CREDENTIAL_WORDS = ("secret", "token", "password", "key")
+
+
+@dataclass(frozen=True)
+class VipManager:
+    """A personal manager of a shop's VIP customers (the shops file's ``vip_managers``)."""
+
+    id: str
+    name: str
+    email: str | None = None
 
 
 @dataclass(frozen=True, init=False)
@@ -38,6 +47,8 @@ class ShopConfig:
     mode: str = "live"
     capabilities: tuple[str, ...] = ()
     notify_webhook_url: str | None = None
+    #: who may be a VIP customer's personal manager, in the order ties are broken (see vip.py)
+    vip_managers: tuple[VipManager, ...] = ()
     #: the platform's own keys (from its adapter's settings schema)
     settings: Mapping[str, Any] = field(default_factory=dict, repr=False, hash=False)
     #: which of :attr:`settings` are secrets (hidden from repr)
@@ -47,12 +58,14 @@ class ShopConfig:
                  previous_webhook_secret: str | None = None, api_url: str | None = None,
                  programme: Path | None = None, currency: str = "EUR", timezone: str = "UTC", mode: str = "live",
                  capabilities: tuple[str, ...] = (), notify_webhook_url: str | None = None,
+                 vip_managers: Iterable[VipManager | Mapping[str, Any]] = (),
                  settings: Mapping[str, Any] | None = None, secret_settings: frozenset[str] = frozenset(),
                  **platform_settings: Any) -> None:
         values = {"id": id, "platform": platform, "domain": domain, "webhook_secret": webhook_secret,
                   "previous_webhook_secret": previous_webhook_secret, "api_url": api_url, "programme": programme,
                   "currency": currency, "timezone": timezone, "mode": mode, "capabilities": tuple(capabilities),
                   "notify_webhook_url": notify_webhook_url,
+                  "vip_managers": tuple(m if isinstance(m, VipManager) else VipManager(**m) for m in vip_managers),
                   "settings": {**(settings or {}), **platform_settings},
                   "secret_settings": frozenset(secret_settings)}
         for name, value in values.items():

@@ -35,6 +35,21 @@ _url = validate.URL(schemes={"http", "https"}, require_tld=False)
 _SECRET = {"secret": True}
 
 
+MANAGER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class _VipManagerSchema(Schema):
+    """One entry of ``vip_managers``: a personal manager VIP customers may be assigned to."""
+
+    class Meta:
+        unknown = RAISE
+
+    id = mf.String(required=True, validate=validate.Regexp(
+        MANAGER_ID_RE, error="must be 1 to 64 letters, digits, '.', '-' or '_', starting with a letter or digit"))
+    name = mf.String(required=True, validate=validate.Length(min=1, max=255))
+    email = mf.Email()
+
+
 class _ShopSchema(Schema):
     """The common keys of a shop entry; a platform's own keys are merged in (see _entry_schema)."""
 
@@ -53,6 +68,7 @@ class _ShopSchema(Schema):
     mode = mf.String(validate=validate.OneOf(("live", "shadow")))
     capabilities = mf.List(mf.String())
     notify_webhook_url = mf.String(validate=_url)
+    vip_managers = mf.List(mf.Nested(_VipManagerSchema))
 
 
 #: the common keys of a shop entry
@@ -138,6 +154,11 @@ def _shop_problems(item: dict[str, Any], env: Mapping[str, str], schema: Schema,
             ZoneInfo(item["timezone"])
         except (ZoneInfoNotFoundError, ValueError):
             problems.append(("timezone", f"unknown time zone {item['timezone']!r}"))
+    seen: set[str] = set()
+    for index, manager in enumerate(item.get("vip_managers", ())):
+        if manager["id"] in seen:
+            problems.append((f"vip_managers.{index}.id", f"duplicate manager id {manager['id']!r}"))
+        seen.add(manager["id"])
     has = tuple(adapter.capabilities)
     for cap in item.get("capabilities", ()):
         if cap not in has:

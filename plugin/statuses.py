@@ -21,8 +21,10 @@ class AwardStatus(StrEnum):
     WITHHELD = "withheld"  # decided but not given
     REVERSED = "reversed"  # never earned: the history that earned it was undone
     HISTORICAL = "historical"  # implied before the shop went live: recorded, never delivered
-    ENDED = "ended"  # a privilege held, then ended (a version activated later no longer grants it)
+    ENDED = "ended"  # a privilege held, then left (its stage, its version, its condition): taken back
     SHADOW = "shadow"  # decided in a shadow-mode shop: recorded, never delivered
+    SUSPENDED = "suspended"  # a privilege held but paused (the customer lapsed); restored when that ends
+    EXPIRED = "expired"  # a grant whose validity passed before it was used or delivered
 
 
 class DeliveryAction(StrEnum):

@@ -673,3 +673,16 @@ customer_links = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False, default=_now),
     sa.Index(None, "shop_id", "customer_id"),
 )
+
+#: A VIP customer's personal manager (migration 0008, :mod:`.vip`): one row per customer who
+#: holds VIP service and has a manager; released when they stop holding it.  ``manager_id`` is an
+#: id of the shop's ``vip_managers`` (shops file); counting rows per manager is the load.
+vip_assignments = sa.Table(
+    "vip_assignments",
+    metadata,
+    sa.Column("shop_id", sa.String(SHOP_ID), primary_key=True),
+    sa.Column("customer_id", sa.String(EXTERNAL_ID), primary_key=True),
+    sa.Column("manager_id", sa.String(NAME), nullable=False),
+    sa.Column("assigned_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "shop_id", "manager_id"),
+)

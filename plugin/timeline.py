@@ -27,6 +27,16 @@ behaviour — so a code upgrade is no more retroactive than an activation.
   stage.  Before, privileges of earlier stages were kept (every advocate still carried
   ``ladder-potential``); from the upgrade instant on — itself a wake-up — those of stages the
   customer has left end, taken back in the shop, never reversed.
+* 3 — points per currency unit earn on the part of an order that is the shop's sale: the net
+  spend without the tax it includes, gift cards bought with it and the part paid with points.
+  Orders granted points before the upgrade instant keep the points of their whole net.
+* 4 — a privilege granted on reaching a stage is one *holding* from its start to its end, keyed
+  ``…/<reward>/privilege/<stage>/<turn>`` (a later start after it ended: ``…/privilege/<instant>``):
+  a new turn in the stage, or a next stage that grants it too, holds it on instead of granting a
+  second award; VIP service and payment terms are ``suspended`` while the customer lapsed and
+  restored at their next turn; a grant whose validity (``expires_at``) passed before it was used
+  — a discount code no order named, a gift never delivered — is ``expired``.  Holdings that
+  started before the upgrade instant keep their keys.
 """
 from __future__ import annotations
 
@@ -41,12 +51,15 @@ from .clock import as_utc
 from .programme import Programme
 
 #: the fold semantics of this release (see the module docstring)
-CURRENT_SEMANTICS = 2
+CURRENT_SEMANTICS = 4
 #: what each semantics version means, in words (shown by ``ladder rules list``)
 SEMANTICS = {
     0: "the fold of releases up to 0.1 (one programme version at a time)",
     1: "programme versions on a timeline; manual adjustments and exclusions as ledger inputs",
     2: "a stage privilege (tag, VIP service, payment terms) ends when the customer leaves its stage",
+    3: "points per currency unit earn on the net spend without tax, gift cards and the part paid with points",
+    4: "a stage privilege is one holding (…/privilege/<holding>); VIP and terms suspended while lapsed; "
+       "grants expire unused",
 }
 
 

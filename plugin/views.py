@@ -9,21 +9,24 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import award_store, identity, ledger, store
+from . import award_store, identity, ledger, store, vip
 from . import ladder as ladder_mod
 from .clock import utcnow
 from .engine import CompiledProgramme
 from .errors import NotFound
 from .explanations import explain_state
-from .processing import fold, history_of, load_inputs, next_to_dict
+from .jsonable import to_jsonable
+from .processing import fold, history_of, load_inputs, next_to_dict, points_of
 from .programme import Programme
+from .shop import VipManager
 from .statuses import AwardStatus
 from .timeline import Timeline
 
 
-def customer_view(db: sa.Engine, shop_id: str, customer_id: str) -> dict[str, Any]:
+def customer_view(db: sa.Engine, shop_id: str, customer_id: str,
+                  managers: Sequence[VipManager] = ()) -> dict[str, Any]:
     """The customer document (a guest id answers for the account it joined); NotFound for a
-    customer with no accepted event."""
+    customer with no accepted event.  ``managers``: the shop's VIP managers (who ``vip`` names)."""
     with db.connect() as conn:
         customer_id = identity.canonical(conn, shop_id, customer_id)
         ids = identity.ids_of(conn, shop_id, customer_id)
@@ -39,6 +42,7 @@ def customer_view(db: sa.Engine, shop_id: str, customer_id: str) -> dict[str, An
                                                             store.customers.c.customer_id == customer_id)).first()
         rewards = award_store.recorded_awards(conn, shop_id, customer_id)
         set_aside = ledger.set_aside_of(conn, shop_id, ids)
+        vip_now = vip.current(conn, shop_id, customer_id, managers, utcnow())
     state = (row.state if row is not None else None) or {}
     return {
         "shop": shop_id,
@@ -53,21 +57,29 @@ def customer_view(db: sa.Engine, shop_id: str, customer_id: str) -> dict[str, An
         "rewards": rewards,
         "next": state.get("next"),
         "lapse_at": state.get("lapse_at"),
+        "points": state.get("points"),
         "rule_version": row.rule_version if row else None,
         "pending_events": int(pending or 0),
+        "vip": vip_now,
         "set_aside_events": set_aside,
         "processing_failure": ({"failures": row.failures, "error": row.last_error, "retry_at": row.retry_at}
                                if row is not None and row.failures else None),
     }
 
 
-def customer_data(db: sa.Engine, shop_id: str, customer_id: str) -> dict[str, Any]:
-    """Everything stored about a customer (answers a data request): their document and ledger."""
-    view = customer_view(db, shop_id, customer_id)
+def customer_data(db: sa.Engine, shop_id: str, customer_id: str,
+                  managers: Sequence[VipManager] = ()) -> dict[str, Any]:
+    """Everything stored about a customer (answers a data request): their document, ledger and
+    VIP manager assignment."""
+    view = customer_view(db, shop_id, customer_id, managers)
     with db.connect() as conn:
         rows = ledger.rows_of(conn, shop_id, identity.ids_of(conn, shop_id, view["customer_id"]),
                               include_set_aside=True)
-    return {"customer": view, "events": rows}
+        assigned = vip.assignment(conn, shop_id, view["customer_id"])
+    if assigned is not None:
+        listed = next((m for m in managers if m.id == assigned["manager_id"]), None)
+        assigned["manager"] = vip.manager_document(listed)
+    return {"customer": view, "events": rows, "vip_assignment": assigned}
 
 
 def explain(db: sa.Engine, timeline: Timeline, shop_id: str, customer_id: str,
@@ -90,7 +102,7 @@ def state_view(state: ladder_mod.LadderState, shop_id: str, customer_id: str) ->
         "shop": shop_id, "customer_id": customer_id, "stage": state.stage, "subgroup": state.subgroup,
         "lapsed": state.lapsed, "turn": state.turn, "since": state.since, "history": history_of(state),
         "facts": state.facts, "next": next_to_dict(state.next), "lapse_at": state.lapse_at,
-        "rule_version": state.rule_version,
+        "points": to_jsonable(points_of(state)), "rule_version": state.rule_version,
         "rewards": [{"key": a.key, "reward_id": a.reward_id, "type": a.type, "customer_id": customer_id,
                      "status": AwardStatus.HISTORICAL if a.historical else AwardStatus.DUE, "reason": award_store.grant_reason(a),
                      "rule_version": a.rule_version or state.rule_version, "scope": a.scope, "scope_ref": a.scope_ref,
@@ -119,6 +131,8 @@ def simulate(programme: Programme, compiled: CompiledProgramme, raw_events: Sequ
     for customer_id, evs in by_customer.items():
         state = ladder_mod.fold(programme, compiled, evs, as_of, shop="simulate", customer_id=customer_id)
         doc = state_view(state, "simulate", customer_id)
+        held = [r for r, a in zip(doc["rewards"], state.awards, strict=True) if a.ended_at is None]
+        doc["vip"] = vip.document(vip.best(held, as_of), None)  # nothing is stored: no manager
         if trace:
             doc["explain"] = explain_state(programme, compiled, state, doc["rewards"], as_of)
         out[customer_id] = doc

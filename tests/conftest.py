@@ -204,3 +204,16 @@ def app_with_shops(ladder_settings, shops):
     application.testing = True
     yield application
     service.db.dispose()
+
+
+def due_unless_expired(award, now=None) -> str:
+    """The status a code not delivered yet has: ``expired`` once its validity (``expires_at``)
+    passed — journeys of fixed dates earlier in the year have codes that expired by now — else
+    ``due`` (fold semantics 4)."""
+    from datetime import UTC, datetime
+
+    expires = (award.get("params") or {}).get("expires_at")
+    when = now or datetime.now(UTC)
+    if expires and datetime.fromisoformat(expires) <= when:
+        return "expired"
+    return "due"

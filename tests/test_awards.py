@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -64,11 +64,15 @@ def test_discount_params_percent_and_amount():
 
 
 def test_points_params():
-    per_order = reward("pts", "points", trigger="order", points_per_unit="1.5", expires_days=365, point_value="0.01")
+    per_order = reward("pts", "points", trigger="order", points_per_unit="1.5", expires_days=365)
+    # the programme's point value values it; the points base (semantics 3) wins over the order's net
     award = imply(per_order, shop="s", customer_id="c", scope="order", ref="o-1", stage="regular", turn=1,
-                  granted_at=T, order_net=Decimal("99.99"))
-    assert award.params == {"points": 149, "point_value": "0.01", "expires_at": "2027-03-02T10:00:00Z"}
+                  granted_at=T, order_net=Decimal("99.99"), point_value=Decimal("0.01"))
+    assert award.params == {"points": 149, "expires_at": "2027-03-02T10:00:00Z"}
     assert award.value == Decimal("1.49")
+    award = imply(per_order, shop="s", customer_id="c", scope="order", ref="o-1", stage="regular", turn=1,
+                  granted_at=T, order_net=Decimal("99.99"), points_base=Decimal("80.00"))
+    assert award.params["points"] == 120 and award.value is None
     fixed = reward("thanks", "points", trigger="event", points=50)
     award = imply(fixed, shop="s", customer_id="c", scope="event", ref="e-1", stage="regular", turn=1, granted_at=T)
     assert award.params == {"points": 50} and award.value is None
@@ -84,12 +88,22 @@ def test_other_types_keep_their_params_and_value():
 
 
 def test_historical_before_live_from():
-    r = reward("t", "tag", tag="x")
+    r = reward("t", "discount", percent=10)
     kwargs = {"shop": "s", "customer_id": "c", "scope": "stage", "ref": ("a", 1), "stage": "a", "turn": 1,
               "granted_at": T}
     assert imply(r, live_from=datetime(2026, 4, 1, tzinfo=UTC), **kwargs).historical is True
     assert imply(r, live_from=T, **kwargs).historical is False
     assert imply(r, **kwargs).historical is False
+
+
+def test_a_privilege_held_when_the_shop_goes_live_is_not_historical():
+    tag = reward("t", "tag", tag="x")
+    kwargs = {"shop": "s", "customer_id": "c", "scope": "stage", "ref": ("a", 1), "stage": "a", "turn": 1,
+              "granted_at": T}
+    live = datetime(2026, 4, 1, tzinfo=UTC)
+    assert imply(tag, live_from=live, **kwargs).historical is False  # held now: delivered at go-live
+    assert imply(tag, live_from=live, ended_at=live, **kwargs).historical is False  # ended after: delivered, ended
+    assert imply(tag, live_from=live, ended_at=live - timedelta(days=1), **kwargs).historical is True
 
 
 def _award(ref: str, points: int = 10):

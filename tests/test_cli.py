@@ -101,8 +101,13 @@ def test_import_records_history_without_paying_then_explain(tmp_path):
     assert explained.returncode == 0, explained.stderr
     doc = json.loads(explained.stdout)
     assert doc["stage"] == "advocate"
-    statuses = {a["status"] for r in doc["rewards"] for a in r["awards"]}
-    assert statuses == {"historical"}  # no rewards paid for the past
+    statuses = {r["reward"]: {a["status"] for a in r["awards"]} for r in doc["rewards"] if r["awards"]}
+    # no rewards paid for the past; the privileges the customer holds now (their stage tag, VIP
+    # service) are delivered from now on — the tags of stages passed stay history
+    held = {"tag-advocate", "vip"} & set(statuses)
+    assert held == {"tag-advocate"} or held == {"tag-advocate", "vip"}
+    assert all(statuses[r] == {"due"} for r in held)
+    assert all(s == {"historical"} for r, s in statuses.items() if r not in held), statuses
     missing = run("explain", "default", "nobody", cwd=tmp_path, env=env)
     assert missing.returncode == 3 and "nobody" in missing.stderr
 

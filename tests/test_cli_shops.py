@@ -53,9 +53,15 @@ def test_sync_pulls_history_pages_then_a_second_sync_adds_nothing(tmp_path):
         data = run("customer-data", "boutique", str(customer["id"]), cwd=tmp_path, env=env)
         doc = json.loads(data.stdout)
         assert doc["customer"]["facts"]["orders_count"] == 150
-        # history is recorded, never paid: nothing reached the shop but the reads
+        # history is recorded, never paid: nothing reached the shop but the reads; the privileges
+        # the customer holds now (their stage tag) are due: a worker delivers them from now on
         assert {c.name for c in fake.calls} == {"GET /customers", "GET /orders"}
-        assert {a["status"] for a in doc["customer"]["rewards"]} == {"historical"}
+        statuses = {a["key"]: a["status"] for a in doc["customer"]["rewards"]}
+        held = {k for k, a in statuses.items() if a == "due"}
+        stage = doc["customer"]["stage"]
+        assert held and all("/privilege/" in k or "/stage/" in k for k in held)
+        assert any(k.endswith(f"tag-{stage.replace('_', '-')}/privilege/{stage}/1") for k in held), held
+        assert set(statuses.values()) == {"historical", "due"}
 
 
 def test_replay_verifies_again_and_is_idempotent_then_exports(tmp_path):

@@ -265,8 +265,8 @@ def test_missing_secret_variable_is_named(tmp_path):
     ("{id: a, platform: generic, timezone: Mars/Olympus}", "timezone", "unknown time zone"),
     ("{id: a, platform: generic, currency: eur}", "currency", "ISO 4217"),
     ("{id: a, platform: generic, mode: dry}", "mode", "Must be one of"),
-    ("{id: a, platform: woocommerce, domain: d, webhook_secret: s, mode: shadow, capabilities: [store_credit]}",
-     "capabilities", "has no capability 'store_credit'"),
+    ("{id: a, platform: woocommerce, domain: d, webhook_secret: s, mode: shadow, capabilities: [payment_terms]}",
+     "capabilities", "has no capability 'payment_terms'"),
     ("{id: a, platform: generic, api_url: 'not a url'}", "api_url", "URL"),
     ("{id: a, platform: generic, webhok_secret: s}", "webhok_secret", "did you mean 'webhook_secret'"),
     # the platform's own keys come from its adapter: typos get a did-you-mean too …

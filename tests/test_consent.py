@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,11 @@ NOT_EMAILED = {"tag"}
 
 def test_the_table_covers_every_built_in_type():
     built_ins = {registry.get(path.rpartition(".")[2].partition(":")[0]).name for path in registry.BUILTIN}
+    # the core's own types (points paid out, a reminder of points expiring) tell what was earned
+    internal = {name for name in built_ins if registry.get(name).internal}
+    assert internal == {"points_redemption", "points_reminder"}
+    assert not any(registry.get(name).promotional for name in internal)
+    built_ins -= internal
     assert set(PARAMS) == OFFERS | EARNED == built_ins
     for name in OFFERS:
         assert registry.get(name).promotional
@@ -79,7 +85,8 @@ def world(ladder_settings, tmp_path, smtp_server):  # noqa: F811
 
 def created(customer: str, consent: bool) -> dict:
     return {"id": f"{customer}-created", "type": "customer_created", "customer_id": customer,
-            "occurred_at": "2026-01-05T10:00:00Z",
+            # yesterday: a code decided long ago would have expired unsent (fold semantics 4)
+            "occurred_at": (datetime.now(UTC) - timedelta(days=1)).replace(microsecond=0).isoformat(),
             "customer": {"email": f"{customer}@example.com", "accepts_marketing": consent, "locale": "en"}}
 
 
@@ -164,7 +171,8 @@ def test_the_unsubscribe_link_withdraws_consent_end_to_end(world, auth):
     before_mails = [m for _, r, m in inbox.messages if r == ["ana@example.com"]]
     before_hooks = len(hooks)
     post(client, auth, {"id": "ana-review", "type": "review", "customer_id": "ana",
-                        "occurred_at": "2026-01-06T10:00:00Z", "rating": 5})
+                        "occurred_at": (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0).isoformat(),
+                        "rating": 5})
     new_mails = [m for _, r, m in inbox.messages if r == ["ana@example.com"]][len(before_mails):]
     assert len(new_mails) == 1 and "10" in new_mails[0].get_body(("plain",)).get_content()
     assert "/unsubscribe/" not in new_mails[0].get_body(("plain",)).get_content()

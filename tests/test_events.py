@@ -223,6 +223,9 @@ def test_every_type_has_a_minimal_valid_form():
         "turn_started": {"adjustment": {"author": "ana", "reason": "r"}},
         "reward_granted": {"adjustment": {"author": "ana", "reason": "r", "reward": "welcome"}},
         "reward_revoked": {"adjustment": {"author": "ana", "reason": "r", "award_key": "s/c/welcome/stage/x/1"}},
+        "points_adjusted": {"adjustment": {"author": "ana", "reason": "r", "points": -5}},
+        "points_redeemed": {"adjustment": {"author": "ana", "reason": "r", "points": 5, "redemption": "r-1",
+                                           "value": "0.05", "currency": "EUR"}},
     }
     for kind in EVENT_TYPES:
         assert parse_event(base(kind, **extras.get(kind, {}))).type == kind
@@ -246,7 +249,10 @@ def test_parse_events_reports_per_index():
     ("stage_set", {"author": "ana", "reason": "r"}, {"adjustment": {"stage": ["Required for stage_set."]}}),
     ("reward_revoked", {"author": "ana", "reason": "r"}, {"adjustment": {"award_key": ["Required for reward_revoked."]}}),
     ("order_cancelled", {"author": "ana", "reason": "r"},
-     {"adjustment": ["Only for manual adjustments (stage_set, turn_started, reward_granted, reward_revoked)."]}),
+     {"adjustment": [("Only for manual adjustments (stage_set, turn_started, reward_granted, reward_revoked, "
+                     "points_adjusted, points_redeemed).")]}),
+    ("points_redeemed", {"author": "ana", "reason": "r", "redemption": "r-1", "points": 0},
+     {"adjustment": {"points": ["A redemption spends at least 1 point."]}}),
 ])
 def test_manual_adjustments_carry_their_author_reason_and_data(kind, adjustment, error):
     extra = {"order": {"id": "o"}} if kind == "order_cancelled" else {}

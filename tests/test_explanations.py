@@ -479,7 +479,7 @@ def test_one_order_short_through_the_api_and_the_cli(client, auth, ladder_settin
     assert body["lapse"]["text"].startswith("lapsed on 1 August 2026, 180 days without an order after the last one "
                                             "on 2 February 2026")
     second = next(r for r in body["rewards"] if r["reward"] == "second-order")
-    assert second["awards"][0]["rule_version"] and second["awards"][0]["status"] in ("due", "historical", "delivered")
+    assert second["awards"][0]["rule_version"] and second["awards"][0]["status"] in ("due", "historical", "delivered", "expired")
 
     env = {"LADDER_DATABASE_URL": ladder_settings.database_url, "LADDER_RULES": str(ladder_settings.rules)}
     runner = CliRunner()

@@ -116,22 +116,22 @@ def test_promotion_exactly_when_the_minimum_stay_ends_without_an_event(default):
     assert before.next.missing == ()  # the facts are there; only the stay is missing
     after = run(default, history, due)
     assert after.stage == "regular" and after.since == due
-    assert award(after, "tag-regular/stage/regular/1").granted_at == due
+    assert award(after, "tag-regular/privilege/regular/1").granted_at == due
 
 
 def test_pass_through_stages_get_no_rewards(default):
     guest = [order("o1", T0, customer={"email": "g@example.com", "accepts_marketing": True})]
     state = run(default, guest, T0 + DAY)
     assert keys(state) == {"demo/c-1/second-order/stage/first_purchase/1",
-                           "demo/c-1/tag-first-purchase/stage/first_purchase/1"}
+                           "demo/c-1/tag-first-purchase/privilege/first_purchase/1"}
 
 
 def test_stage_rewards_for_customers_who_stay_in_the_stage(default):
     history = [event("customer_created", T0, customer={"accepts_marketing": True}), order("o1", T0 + DAY)]
     state = run(default, history, T0 + 2 * DAY)
     assert keys(state) == {
-        "demo/c-1/welcome/stage/potential/1", "demo/c-1/tag-potential/stage/potential/1",
-        "demo/c-1/second-order/stage/first_purchase/1", "demo/c-1/tag-first-purchase/stage/first_purchase/1",
+        "demo/c-1/welcome/stage/potential/1", "demo/c-1/tag-potential/privilege/potential/1",
+        "demo/c-1/second-order/stage/first_purchase/1", "demo/c-1/tag-first-purchase/privilege/first_purchase/1",
     }
     welcome = award(state, "welcome/stage/potential/1")
     assert welcome.granted_at == T0 and welcome.params["code"].startswith("WELCOME-")
@@ -197,7 +197,10 @@ def test_admin_turn_makes_stage_rewards_grantable_again(default):
     state = run(default, [order("o1", T0)], T0 + 60 * DAY, shop_turns=[before_entry, turn_at.replace(tzinfo=None)])
     assert state.turn == 2 and state.stage == "first_purchase"
     assert state.history[-1] == Transition("first_purchase", turn_at, 2)
-    assert award(state, "tag-first-purchase/stage/first_purchase/2").granted_at == turn_at
+    assert award(state, "second-order/stage/first_purchase/2").granted_at == turn_at
+    # a privilege is one holding: the new turn holds the tag on, it grants no second award of it
+    assert [k for k in keys(state) if "/tag-first-purchase/" in k] == [
+        "demo/c-1/tag-first-purchase/privilege/first_purchase/1"]
     assert state.lapse_at == turn_at + 180 * DAY  # the turn restarts the lapse clock
 
 
@@ -213,11 +216,11 @@ def test_refund_inside_the_window_undoes_the_step_and_its_rewards(default):
     assert after.stage == "potential"
     assert stages(after) == [("potential", T0, 1)]
     assert after.facts["orders_count"] == 0 and after.facts["refunds_count"] == 2
-    assert keys(after) == {"demo/c-1/tag-potential/stage/potential/1"}
+    assert keys(after) == {"demo/c-1/tag-potential/privilege/potential/1"}
     plan = reconcile(after.awards, [{"key": a.key, "status": "delivered", "params": dict(a.params),
                                      "value": a.value} for a in before.awards])
     assert {r["key"] for r in plan.reverse} == {"demo/c-1/second-order/stage/first_purchase/1",
-                                                 "demo/c-1/tag-first-purchase/stage/first_purchase/1"}
+                                                 "demo/c-1/tag-first-purchase/privilege/first_purchase/1"}
 
 
 def test_cancellation_inside_the_window_never_counted(default):
@@ -273,9 +276,9 @@ def test_absent_facts_are_false_and_not_negates():
     contact = run(pc, [event("customer_created", T0)], T0 + DAY)
     # no orders: days_since_last_order is absent, `lt 30` is false, so `not` holds
     assert contact.stage == "quiet" and contact.facts["days_since_last_order"] is None
-    assert "demo/c-1/recent-tag/stage/known/1" not in keys(contact)
+    assert "demo/c-1/recent-tag/privilege/known/1" not in keys(contact)
     buyer = run(pc, [order("o1", T0)], T0 + DAY)
-    assert buyer.stage == "known" and "demo/c-1/recent-tag/stage/known/1" in keys(buyer)
+    assert buyer.stage == "known" and "demo/c-1/recent-tag/privilege/known/1" in keys(buyer)
     # nothing arrives; 30 days after the order (Mar 1, 10:00) the first month start re-reads the time facts
     assert run(pc, [order("o1", T0)], datetime(2026, 3, 31, tzinfo=UTC)).stage == "known"
     later = run(pc, [order("o1", T0)], datetime(2026, 4, 1, tzinfo=UTC))
@@ -347,10 +350,10 @@ def test_subgroup_and_subgroup_filtered_rewards(default):
     history[1] = order("o1", T0, total="2000.00")
     state = run(default, history, T0 + 50 * DAY)
     assert state.stage == "advocate" and state.subgroup == "profitable"
-    assert "demo/c-1/vip/stage/advocate/1" in keys(state)
+    assert "demo/c-1/vip/privilege/advocate/1" in keys(state)
     small = run(default, regular_history(), T0 + 50 * DAY)
     assert small.stage == "advocate" and small.subgroup == "average"  # profit 75: 30 % of 250
-    assert "demo/c-1/vip/stage/advocate/1" not in keys(small)
+    assert "demo/c-1/vip/privilege/advocate/1" not in keys(small)
 
 
 def test_next_step_lists_failing_comparisons(default):
@@ -366,10 +369,13 @@ def test_next_step_lists_failing_comparisons(default):
 
 def test_live_from_marks_earlier_awards_historical(default):
     live_from = T0 + 10 * DAY
-    history = [event("customer_created", T0), order("o1", T0 + 20 * DAY)]
+    history = [event("customer_created", T0), order("o1", T0 + 5 * DAY)]
     state = run(default, history, T0 + 21 * DAY, live_from=live_from)
-    assert award(state, "tag-potential/stage/potential/1").historical is True
-    assert award(state, "tag-first-purchase/stage/first_purchase/1").historical is False
+    assert award(state, "second-order/stage/first_purchase/1").historical is True
+    # the potential tag ended before the shop went live: history; the first-purchase tag is held
+    # when it goes live: delivered then
+    assert award(state, "tag-potential/privilege/potential/1").historical is True
+    assert award(state, "tag-first-purchase/privilege/first_purchase/1").historical is False
 
 
 def test_before_entering_nothing_is_known(default):

@@ -105,7 +105,7 @@ def test_an_upload_is_validated_like_a_directory_with_positions_per_file(tmp_pat
     on_disk = rulefile.validate(tmp_path)
     uploaded = rulefile.validate_texts({"ladder.yaml": BROKEN})
     assert [(p.line, p.column, p.message) for p in uploaded] == [(p.line, p.column, p.message) for p in on_disk]
-    assert [str(p) for p in uploaded] == ["ladder.yaml:54:16: unknown fact 'order_count' — did you mean 'orders_count'?"]
+    assert [str(p) for p in uploaded] == ["ladder.yaml:59:16: unknown fact 'order_count' — did you mean 'orders_count'?"]
     # two files: merged in name order, each problem in its own file
     split = {"10-stages.yaml": "stages:\n  - id: potential\n", "20-rewards.yaml": "rewards:\n  - {id: x}\n"}
     assert {p.path for p in rulefile.validate_texts(split)} == {"20-rewards.yaml"}
@@ -321,7 +321,7 @@ def test_a_broken_directory_keeps_the_active_version_or_stops_a_shop_with_none(e
     report = registry.bootstrap(engine, ShopConfig(id="default", platform="generic"))
     lines = report.lines()
     assert report.directory_version is None and lines[0].startswith("warning:")
-    assert "order_count" in lines[1] and "ladder.yaml:54:16" in lines[1]
+    assert "order_count" in lines[1] and "ladder.yaml:59:16" in lines[1]
 
 
 def test_a_version_stored_before_its_files_were_kept_still_serves(tmp_path):
@@ -385,7 +385,7 @@ def test_the_api_refuses_an_invalid_programme_by_file_and_keeps_the_active_one(c
     assert body["code"] == "invalid_programme" and "keeps serving" in body["message"]
     assert set(body["errors"]) == {"ladder.yaml", "extra.yaml"}
     assert body["errors"]["ladder.yaml"] == [
-        "ladder.yaml:54:16: unknown fact 'order_count' — did you mean 'orders_count'?"]
+        "ladder.yaml:59:16: unknown fact 'order_count' — did you mean 'orders_count'?"]
     bad_name = client.post("/api/v1/shops/default/programme", headers=ANN, json={"files": {"../x.yaml": SMALL}})
     assert bad_name.status_code == 422 and list(bad_name.get_json()["errors"]) == ["../x.yaml"]
     listed = client.get("/api/v1/shops/default/programme", headers=AUTH).get_json()
@@ -489,7 +489,7 @@ def test_ladder_rules_activate_refuses_an_invalid_programme_and_changes_nothing(
     (broken / "ladder.yaml").write_text(BROKEN)
     refused = cli("rules", "activate", str(broken), env=env)
     assert refused.exit_code == 1
-    assert f"{broken / 'ladder.yaml'}:54:16: unknown fact 'order_count'" in refused.stderr
+    assert f"{broken / 'ladder.yaml'}:59:16: unknown fact 'order_count'" in refused.stderr
     assert f"version {served} keeps serving" in refused.stderr and "Traceback" not in refused.output
     same = cli("rules", "activate", "--version", served, env=env)
     assert same.exit_code == 0 and "nothing changed" in same.stdout

@@ -100,9 +100,12 @@ rewards:
 
 # ------------------------------------------------------------------ the registry
 def test_the_type_is_registered_and_leaves_the_builtins_alone(sample_types):
-    assert registry.names()[:9] == ("discount", "tag", "points", "gift", "free_service", "vip_service",
-                                    "deferred_payment", "debt_forgiveness", "greeting")
-    assert registry.names()[9:] == ("sample_box", "thank_you_call")
+    assert registry.names()[:11] == ("discount", "tag", "points", "gift", "free_service", "vip_service",
+                                     "deferred_payment", "debt_forgiveness", "greeting", "points_redemption",
+                                     "points_reminder")
+    assert registry.names()[11:] == ("sample_box", "thank_you_call")
+    # the core's own type is not one a rule file may name
+    assert "points_redemption" not in registry.rule_names() and "sample_box" in registry.rule_names()
     assert registry.get("sample_box") is sample_types and registry.get("sample_box").kind == "grant"
     assert registry.capability_of({"type": "sample_box", "params": {"size": "small"}}) == "tags"
     assert registry.capability_of({"type": "thank_you_call", "params": {}}) is None
@@ -113,12 +116,14 @@ def test_the_type_is_registered_and_leaves_the_builtins_alone(sample_types):
 def test_builtin_types_declare_their_delivery_and_announcement():
     assert {t.name: t.capability({"tag": "x"}) for t in registry.types()} == {
         "discount": "discount_codes", "tag": "tags", "points": None, "gift": None, "free_service": None,
-        "vip_service": "tags", "deferred_payment": "payment_terms", "debt_forgiveness": None, "greeting": None}
-    assert registry.get("vip_service").capability({"level": "vip"}) is None
+        "vip_service": "tags", "deferred_payment": "payment_terms", "debt_forgiveness": None, "greeting": None,
+        "points_redemption": "store_credit", "points_reminder": None}
+    assert registry.get("vip_service").capability({"level": "vip"}) == "customer_fields"
+    assert [t.name for t in registry.types() if t.customer_field] == ["vip_service"]
     assert {t.name for t in registry.types() if t.kind == Kind.PRIVILEGE} == {"tag", "vip_service",
                                                                                "deferred_payment"}
     assert [t.name for t in registry.types() if not t.emailed] == ["tag"]
-    assert [t.name for t in registry.types() if t.notice_only] == ["greeting"]
+    assert [t.name for t in registry.types() if t.notice_only] == ["greeting", "points_reminder"]
     assert registry.get("debt_forgiveness").cost({"value": "100.00"}) == Decimal("100.00")
     assert registry.get("discount").cost({"value": None, "params": {"percent": "10"}}) is None
 

@@ -36,11 +36,14 @@ def fixture(platform: str, name: str) -> dict:
 
 
 def programme_in(currency: str, tmp_path: Path) -> Path:
-    """The default programme, in the shop's currency (the recorded payloads are in HKD / USD)."""
+    """The default programme, in the shop's currency (the recorded payloads are in HKD / USD), its
+    codes valid for a year: the histories here are a hundred days old and delivered now, and a code
+    whose validity passed before it was delivered is expired, never sent."""
     folder = tmp_path / f"rules-{currency}"
     folder.mkdir(exist_ok=True)
     text = (ROOT / "rules" / "ladder.yaml").read_text()
-    assert "currency: EUR" in text
+    assert "currency: EUR" in text and "expires_days: 30" in text and "expires_days: 14" in text
+    text = text.replace("expires_days: 30", "expires_days: 365").replace("expires_days: 14", "expires_days: 365")
     (folder / "ladder.yaml").write_text(text.replace("currency: EUR", f"currency: {currency}"))
     return folder
 
@@ -150,8 +153,8 @@ def test_shopify_webhooks_twice_and_shuffled_climb_and_deliver_exactly_once(shop
         assert by_reward[reward]["status"] == "delivered"
     for reward in ("tag-potential", "tag-visitor", "tag-first-purchase"):
         assert by_reward[reward]["status"] == "ended"
-    # rewards Shopify cannot carry yet are never dropped silently
-    assert by_reward["order-points"]["status"] == "needs_manual_action"
+    # points are credited to the ledger loyalty-ladder keeps: no Shopify call, no staff
+    assert by_reward["order-points"]["status"] == "delivered"
     assert all(call.headers["X-Shopify-Access-Token"] == fake.access_token for call in fake.calls)
 
 

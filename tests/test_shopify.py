@@ -529,6 +529,10 @@ def test_vip_service_with_a_tag_is_a_tag(adapter: ShopifyAdapter) -> None:
     gid = "gid://shopify/Customer/207119551"
     responses.post(GRAPHQL, match=[graphql("tagsAdd", {"id": gid, "tags": ["VIP"]})],
                    json={"data": {"tagsAdd": {"node": {"id": gid}, "userErrors": []}}})
+    # the customer document carries no VIP service: its metafield goes (tests/test_vip.py has the rest)
+    where = {"ownerId": gid, "namespace": "loyalty_ladder", "key": "vip"}
+    responses.post(GRAPHQL, match=[graphql("metafieldsDelete", {"metafields": [where]})],
+                   json={"data": {"metafieldsDelete": {"deletedMetafields": [None], "userErrors": []}}})
     adapter.deliver(delivery("vip_service", {"level": "vip", "tag": "VIP"}))
 
 
@@ -543,7 +547,7 @@ def test_tag_user_errors_are_rejected(adapter: ShopifyAdapter) -> None:
 
 
 @pytest.mark.parametrize(("kind", "params"), [
-    ("points", {"points": 100}), ("gift", {"description": "mug"}), ("vip_service", {"level": "vip"}),
+    ("points", {"points": 100}), ("gift", {"description": "mug"}),
     ("deferred_payment", {"net_days": 30, "credit_limit": "500.00"}), ("greeting", {"occasion": "birthday"}),
 ])
 @responses.activate(assert_all_requests_are_fired=True)

@@ -349,16 +349,18 @@ def test_every_status_column_has_its_check_constraint(engine):
 
 
 def test_the_migration_checks_list_exactly_the_enums_values():
-    """Migrations copy the values (0003, then 0005 and 0006 for the award statuses); a new status
-    needs a new migration, and this says so."""
+    """Migrations copy the values (0003, then 0005, 0006 and 0010 for the award statuses); a new
+    status needs a new migration, and this says so."""
     import importlib
 
     from loyalty_ladder.statuses import AwardStatus, DeliveryAction, DeliveryStatus, InboxStatus, NotifyChannel
 
     m = importlib.import_module("loyalty_ladder.migrations.versions.0003_status_checks")
     timeline = importlib.import_module("loyalty_ladder.migrations.versions.0005_timeline")
-    latest = importlib.import_module("loyalty_ladder.migrations.versions.0006_worklist")
-    assert set(latest.AWARD_AFTER) == set(AwardStatus) and set(latest.AWARD_BEFORE) == set(timeline.AWARD_AFTER)
+    worklist = importlib.import_module("loyalty_ladder.migrations.versions.0006_worklist")
+    latest = importlib.import_module("loyalty_ladder.migrations.versions.0010_holdings")
+    assert set(latest.AWARD_AFTER) == set(AwardStatus) and set(latest.AWARD_BEFORE) == set(worklist.AWARD_AFTER)
+    assert set(worklist.AWARD_BEFORE) == set(timeline.AWARD_AFTER)
     assert set(m.AWARD) == set(timeline.AWARD_BEFORE)
     assert set(m.INBOX) == set(InboxStatus)
     assert set(m.ACTION) == set(DeliveryAction) and set(m.DELIVERY) == set(DeliveryStatus)

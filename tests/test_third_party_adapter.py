@@ -6,6 +6,7 @@ delivered through the outbox to its own HTTP API (played by ``responses``)."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -174,7 +175,9 @@ def post_webhook(client, body: bytes, signature: str):
 def test_a_signed_webhook_in_and_the_award_out_to_the_platforms_api(client):
     responses.post(PROMOTIONS, status=201, json={"data": {"id": 555}},
                    match=[matchers.header_matcher({"X-Auth-Token": API_KEY}), promotion_for_ana])
-    body = json.dumps({"id": 7001, "email": "ana@example.com", "created_at": "2026-03-01T09:00:00Z",
+    # created yesterday: a welcome code of long ago would have expired unsent
+    created = (datetime.now(UTC) - timedelta(days=1)).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    body = json.dumps({"id": 7001, "email": "ana@example.com", "created_at": created,
                        "accepts_marketing": True}).encode()
 
     assert post_webhook(client, body, hmac_sha256_base64("wrong", body)).status_code == 401

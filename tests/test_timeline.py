@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from loyalty_ladder import rulefile
 from loyalty_ladder.engine import get_engine
 from loyalty_ladder.events import parse_event
-from loyalty_ladder.ladder import fold
+from loyalty_ladder.ladder import fold, holding_instant
 from loyalty_ladder.timeline import Exclusions, Segment, ShopInputs, Timeline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,8 +81,8 @@ def ev(kind, t, eid=None, **extra):
                         **extra})
 
 
-def order(oid, t, total="50.00"):
-    return ev("order_paid", t, eid=f"paid-{oid}", order={"id": oid, "total": total, "currency": "EUR"})
+def order(oid, t, total="50.00", **extra):
+    return ev("order_paid", t, eid=f"paid-{oid}", order={"id": oid, "total": total, "currency": "EUR", **extra})
 
 
 def refund(oid, t, amount):
@@ -359,9 +359,11 @@ def test_a_privilege_whose_parameters_changed_ends_and_starts_again_with_the_new
     old, new, a = tagged("buyer"), tagged("customer"), T0 + 5 * DAY
     state = run(timeline((old, None), (new, a)), [order("o1", T0)], T0 + 6 * DAY)
     ended, started = sorted(by_reward(state, "buyer-tag"), key=lambda x: x.granted_at)
-    assert (ended.params["tag"], ended.ended_at, ended.key) == ("buyer", a, "s/c-1/buyer-tag/stage/first_purchase/1")
+    assert (ended.params["tag"], ended.ended_at, ended.key) == ("buyer", a,
+                                                                "s/c-1/buyer-tag/privilege/first_purchase/1")
     assert (started.params["tag"], started.granted_at, started.ended_at) == ("customer", a, None)
-    assert started.key == f"s/c-1/buyer-tag/stage/first_purchase/1/{new[0].version}"
+    # a new holding, started at the activation: keyed by its instant (semantics 4)
+    assert started.key == f"s/c-1/buyer-tag/privilege/{holding_instant(a)}"
     assert started.rule_version == new[0].version
 
 
@@ -424,10 +426,18 @@ def held(state):
     return sorted(a.params["tag"] for a in state.awards if a.type == "tag" and a.ended_at is None)
 
 
+#: the semantics 2 tests fold under semantics 2 (semantics 4 holds a privilege as one holding)
+S2 = ((None, 2),)
+
+
+def sem2(programme, evaluator):
+    return Timeline((Segment(None, programme, evaluator),), semantics=S2)
+
+
 def test_semantics_2_a_customer_holds_only_the_tag_of_their_stage():
     events = [ev("customer_created", T0), order("o1", T0 + 2 * DAY), order("o2", T0 + 9 * DAY),
               order("o3", T0 + 20 * DAY)]
-    state = run((STAGE_TAGS_P, STAGE_TAGS_EV), events, T0 + 30 * DAY)
+    state = run(sem2(STAGE_TAGS_P, STAGE_TAGS_EV), events, T0 + 30 * DAY)
     assert state.stage == "regular" and held(state) == ["t-regular"]
     ended = {a.reward_id: (a.ended_at, a.ended_reason) for a in state.awards if a.ended_at is not None}
     assert ended == {"tag-potential": (T0 + 2 * DAY, "ended: left stage potential for first_purchase"),
@@ -439,7 +449,7 @@ def test_semantics_2_a_customer_holds_only_the_tag_of_their_stage():
 def test_semantics_2_a_new_turn_in_the_same_stage_keeps_the_tag():
     # lapsed at first purchase (60 days), back with an order: a new turn in the same stage
     events = [ev("customer_created", T0), order("o1", T0 + DAY), order("o2", T0 + 100 * DAY)]
-    state = run((STAGE_TAGS_P, STAGE_TAGS_EV), events, T0 + 101 * DAY)
+    state = run(sem2(STAGE_TAGS_P, STAGE_TAGS_EV), events, T0 + 101 * DAY)
     assert state.stage == "first_purchase" and state.turn == 2
     firsts = by_reward(state, "tag-first")
     assert [a.turn for a in firsts] == [1, 2] and all(a.ended_at is None for a in firsts)
@@ -448,12 +458,12 @@ def test_semantics_2_a_new_turn_in_the_same_stage_keeps_the_tag():
 def test_semantics_2_a_stage_set_down_by_hand_ends_the_higher_tag():
     events = [ev("customer_created", T0), order("o1", T0 + DAY), order("o2", T0 + 2 * DAY), order("o3", T0 + 3 * DAY),
               adjust("stage_set", T0 + 10 * DAY, stage="first_purchase", force=True)]
-    state = run((STAGE_TAGS_P, STAGE_TAGS_EV), events, T0 + 11 * DAY)
+    state = run(sem2(STAGE_TAGS_P, STAGE_TAGS_EV), events, T0 + 11 * DAY)
     assert state.stage == "first_purchase" and held(state) == ["t-first"]  # back in first purchase: its tag again
     regular = by_reward(state, "tag-regular")[0]
     assert (regular.ended_at, regular.ended_reason) == (T0 + 10 * DAY, "ended: left stage regular for first_purchase")
     # climbing back in the same turn holds the regular tag again, under the same key
-    back = run((STAGE_TAGS_P, STAGE_TAGS_EV), [*events, order("o4", T0 + 12 * DAY)], T0 + 13 * DAY)
+    back = run(sem2(STAGE_TAGS_P, STAGE_TAGS_EV), [*events, order("o4", T0 + 12 * DAY)], T0 + 13 * DAY)
     assert back.stage == "regular" and held(back) == ["t-regular"]
     assert [a.key for a in back.awards if a.reward_id == "tag-regular"] == [regular.key]
 
@@ -463,7 +473,8 @@ def test_semantics_2_a_stage_map_moves_the_tag_with_the_customer():
                                                                                              "stage: loyal}"))
     events = [ev("customer_created", T0), order("o1", T0 + DAY), order("o2", T0 + 2 * DAY), order("o3", T0 + 3 * DAY)]
     line = Timeline((Segment(None, STAGE_TAGS_P, STAGE_TAGS_EV),
-                     Segment(T0 + 30 * DAY, renamed, get_engine().compile(renamed), {"regular": "loyal"})))
+                     Segment(T0 + 30 * DAY, renamed, get_engine().compile(renamed), {"regular": "loyal"})),
+                    semantics=S2)
     state = run(line, events, T0 + 40 * DAY)
     assert state.stage == "loyal" and held(state) == ["t-regular"]
 
@@ -472,7 +483,7 @@ def test_semantics_2_a_privilege_of_several_stages_is_held_on_when_climbing_betw
     both = rulefile.load_text(STAGE_TAGS + "  - {id: tag-customer, type: tag, on: {stage: [first_purchase, regular]}, "
                                            "params: {tag: t-customer}}\n")
     events = [ev("customer_created", T0), order("o1", T0 + DAY), order("o2", T0 + 2 * DAY), order("o3", T0 + 3 * DAY)]
-    state = run((both, get_engine().compile(both)), events, T0 + 5 * DAY)
+    state = run(sem2(both, get_engine().compile(both)), events, T0 + 5 * DAY)
     # no end at the climb: the shop is never asked to remove and add the same tag at once
     assert [(a.scope_ref, a.ended_at) for a in by_reward(state, "tag-customer")] == [("first_purchase/1", None),
                                                                                      ("regular/1", None)]
@@ -485,7 +496,7 @@ def test_semantics_2_an_activation_ends_every_turns_copy_of_a_privilege_it_no_lo
         "params: {tag: t-first}}"))
     events = [ev("customer_created", T0), order("o1", T0 + DAY), order("o2", T0 + 100 * DAY)]  # turn 2 after a lapse
     line = Timeline((Segment(None, STAGE_TAGS_P, STAGE_TAGS_EV),
-                     Segment(T0 + 110 * DAY, stricter, get_engine().compile(stricter))))
+                     Segment(T0 + 110 * DAY, stricter, get_engine().compile(stricter))), semantics=S2)
     state = run(line, events, T0 + 111 * DAY)
     assert state.turn == 2 and held(state) == []
     assert {a.scope_ref: a.ended_at for a in by_reward(state, "tag-first")} == {
@@ -505,3 +516,86 @@ def test_the_semantics_2_upgrade_ends_left_behind_tags_at_its_instant_and_not_be
     assert held(after) == ["t-regular"]
     assert {a.reward_id: a.ended_at for a in after.awards if a.ended_at is not None} == {
         "tag-potential": upgrade, "tag-first": upgrade}
+
+
+# ------------------------------------------------------------------ semantics 4: holdings, suspension, expiry
+HOLDINGS = STAGE_TAGS + """  - {id: vip, type: vip_service, on: {stage: first_purchase}, params: {tag: vip}}
+  - {id: tag-customer, type: tag, on: {stage: [first_purchase, regular]}, params: {tag: t-customer}}
+"""
+HOLDINGS_P = rulefile.load_text(HOLDINGS)
+HOLDINGS_EV = get_engine().compile(HOLDINGS_P)
+
+
+def test_semantics_4_a_new_turn_holds_the_same_holding():
+    # lapsed at first purchase (60 days), back with an order: a new turn, the same holding
+    events = [ev("customer_created", T0), order("o1", T0 + DAY), order("o2", T0 + 100 * DAY)]
+    state = run((HOLDINGS_P, HOLDINGS_EV), events, T0 + 101 * DAY)
+    assert state.stage == "first_purchase" and state.turn == 2
+    assert [(a.key, a.ended_at) for a in by_reward(state, "tag-first")] == [
+        ("s/c-1/tag-first/privilege/first_purchase/1", None)]
+    # a grant is still granted per stage and turn
+    assert [a.key for a in by_reward(state, "hello")] == ["s/c-1/hello/stage/potential/1"]
+
+
+def test_semantics_4_a_privilege_of_several_stages_is_one_holding():
+    events = [ev("customer_created", T0), order("o1", T0 + DAY), order("o2", T0 + 2 * DAY), order("o3", T0 + 3 * DAY)]
+    state = run((HOLDINGS_P, HOLDINGS_EV), events, T0 + 5 * DAY)
+    assert state.stage == "regular"
+    assert [(a.key, a.ended_at) for a in by_reward(state, "tag-customer")] == [
+        ("s/c-1/tag-customer/privilege/first_purchase/1", None)]
+
+
+def test_semantics_4_a_privilege_started_again_is_a_new_holding_keyed_by_its_instant():
+    back_down = T0 + 10 * DAY
+    events = [ev("customer_created", T0), order("o1", T0 + DAY), order("o2", T0 + 2 * DAY), order("o3", T0 + 3 * DAY),
+              adjust("stage_set", back_down, stage="first_purchase", force=True), order("o4", T0 + 12 * DAY)]
+    state = run((HOLDINGS_P, HOLDINGS_EV), events, T0 + 13 * DAY)
+    assert state.stage == "regular" and held(state) == ["t-customer", "t-regular"]
+    regulars = sorted(by_reward(state, "tag-regular"), key=lambda a: a.granted_at)
+    assert [(a.key, a.ended_at) for a in regulars] == [
+        ("s/c-1/tag-regular/privilege/regular/1", back_down),
+        (f"s/c-1/tag-regular/privilege/{holding_instant(T0 + 12 * DAY)}", None)]
+
+
+def test_semantics_4_vip_service_is_suspended_while_lapsed_and_restored_at_the_next_turn():
+    lapse = T0 + DAY + 60 * DAY
+    events = [ev("customer_created", T0), order("o1", T0 + DAY)]
+    lapsed = run((HOLDINGS_P, HOLDINGS_EV), events, lapse + DAY)
+    assert lapsed.lapsed
+    vip, = by_reward(lapsed, "vip")
+    assert (vip.suspended_at, vip.suspended_reason, vip.ended_at) == (
+        lapse, "suspended: the customer lapsed in stage first_purchase", None)
+    # the stage tag is segmentation: it is not paused
+    assert all(a.suspended_at is None for a in by_reward(lapsed, "tag-first"))
+    back = run((HOLDINGS_P, HOLDINGS_EV), [*events, order("o2", T0 + 100 * DAY)], T0 + 101 * DAY)
+    vip, = by_reward(back, "vip")
+    assert vip.suspended_at is None and vip.ended_at is None and vip.key == "s/c-1/vip/privilege/first_purchase/1"
+
+
+def test_semantics_4_a_code_no_order_used_expires_and_one_used_does_not():
+    events = [ev("customer_created", T0)]
+    expires = T0 + 30 * DAY
+    before = run((HOLDINGS_P, HOLDINGS_EV), events, expires - DAY)
+    hello, = by_reward(before, "hello")
+    assert hello.expired_at is None and before.next_wake_at <= expires  # the expiry is a wake-up
+    after = run((HOLDINGS_P, HOLDINGS_EV), events, expires)
+    assert by_reward(after, "hello")[0].expired_at == expires
+    code = hello.params["code"]
+    used = [*events, order("o1", T0 + 5 * DAY, discount_codes=[code.lower()])]
+    kept = run((HOLDINGS_P, HOLDINGS_EV), used, expires + DAY)
+    assert by_reward(kept, "hello")[0].expired_at is None
+    late = [*events, order("o1", expires + DAY, discount_codes=[code])]  # named after it expired: too late
+    assert by_reward(run((HOLDINGS_P, HOLDINGS_EV), late, expires + 2 * DAY), "hello")[0].expired_at == expires
+
+
+def test_the_semantics_4_upgrade_keeps_the_keys_of_holdings_started_before():
+    upgrade = T0 + 50 * DAY
+    events = [ev("customer_created", T0), order("o1", T0 + DAY), order("o2", T0 + 100 * DAY)]
+    line = Timeline((Segment(None, HOLDINGS_P, HOLDINGS_EV),), semantics=((None, 2), (upgrade, 4)))
+    state = run(line, events, T0 + 101 * DAY)
+    # the first-purchase tag was held from before the upgrade: its key stays, and the new turn
+    # after the upgrade grants no second copy of it
+    assert [(a.key, a.ended_at) for a in by_reward(state, "tag-first")] == [
+        ("s/c-1/tag-first/stage/first_purchase/1", None)]
+    # a code that expired before the upgrade keeps what it was: expiry counts from semantics 4
+    assert by_reward(state, "hello")[0].expired_at is None

@@ -56,10 +56,11 @@ def test_the_upgrade_puts_the_old_version_and_semantics_on_the_timeline(upgraded
         activations = conn.execute(sa.select(store.programme_activations)).all()
         semantics = conn.execute(sa.select(store.semantics_versions).order_by(store.semantics_versions.c.version)).all()
     assert [(a.shop_id, a.version, a.active_from) for a in activations] == [("default", old_version, None)]
-    # one upgrade through two releases' semantics (1: versions on a timeline; 2: stage privileges
-    # end when the customer leaves the stage), each from the upgrade instant
-    assert [s.version for s in semantics] == [0, 1, CURRENT_SEMANTICS] and CURRENT_SEMANTICS == 2
-    assert semantics[0].active_from is None and None not in (semantics[1].active_from, semantics[2].active_from)
+    # one upgrade through four releases' semantics (1: versions on a timeline; 2: stage privileges
+    # end when the customer leaves the stage; 3: points earn on the points base; 4: privileges as
+    # holdings, suspension, expiry), each from the upgrade instant
+    assert [s.version for s in semantics] == [0, 1, 2, 3, CURRENT_SEMANTICS] and CURRENT_SEMANTICS == 4
+    assert semantics[0].active_from is None and None not in [s.active_from for s in semantics[1:]]
     with service.db.connect() as conn:  # the upgrade instant wakes every customer on the ladder
         wakes = conn.execute(sa.select(store.customers.c.next_wake_at).where(store.customers.c.stage.is_not(None))).all()
     assert wakes and all(w.next_wake_at <= semantics[1].active_from for w in wakes)

@@ -76,7 +76,8 @@ class ShopifyAdapter(Adapter):
     """One Shopify shop: webhooks in, Admin GraphQL out."""
 
     platform: ClassVar[str] = "shopify"
-    capabilities: ClassVar[tuple[str, ...]] = ("discount_codes", "tags", "store_credit", "payment_terms")
+    capabilities: ClassVar[tuple[str, ...]] = ("discount_codes", "tags", "store_credit", "payment_terms",
+                                               "customer_fields")
     settings_schema: ClassVar[type[AdapterSettings]] = ShopifySettings
     #: webhooks name the shop by X-Shopify-Shop-Domain and are signed with the app's secret
     required_keys: ClassVar[tuple[str, ...]] = ("domain", "webhook_secret")

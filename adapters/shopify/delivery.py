@@ -1,16 +1,44 @@
 """Awards → Admin GraphQL mutations, by the capability the award's type needs (never by its
-name): ``discount_codes`` → customer-limited discount codes, ``tags`` → customer tags.
+name): ``discount_codes`` → customer-limited discount codes, ``tags`` → customer tags,
+``customer_fields`` → customer metafields.
+
+An award whose type names a customer field (``RewardType.customer_field``: a ``vip_service``'s
+``vip``) also writes that field of the delivery's customer document, on a grant and on a revoke
+alike, as the JSON metafield ``loyalty_ladder.<field>`` (``metafieldsSet``), or deletes it when
+the document's value is null (``metafieldsDelete``): the shop keeps the customer's current value
+whichever delivery ran last.  With ``tags`` the tag call comes first.
 
 A grant is idempotent across retries: our codes derive from the award key, so a retry after a
 timeout whose request did succeed finds the code it created and adopts it.  An award needing no
-capability, or one without a handler here (``payment_terms``, ``store_credit``), is
-``NotSupported`` (the award needs manual action).
+capability, or one without a handler here (``payment_terms``), is ``NotSupported`` (the award
+needs manual action).
+
+``store_credit`` (a points redemption) → ``storeCreditAccountCredit`` on the customer: the
+award's ``value`` in its ``currency``; external id = the credit transaction's id.  Where the shop
+cannot hold it — a userError ``UNSUPPORTED_CURRENCY``, or one saying store credit is not
+enabled/available — the value becomes a one-time customer-limited fixed-amount code instead
+(``params.code``, by the discount path; only in the shop's currency).  A redemption is never taken
+back: a revoke is ``Rejected``.
+
+Store credit is not idempotent (the mutation takes no idempotency key and a credit carries no
+reference of ours to look for), so nothing ever credits twice:
+
+* a credit whose outcome is unknown — a timeout, a connection error, a 5xx, an answer without a
+  transaction — is ``NotSupported`` at once: staff check the customer's store credit in Shopify;
+* a later attempt (``delivery.attempt > 1``: after a rate limit, or a run that crashed with the
+  credit in flight) never credits: it adopts the redemption's code if an earlier attempt made
+  one (only a definite "no store credit" answer leads there, so nothing was credited), else it
+  is ``NotSupported`` with the same instruction.  A rate-limited first attempt therefore ends with
+  staff too: a retry cannot tell it apart from a lost answer.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from ...errors import NotSupported, Rejected, Unavailable
@@ -18,10 +46,22 @@ from ...events import format_time
 from ...rewards import registry as reward_types
 from ..base import Delivery, DeliveryResult
 from .client import ShopifyClient
-from .graphql import DISCOUNT_BY_CODE, DISCOUNT_CREATE, DISCOUNT_DELETE, TAGS_ADD, TAGS_REMOVE
+from .graphql import (
+    DISCOUNT_BY_CODE,
+    DISCOUNT_CREATE,
+    DISCOUNT_DELETE,
+    METAFIELDS_DELETE,
+    METAFIELDS_SET,
+    STORE_CREDIT_CREDIT,
+    TAGS_ADD,
+    TAGS_REMOVE,
+)
 from .mapping import account_id, gid
 
-__all__ = ["HANDLERS", "deliver"]
+__all__ = ["HANDLERS", "METAFIELD_NAMESPACE", "deliver", "metafield_value"]
+
+#: the namespace of the customer metafields we write (``loyalty_ladder.vip``)
+METAFIELD_NAMESPACE = "loyalty_ladder"
 
 #: carries one grant or revoke of an award needing the capability; ``now`` starts a discount
 Handler = Callable[[ShopifyClient, Delivery, datetime], DeliveryResult]
@@ -37,11 +77,25 @@ def _tags(client: ShopifyClient, delivery: Delivery, now: datetime) -> DeliveryR
     tag = str((delivery.award.get("params") or {}).get("tag") or "").strip()
     if not tag:
         raise NotSupported(f"a {delivery.award.get('type')} reward without a tag needs manual action in Shopify")
-    return _tag(client, delivery, tag, add=delivery.action == "grant")
+    return _with_customer_field(client, delivery, _tag(client, delivery, tag, add=delivery.action == "grant"))
+
+
+def _customer_fields(client: ShopifyClient, delivery: Delivery, now: datetime) -> DeliveryResult:
+    if _field_name(delivery) is None:
+        raise NotSupported(f"a {delivery.award.get('type')} reward names no customer field: manual action in Shopify")
+    return _with_customer_field(client, delivery, None)
+
+
+def _store_credit(client: ShopifyClient, delivery: Delivery, now: datetime) -> DeliveryResult:
+    if delivery.action != "grant":
+        raise Rejected(f"a points redemption is never taken back: refusing to {delivery.action} "
+                       f"{delivery.award.get('key')} (nothing changed in Shopify)")
+    return _grant_store_credit(client, delivery, now)
 
 
 #: capability → handler: what this adapter carries automatically
-HANDLERS: dict[str, Handler] = {"discount_codes": _discount_codes, "tags": _tags}
+HANDLERS: dict[str, Handler] = {"discount_codes": _discount_codes, "tags": _tags, "store_credit": _store_credit,
+                                "customer_fields": _customer_fields}
 
 
 def deliver(client: ShopifyClient, delivery: Delivery, now: datetime) -> DeliveryResult:
@@ -124,3 +178,133 @@ def _tag(client: ShopifyClient, delivery: Delivery, tag: str, *, add: bool) -> D
     node = result.get("node") or {}
     return DeliveryResult(external_id=node.get("id") or customer,
                           detail=f"tag {tag!r} {'added' if add else 'removed'}")
+
+
+# ---------------------------------------------------------------- store credit (points redemptions)
+#: userError codes of storeCreditAccountCredit meaning the shop cannot hold this credit at all
+NO_STORE_CREDIT_CODES = frozenset({"UNSUPPORTED_CURRENCY"})
+#: …and the words of one saying store credit is off for the shop (the enum names no code for it)
+_NO_STORE_CREDIT = re.compile(r"store credit\b.*\bnot\b.*\b(enabled|available|supported|activated)\b"
+                              r"|\bnot\b.*\b(enabled|available|supported|activated)\b.*\bstore credit", re.IGNORECASE)
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+def _grant_store_credit(client: ShopifyClient, delivery: Delivery, now: datetime) -> DeliveryResult:
+    customer = _customer_gid(delivery, "store credit")
+    amount, currency = _credit_money(client, delivery)
+    what = _redemption_text(delivery, amount, currency)
+    if delivery.attempt > 1:
+        return _store_credit_retry(client, delivery, customer, what)
+    money = {"amount": str(amount), "currencyCode": currency}
+    try:
+        result = client.mutate("storeCreditAccountCredit", STORE_CREDIT_CREDIT,
+                               {"id": customer, "creditInput": {"creditAmount": money}})
+    except Unavailable as exc:
+        raise NotSupported(_unknown_outcome(what, customer, exc.message)) from None
+    except Rejected as exc:
+        why = _no_store_credit(exc)
+        if why is None:
+            raise
+        return _store_credit_as_code(client, delivery, now, amount, currency, what, why)
+    transaction = result.get("storeCreditAccountTransaction") or {}
+    external_id = transaction.get("id") or (transaction.get("account") or {}).get("id")
+    if not external_id:
+        raise NotSupported(_unknown_outcome(what, customer, "Shopify answered without a transaction"))
+    balance = transaction.get("balanceAfterTransaction") or {}
+    after = f"; balance {balance['amount']} {balance.get('currencyCode') or currency}" if balance.get("amount") else ""
+    return DeliveryResult(external_id=external_id, detail=f"store credit {what}{after}")
+
+
+def _credit_money(client: ShopifyClient, delivery: Delivery) -> tuple[Decimal, str]:
+    params = delivery.award.get("params") or {}
+    raw = delivery.award.get("value") if delivery.award.get("value") is not None else params.get("value")
+    try:
+        amount = Decimal(str(raw))
+    except (InvalidOperation, ValueError):
+        amount = Decimal("NaN")
+    if not amount.is_finite() or amount <= 0:
+        raise Rejected(f"award {delivery.award.get('key')} has no positive value to credit ({raw!r})")
+    currency = str(params.get("currency") or client.shop.currency or "")
+    if not _CURRENCY.match(currency):
+        raise Rejected(f"award {delivery.award.get('key')} has no ISO 4217 currency ({currency!r})")
+    return amount, currency
+
+
+def _redemption_text(delivery: Delivery, amount: Decimal, currency: str) -> str:
+    params = delivery.award.get("params") or {}
+    about = [f"{params['points']} points" if params.get("points") is not None else "",
+             f"redemption {params['redemption']}" if params.get("redemption") else ""]
+    about = [a for a in about if a]
+    return f"{amount} {currency}" + (f" ({', '.join(about)})" if about else "")
+
+
+def _unknown_outcome(what: str, customer: str, cause: str) -> str:
+    return (f"store credit of {what} for {customer} may or may not have been credited ({cause}); it is never "
+            "credited twice automatically: check the customer's store credit in Shopify, credit it by hand if "
+            "it is missing, then mark the award done")
+
+
+def _no_store_credit(exc: Rejected) -> str | None:
+    """Shopify's words when the shop cannot hold this credit (so a code carries it), else None."""
+    for error in exc.errors.get("userErrors") or ():
+        if not isinstance(error, Mapping):
+            continue
+        message = str(error.get("message") or "")
+        if error.get("code") in NO_STORE_CREDIT_CODES or _NO_STORE_CREDIT.search(message):
+            return f"Shopify: {message or error.get('code')}"
+    return None
+
+
+def _store_credit_as_code(client: ShopifyClient, delivery: Delivery, now: datetime, amount: Decimal,
+                          currency: str, what: str, why: str) -> DeliveryResult:
+    """The redemption as a one-time code for the customer, by the discount path (retry-safe)."""
+    if currency != client.shop.currency:
+        raise NotSupported(f"no store credit for {what} ({why}), and a {currency} amount cannot be a code in a "
+                           f"{client.shop.currency} shop: pay it out by hand")
+    params = delivery.award.get("params") or {}
+    as_code = replace(delivery, award={**delivery.award, "params": {
+        "code": params.get("code"), "amount": str(amount), "currency": currency, "usage_limit": 1}})
+    result = _grant_discount(client, as_code, now)
+    return DeliveryResult(external_id=result.external_id, detail=f"{result.detail} for {what}: no store credit ({why})")
+
+
+def _store_credit_retry(client: ShopifyClient, delivery: Delivery, customer: str, what: str) -> DeliveryResult:
+    """A later attempt: adopt the code an earlier one made, never credit (see the module doc)."""
+    code = (delivery.award.get("params") or {}).get("code")
+    found = client.query(DISCOUNT_BY_CODE, {"code": code}).get("codeDiscountNodeByCode") if code else None
+    if found and found.get("id"):
+        return DeliveryResult(external_id=found["id"],
+                              detail=f"discount code {code} for {what} (already created: no store credit)")
+    raise NotSupported(_unknown_outcome(what, customer, f"attempt {delivery.attempt}: an earlier attempt's "
+                                                        "outcome is unknown"))
+
+
+# ---------------------------------------------------------------- customer fields (metafields)
+def _field_name(delivery: Delivery) -> str | None:
+    return reward_types.of(str(delivery.award.get("type") or "")).customer_field
+
+
+def metafield_value(value: Any) -> str:
+    """A customer field's value as the JSON text of its metafield (compact, keys sorted)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _with_customer_field(client: ShopifyClient, delivery: Delivery, before: DeliveryResult | None) -> DeliveryResult:
+    """Write the award's customer field (if its type names one) after ``before`` (the tag call)."""
+    name = _field_name(delivery)
+    if name is None:
+        assert before is not None
+        return before
+    customer = _customer_gid(delivery, f"the customer field {name!r}")
+    value = (delivery.customer or {}).get(name)
+    where = {"ownerId": customer, "namespace": METAFIELD_NAMESPACE, "key": name}
+    if value is None:
+        client.mutate("metafieldsDelete", METAFIELDS_DELETE, {"metafields": [where]})
+        done = f"metafield {METAFIELD_NAMESPACE}.{name} deleted"
+    else:
+        client.mutate("metafieldsSet", METAFIELDS_SET,
+                      {"metafields": [{**where, "type": "json", "value": metafield_value(value)}]})
+        done = f"metafield {METAFIELD_NAMESPACE}.{name} set"
+    if before is None:
+        return DeliveryResult(external_id=customer, detail=done)
+    return DeliveryResult(external_id=before.external_id, detail=f"{before.detail}; {done}")

@@ -29,6 +29,37 @@ DISCOUNT_BY_CODE = """query codeDiscountNodeByCode($code: String!) {
   codeDiscountNodeByCode(code: $code) { id }
 }"""
 
+# id: the customer's gid (Shopify opens the customer's account in that currency if it has none).
+# userErrors codes: ACCOUNT_NOT_FOUND, CREDIT_LIMIT_EXCEEDED, EXPIRES_AT_IN_PAST,
+# MISMATCHING_CURRENCY, NEGATIVE_OR_ZERO_AMOUNT, OWNER_NOT_FOUND, UNSUPPORTED_CURRENCY.
+# Needs the write_store_credit_account_transactions access scope; takes no idempotency key.
+STORE_CREDIT_CREDIT = """mutation storeCreditAccountCredit($id: ID!, $creditInput: StoreCreditAccountCreditInput!) {
+  storeCreditAccountCredit(id: $id, creditInput: $creditInput) {
+    storeCreditAccountTransaction {
+      id
+      amount { amount currencyCode }
+      balanceAfterTransaction { amount currencyCode }
+      account { id }
+    }
+    userErrors { field code message }
+  }
+}"""
+
+# a customer's field of ours (namespace loyalty_ladder); the customer's gid is the ownerId
+METAFIELDS_SET = """mutation metafieldsSet($metafields: [MetafieldsSetInput!]!) {
+  metafieldsSet(metafields: $metafields) {
+    metafields { id namespace key }
+    userErrors { field code message }
+  }
+}"""
+
+METAFIELDS_DELETE = """mutation metafieldsDelete($metafields: [MetafieldIdentifierInput!]!) {
+  metafieldsDelete(metafields: $metafields) {
+    deletedMetafields { ownerId namespace key }
+    userErrors { field message }
+  }
+}"""
+
 TAGS_ADD = """mutation tagsAdd($id: ID!, $tags: [String!]!) {
   tagsAdd(id: $id, tags: $tags) {
     node { id }

@@ -99,7 +99,7 @@ class WooCommerceAdapter(Adapter):
     """One WooCommerce site: its webhooks, its REST API v3."""
 
     platform: ClassVar[str] = "woocommerce"
-    capabilities: ClassVar[tuple[str, ...]] = ("discount_codes", "tags")
+    capabilities: ClassVar[tuple[str, ...]] = ("discount_codes", "tags", "store_credit", "customer_fields")
     settings_schema: ClassVar[type[AdapterSettings]] = WooCommerceSettings
     #: webhooks name the site by X-WC-Webhook-Source and are signed with the webhook's secret
     required_keys: ClassVar[tuple[str, ...]] = ("domain", "webhook_secret")

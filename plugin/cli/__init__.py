@@ -11,10 +11,11 @@
 * :mod:`.rules` — ``rules activate|list|show``: programme versions in the database.
 * :mod:`.forecast` — ``backtest``: a programme replayed over history before it goes live.
 * :mod:`.demo` — ``demo-data``: a realistic shop history to try everything on.
+* :mod:`.points` — ``points redeem|adjust``: a customer's points spent, added or removed.
 """
 from __future__ import annotations
 
-from . import admin, demo, forecast, lists, operators, programmes, records, rules, server  # noqa: F401 - each registers its commands
+from . import admin, demo, forecast, lists, operators, points, programmes, records, rules, server  # noqa: F401 - each registers its commands
 from .base import LadderGroup, main, read_events, read_labelled
 
 __all__ = ["LadderGroup", "main", "read_events", "read_labelled"]

@@ -1,22 +1,29 @@
 """The documents a delivery carries: the award as adapters, templates and the outgoing webhook
-see it, and the customer's profile (e-mail, locale, consent, tags) as the ledger knows it."""
+see it, and the customer's profile (e-mail, locale, consent, tags) as the ledger knows it, with
+the VIP service they hold now."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from .. import identity, store
+from .. import identity, store, vip
+from ..clock import utcnow
 from ..documents import AWARD
+from ..shop import VipManager
 
 #: the events a notice announces (the outgoing webhook's ``event`` and the e-mail's subject)
 EVENT_GRANTED = "award.granted"
 EVENT_REVERSED = "award.reversed"
 
 
-def customer_profile(conn: sa.Connection, shop_id: str, customer_id: str) -> dict[str, Any]:
-    """The latest e-mail, locale, marketing consent and tags the shop told us of a customer.
+def customer_profile(conn: sa.Connection, shop_id: str, customer_id: str, managers: Sequence[VipManager] = (),
+                     now: datetime | None = None) -> dict[str, Any]:
+    """The latest e-mail, locale, marketing consent and tags the shop told us of a customer, and
+    ``vip``: the VIP service they hold at ``now`` (:func:`loyalty_ladder.vip.current`, the manager
+    named from ``managers``, the shop's list) or None.
 
     Folded from the ``customer`` blocks of the customer's events (and those of guest ids linked
     to them) in the ledger's order (``occurred_at``, id), so it is as current as the ledger,
@@ -37,6 +44,7 @@ def customer_profile(conn: sa.Connection, shop_id: str, customer_id: str) -> dic
         email = conn.execute(sa.select(store.customers.c.email).where(
             store.customers.c.shop_id == shop_id, store.customers.c.customer_id == customer_id)).scalar()
         profile["email"] = email
+    profile[vip.FIELD] = vip.current(conn, shop_id, customer_id, managers, now or utcnow())
     return profile
 
 

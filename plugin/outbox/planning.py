@@ -6,6 +6,10 @@ so an award and the jobs that carry it commit together or not at all.
   channel that wait for the grant; a type needing a capability the shop lacks →
   ``needs_manual_action`` at once (award too);
 * reversed: a pending grant is ``cancelled``; a delivered one gets a ``revoke``;
+* refreshed (a held award whose shop copy is stale: the customer's VIP manager changed): a
+  delivered grant runs again (a *re-delivery*, so the shop keeps the current customer field);
+* a type kept here (``RewardType.kept_here``: points, credited to the ledger loyalty-ladder keeps)
+  is ``delivered`` at once, with no job for the shop; its notices run now;
 * shop in shadow mode: rows are ``shadow`` and never run.
 """
 from __future__ import annotations
@@ -25,15 +29,21 @@ from ..shop import ShopConfig
 from ..statuses import AwardStatus, DeliveryAction, DeliveryStatus, NotifyChannel
 from .documents import EVENT_GRANTED, EVENT_REVERSED, customer_profile
 
+#: ``detail`` flag of a grant run again for a held award (:meth:`_Planner.refresh`): the shop holds
+#: the earlier delivery, so ending the award takes it back even before the re-delivery ran
+REDELIVERY = "redelivery"
 #: the reason of an award decided in a shadow-mode shop
 SHADOW_REASON = "decided in shadow mode: recorded, never delivered"
+#: the reason of an award delivered by being recorded here (points credited to the ledger)
+KEPT_HERE_REASON = "credited to the customer's points ledger"
 
 
 def arm_row(conn: sa.Connection, now: datetime, award: Mapping[str, Any], existing: Mapping[str, Any] | None,
             action: str, channel: str | None, status: str, *, due: bool, reason: str | None = None,
-            event: str | None = None) -> int:
+            event: str | None = None, extra: Mapping[str, Any] | None = None) -> int:
     """Create a delivery row, or re-arm an existing one for a new round (its past kept in
-    ``detail.history``, its ``generation`` counted up so a notice gets a new event id)."""
+    ``detail.history``, its ``generation`` counted up so a notice gets a new event id); ``extra``
+    goes into the new round's ``detail``."""
     t = store.deliveries
     next_at = now if (status == DeliveryStatus.PENDING and due) else None
     last_error = reason if status != DeliveryStatus.PENDING else None
@@ -50,6 +60,7 @@ def arm_row(conn: sa.Connection, now: datetime, award: Mapping[str, Any], existi
         detail["event"] = event
     if reason:
         detail["reason"] = reason
+    detail.update(extra or {})
     if existing is None:
         return int(conn.execute(t.insert().values(
             award_key=award["key"], shop_id=award["shop_id"], customer_id=award["customer_id"], action=action,
@@ -77,9 +88,9 @@ class _Planner:
 
     def arm(self, award: Mapping[str, Any], existing: Mapping[str, Any] | None, action: str,
             channel: str | None, status: str, *, due: bool, reason: str | None = None,
-            event: str | None = None) -> int:
+            event: str | None = None, extra: Mapping[str, Any] | None = None) -> int:
         pk = arm_row(self.conn, self.now, award, existing, action, channel, status, due=due, reason=reason,
-                     event=event)
+                     event=event, extra=extra)
         if status == DeliveryStatus.PENDING and due:
             self.to_run.append(pk)
         return pk
@@ -91,8 +102,8 @@ class _Planner:
         self.conn.execute(t.update().where(t.c.pk == row["pk"]).values(
             status=status, last_error=reason, detail=detail, next_attempt_at=None, updated_at=self.now))
 
-    def award_status(self, award: Mapping[str, Any], status: str, reason: str) -> None:
-        set_award_status(self.conn, award, status, reason, self.now)
+    def award_status(self, award: Mapping[str, Any], status: str, reason: str, *, keep_reason: bool = False) -> None:
+        set_award_status(self.conn, award, status, reason, self.now, keep_reason=keep_reason)
 
     # ------------------------------------------------------------ decisions
     @property
@@ -123,7 +134,7 @@ class _Planner:
     # ------------------------------------------------------------ grant
     def grant(self, award: Mapping[str, Any]) -> None:
         rows = self.rows_for(award["key"])
-        profile = customer_profile(self.conn, award["shop_id"], award["customer_id"])
+        profile = customer_profile(self.conn, award["shop_id"], award["customer_id"], self.shop.vip_managers, self.now)
         channels = self.channels(award, profile["email"])
         status, reason = self.initial_status(award)
         grant_row = rows.get((DeliveryAction.GRANT, None))
@@ -132,10 +143,19 @@ class _Planner:
             # of a generic shop would otherwise hand it over)
             self.award_status(award, AwardStatus.SHADOW, SHADOW_REASON)
 
+        if reward_types.of(award["type"]).kept_here and not self.shop.shadow:
+            # recorded here is delivered (the points ledger is ours): nothing for the shop to do
+            self.award_status(award, AwardStatus.DELIVERED, KEPT_HERE_REASON, keep_reason=True)
+            self.notices(award, rows, channels, EVENT_GRANTED, due=True)
+            return
         if not adapter_class(self.shop.platform).has_shop_api:
             # No shop API: the integrator reads due awards from the customer endpoint and hands
             # them over itself, so the award stays `due`; only the notices are ours to send.
             self.notices(award, rows, channels, EVENT_GRANTED, due=True)
+            return
+        if reward_types.of(award["type"]).withheld_without_channel and not channels and grant_row is None:
+            self.award_status(award, AwardStatus.WITHHELD, "no notification channel (SMTP or webhook) to send it",
+                              keep_reason=True)
             return
         if reward_types.of(award["type"]).notice_only and channels and grant_row is None:
             # The notice is the reward: it runs now, and its success delivers the award.
@@ -193,6 +213,12 @@ class _Planner:
         grant_row = rows.get((DeliveryAction.GRANT, None))
         revoke = rows.get((DeliveryAction.REVOKE, None))
         unsent = (DeliveryStatus.PENDING, DeliveryStatus.FAILED, DeliveryStatus.CANCELLED)
+        if grant_row is not None and grant_row["status"] in unsent and (grant_row.get("detail") or {}).get(REDELIVERY):
+            # a re-delivery not done (waiting, or refused): the shop still holds the earlier delivery
+            if grant_row["status"] == DeliveryStatus.PENDING:
+                self.set_status(grant_row, DeliveryStatus.CANCELLED,
+                                "award ended before its re-delivery ran; the earlier delivery is revoked")
+            grant_row = {**grant_row, "status": DeliveryStatus.DELIVERED}
         if grant_row is None or grant_row["status"] in unsent:
             if grant_row is not None and grant_row["status"] == DeliveryStatus.PENDING:
                 self.set_status(grant_row, DeliveryStatus.CANCELLED, "award reversed before it was delivered")
@@ -222,6 +248,32 @@ class _Planner:
             self.arm(award, revoke, DeliveryAction.REVOKE, None, DeliveryStatus.NEEDS_MANUAL_ACTION, due=False,
                      reason="award reversed: if it was handed over by hand, take it back by hand")
 
+    def refresh(self, award: Mapping[str, Any]) -> None:
+        """Deliver a held award again because what the shop keeps beside it changed (the
+        customer's VIP manager): only a grant the shop's API delivered is run again.  One still
+        pending carries the current state when it runs; one waiting for staff, handed over by
+        hand, refused, or in a shadow-mode shop is left alone (its status says what happened)."""
+        rows = self.rows_for(award["key"])
+        grant_row = rows.get((DeliveryAction.GRANT, None))
+        revoke = rows.get((DeliveryAction.REVOKE, None))
+        if grant_row is None or grant_row["status"] != DeliveryStatus.DELIVERED or self.shop.shadow:
+            return
+        if (grant_row.get("detail") or {}).get("by_hand"):
+            return
+        if revoke is not None and revoke["status"] in (DeliveryStatus.PENDING, DeliveryStatus.DELIVERED):
+            return  # being taken back, or gone: a grant again is planned by grant(), not here
+        self.arm(award, grant_row, DeliveryAction.GRANT, None, DeliveryStatus.PENDING, due=True,
+                 extra={REDELIVERY: True})
+
+    def expire(self, award: Mapping[str, Any]) -> None:
+        """A grant whose validity passed before it was used or delivered: what has not run, or
+        waits for staff, is cancelled — the worklist no longer offers it."""
+        waiting = (DeliveryStatus.PENDING, DeliveryStatus.NEEDS_MANUAL_ACTION, DeliveryStatus.FAILED,
+                   DeliveryStatus.SHADOW)
+        for row in self.rows_for(award["key"]).values():
+            if row["status"] in waiting:
+                self.set_status(row, DeliveryStatus.CANCELLED, "the award expired before it was delivered")
+
     def announce_reversal(self, award: Mapping[str, Any],
                           rows: Mapping[tuple[str, str | None], Mapping[str, Any]]) -> None:
         """Tell the shop's marketing tool of a reversal, only if it heard of the grant."""
@@ -233,7 +285,8 @@ class _Planner:
 
 
 def plan(conn: sa.Connection, shop: ShopConfig, granted: Iterable[str], reversed_: Iterable[str], *,
-         smtp_configured: bool = False, now: datetime | None = None, ended: Iterable[str] = ()) -> list[int]:
+         smtp_configured: bool = False, now: datetime | None = None, ended: Iterable[str] = (),
+         refreshed: Iterable[str] = (), expired: Iterable[str] = ()) -> list[int]:
     """Plan the delivery jobs of a reconcile: call inside its transaction, after the awards rows
     are written, with the keys it granted and reversed.  Returns the pks to run now.
 
@@ -243,13 +296,18 @@ def plan(conn: sa.Connection, shop: ShopConfig, granted: Iterable[str], reversed
       address, ``webhook`` when the shop has ``notify_webhook_url``) that wait for the grant;
       a type needing a capability the shop lacks → ``needs_manual_action`` at once (award too);
     * reversed: a pending grant is ``cancelled``; a delivered one gets a ``revoke``;
-    * ended (a privilege, status ``ended``): the same, without announcing a reversal;
+    * ended (a privilege, status ``ended`` or ``suspended``): the same, without announcing a reversal;
+    * expired (a grant, status ``expired``): its jobs not run yet, or waiting for staff, are
+      ``cancelled`` (nothing is taken back: its validity passed in the shop too);
+    * refreshed (held awards whose shop copy is stale, after the rest): a delivered grant is
+      re-armed, due now (:meth:`_Planner.refresh`);
     * shop in shadow mode: rows are ``shadow`` and never run.
     Re-planning the same keys changes nothing (rows are unique per award, action and channel).
     """
     now = now or utcnow()
     granted, reversed_, ended = list(dict.fromkeys(granted)), list(dict.fromkeys(reversed_)), list(ended)
-    keys = [*granted, *reversed_, *ended]
+    refreshed, expired = list(dict.fromkeys(refreshed)), list(dict.fromkeys(expired))
+    keys = [*granted, *reversed_, *ended, *refreshed, *expired]
     if not keys:
         return []
     t = store.awards
@@ -268,16 +326,28 @@ def plan(conn: sa.Connection, shop: ShopConfig, granted: Iterable[str], reversed
             planner.reverse(award)
     for key in ended:
         award = awards.get(key)
-        if award is not None and award["status"] == AwardStatus.ENDED:
+        if award is not None and award["status"] in (AwardStatus.ENDED, AwardStatus.SUSPENDED):
             planner.reverse(award, announce=False)
+    for key in expired:
+        award = awards.get(key)
+        if award is not None and award["status"] == AwardStatus.EXPIRED:
+            planner.expire(award)
+    for key in refreshed:
+        award = awards.get(key)
+        if award is not None and award["status"] == AwardStatus.DELIVERED:
+            planner.refresh(award)
     return list(dict.fromkeys(planner.to_run))
 
 
 def set_award_status(conn: sa.Connection, award: Mapping[str, Any], status: str, reason: str,
-                     now: datetime) -> None:
-    """Change an award's status and write its audit row (as the service's reconcile does)."""
+                     now: datetime, *, keep_reason: bool = False) -> None:
+    """Change an award's status and write its audit row (as the service's reconcile does);
+    ``keep_reason``: the award keeps the reason the fold gives it, the audit row says why."""
     t = store.awards
-    conn.execute(t.update().where(t.c.key == award["key"]).values(status=status, reason=reason, updated_at=now))
+    values: dict[str, Any] = {"status": status, "updated_at": now}
+    if not keep_reason:
+        values["reason"] = reason
+    conn.execute(t.update().where(t.c.key == award["key"]).values(**values))
     conn.execute(store.award_log.insert().values(award_key=award["key"], at=now, status=status, reason=reason,
                                                  rule_version=award.get("rule_version")))
 
@@ -299,7 +369,7 @@ def handed_over(conn: sa.Connection, shop: ShopConfig, award: Mapping[str, Any],
                                                      store.deliveries.c.status.in_(waiting)).values(
             status=DeliveryStatus.DELIVERED, last_error=None, detail=detail, next_attempt_at=None, delivered_at=now,
             updated_at=now))
-    profile = customer_profile(conn, award["shop_id"], award["customer_id"])
+    profile = customer_profile(conn, award["shop_id"], award["customer_id"], shop.vip_managers, now)
     planner.notices(award, rows, planner.channels(award, profile["email"]), EVENT_GRANTED, due=True)
     return list(dict.fromkeys(planner.to_run))
 

@@ -16,7 +16,7 @@ needs manual action.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +28,8 @@ from ..adapters.base import Delivery
 from ..clock import utcnow
 from ..errors import DeliveryError, NotFound, NotSupported, RateLimited, Rejected
 from ..rewards import registry as reward_types
+from ..shop import ShopConfig, VipManager
+from ..shops import declared_shop
 from ..statuses import AwardStatus, DeliveryAction, DeliveryStatus, NotifyChannel
 from .documents import EVENT_GRANTED, award_document, customer_profile, first_stage
 from .planning import _log_award, arm_row, set_award_status
@@ -118,7 +120,8 @@ def _close(conn: sa.Connection, row: Mapping[str, Any], status: str, reason: str
     return RunOutcome(status)
 
 
-def _claim(db: sa.Engine, pk: int, now: datetime) -> _Job | RunOutcome:
+def _claim(db: sa.Engine, pk: int, now: datetime,
+           managers_of: Callable[[str], Sequence[VipManager]]) -> _Job | RunOutcome:
     with store.begin_write(db) as conn:
         row = _load(conn, pk, lock=True)
         if row["status"] != DeliveryStatus.PENDING:
@@ -128,7 +131,8 @@ def _claim(db: sa.Engine, pk: int, now: datetime) -> _Job | RunOutcome:
         if row["next_attempt_at"] > now:
             return RunOutcome(DeliveryStatus.PENDING, retry_at=row["next_attempt_at"])  # not yet, or in flight elsewhere
         award = _award(conn, row["award_key"])
-        customer = customer_profile(conn, row["shop_id"], row["customer_id"])
+        # the customer as they are now (a VIP's current manager), not as when the row was planned
+        customer = customer_profile(conn, row["shop_id"], row["customer_id"], managers_of(row["shop_id"]), now)
         external_id = None
         stage_one = None
         if row["action"] == DeliveryAction.REVOKE:
@@ -192,14 +196,18 @@ def _finish_success(conn: sa.Connection, row: dict[str, Any], external_id: str |
     action = row["action"]
     if action == DeliveryAction.GRANT:
         if was == DeliveryStatus.PENDING and award["status"] == AwardStatus.DUE:
-            set_award_status(conn, award, AwardStatus.DELIVERED, f"delivered to the shop{where}", now)
+            # the award keeps the reason the fold gives it (a re-fold would restate it); the log says this
+            set_award_status(conn, award, AwardStatus.DELIVERED, f"delivered to the shop{where}", now,
+                             keep_reason=True)
             follow += _arm_waiting_notices(conn, award["key"], now)
         elif award["status"] in (AwardStatus.REVERSED, AwardStatus.ENDED):
             # Reversed (or ended) while the call was in flight: it exists in the shop now, so take it back.
             _log_award(conn, award, f"delivered{where} after it was reversed; revoking it", now)
             follow += _rearm(conn, award, DeliveryAction.REVOKE, now)
         elif award["status"] == AwardStatus.DUE:
-            set_award_status(conn, award, AwardStatus.DELIVERED, f"delivered to the shop{where}", now)
+            # the award keeps the reason the fold gives it (a re-fold would restate it); the log says this
+            set_award_status(conn, award, AwardStatus.DELIVERED, f"delivered to the shop{where}", now,
+                             keep_reason=True)
             follow += _arm_waiting_notices(conn, award["key"], now)
     elif action == DeliveryAction.REVOKE:
         if award["status"] in (AwardStatus.REVERSED, AwardStatus.ENDED):
@@ -288,16 +296,24 @@ def _award_after_error(conn: sa.Connection, row: Mapping[str, Any], status: str,
 
 
 def run(db: sa.Engine, pk: int, adapter_factory: AdapterFactory, notifier: Any,
-        now: datetime | None = None) -> RunOutcome:
+        now: datetime | None = None, shops: Mapping[str, ShopConfig] | None = None) -> RunOutcome:
     """Run one delivery: claim it, call the shop (or the notifier), record the answer.
 
     ``adapter_factory(shop_id)`` gives the shop's adapter; ``notifier`` has ``send(Notice) -> str``
     (see :class:`loyalty_ladder.notify.Notifier`).  A row that is not pending, or not yet due,
     is left alone, so running a delivered delivery again does nothing.  ``retry_at`` says when
-    to run it again; ``follow_up`` lists rows to run now.
+    to run it again; ``follow_up`` lists rows to run now.  ``shops``: the configured shops, whose
+    ``vip_managers`` name a VIP's manager in the customer document the call carries (without
+    them, or for a shop not among them, the manager is null).
     """
     now = now or utcnow()
-    claimed = _claim(db, pk, now)
+
+    def managers_of(shop_id: str) -> Sequence[VipManager]:
+        if shops is None or shop_id not in shops:
+            return ()
+        return declared_shop(shops, shop_id).vip_managers  # not a secret: nothing resolved
+
+    claimed = _claim(db, pk, now, managers_of)
     if isinstance(claimed, RunOutcome):
         return claimed
     try:

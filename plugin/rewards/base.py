@@ -9,7 +9,8 @@ rule-file schemas, award resolution, the ladder, the outbox, notifications, ever
 * the award: :meth:`~RewardType.resolve` (params and value), :meth:`~RewardType.implied`,
   :meth:`~RewardType.cost`;
 * delivery: :meth:`~RewardType.capability` (what the shop must be able to do; adapters dispatch on
-  it, never on the type's name);
+  it, never on the type's name), :attr:`~RewardType.customer_field` (what the shop keeps on the
+  customer beside the award);
 * the announcement: :meth:`~RewardType.is_promotional`, :attr:`~RewardType.emailed`,
   :attr:`~RewardType.notice_only`, :attr:`~RewardType.templates`.
 
@@ -117,6 +118,11 @@ class AwardContext:
     granted_at: datetime
     order_net: Decimal | None = None  # net total of the order an order-triggered award is for
     currency: str | None = None  # the programme's currency; None when the caller does not say
+    #: the part of that order that earns points (no tax, gift cards or part paid with points);
+    #: None when the fold's semantics predate it (points then use ``order_net``)
+    points_base: Decimal | None = None
+    #: what one point is worth under the version that decided the award (None: no value)
+    point_value: Decimal | None = None
 
 
 # ------------------------------------------------------------------ the type
@@ -134,11 +140,27 @@ class RewardType:
     #: the ``type:`` of rule files; ``[a-z][a-z0-9_]*``
     name: ClassVar[str]
     kind: ClassVar[Kind]
+    #: implied by the core itself, never named by a rule file (a points redemption)
+    internal: ClassVar[bool] = False
+    #: delivered by being recorded here (points credited to the ledger kept by loyalty-ladder):
+    #: no shop API call and no staff, on every platform
+    kept_here: ClassVar[bool] = False
+    #: a notice-only type that, with no notification channel, is ``withheld`` rather than handed
+    #: to staff (a reminder nobody can send is not work for anyone)
+    withheld_without_channel: ClassVar[bool] = False
+    #: a privilege paused while the customer lapsed and restored at their next turn (semantics 4):
+    #: VIP service and payment terms, not a stage tag (segmentation follows the stage)
+    suspended_while_lapsed: ClassVar[bool] = False
     #: validates (and fills the defaults of) the rule file's ``params``; subclass :class:`ParamsSchema`
     params_schema: ClassVar[type[Schema]] = ParamsSchema
     #: the shop capability (``discount_codes``, ``tags`` …) that delivers it; None: no shop API can
     #: (staff hand it over: ``needs_manual_action``).  :meth:`capability` may refine it per award
     requires: ClassVar[str | None] = None
+    #: the key of the delivery's customer document (``Delivery.customer``) the shop keeps on the
+    #: customer beside this award (a Shopify customer metafield, WooCommerce customer meta): each
+    #: delivery of the award, grant or revoke, writes the document's current value there, or
+    #: removes it when the value is null.  None: the award carries no customer field
+    customer_field: ClassVar[str | None] = None
     #: whether the customer is told by e-mail (stage tags are segmentation, not a gift: no)
     emailed: ClassVar[bool] = True
     #: the notice *is* the reward (a greeting): with a notification channel it needs no grant job

@@ -21,6 +21,7 @@ class DeferredPayment(RewardType):
 
     name = "deferred_payment"
     kind = Kind.PRIVILEGE
+    suspended_while_lapsed = True
     params_schema = DeferredPaymentParams
     promotional = False  # payment terms granted or ended: a privilege
     requires = "payment_terms"

@@ -31,13 +31,15 @@ class PointsParams(ParamsSchema):
 
 
 class Points(RewardType):
-    """A grant.  loyalty-ladder keeps no balance and redeems nothing (the shop or its integrator
-    does), so no shop capability carries points: on a shop platform they need manual action."""
+    """A grant: one batch of the customer's points ledger (:mod:`loyalty_ladder.points`).  The
+    ledger is kept here, not in the shop: the award is delivered by being credited to it, and the
+    customer spends the points through a redemption (``points_redemption``)."""
 
     name = "points"
     kind = Kind.GRANT
     params_schema = PointsParams
     promotional = False  # a notice of points credited: what the customer earned
+    kept_here = True
 
     def trigger_problems(self, params: Mapping[str, Any], trigger: Trigger) -> dict[str, str]:
         if "points_per_unit" in params and trigger.kind != "order":
@@ -46,17 +48,23 @@ class Points(RewardType):
                 f"not '{trigger.kind}'; use 'points' for a fixed number")}
         return {}
 
+    @staticmethod
+    def earned(params: Mapping[str, Any], base: Decimal | None) -> int:
+        """The points of a reward's params: floor(``base`` × ``points_per_unit``) for an order
+        reward (``base``: the part of the order that earns points), else the fixed ``points``."""
+        per_unit = decimal_or_none(params.get("points_per_unit"))
+        if per_unit is not None:
+            return math.floor(base * per_unit) if base is not None else 0
+        return int(params.get("points") or 0)
+
     def award_params(self, params: dict[str, Any], ctx: AwardContext) -> tuple[dict[str, Any], Decimal | None]:
-        """``points`` = floor(order net × ``points_per_unit``) for order rewards, else the fixed
-        ``points``; value = points × ``point_value`` when the rule gives one."""
-        per_unit = decimal_or_none(params.pop("points_per_unit", None))
-        fixed = params.pop("points", None)
-        point_value = decimal_or_none(params.get("point_value"))
-        if per_unit is not None and ctx.order_net is not None:
-            points = math.floor(ctx.order_net * per_unit)
-        else:
-            points = int(fixed or 0)
-        value = (point_value * points).quantize(CENT) if point_value is not None else None
+        """``points`` (:meth:`earned`, of the order as it stands at ``as_of``); value = points ×
+        the programme's ``point_value`` when it sets one."""
+        base = ctx.points_base if ctx.points_base is not None else ctx.order_net
+        points = self.earned(params, base)
+        params.pop("points_per_unit", None)
+        params.pop("points", None)
+        value = (ctx.point_value * points).quantize(CENT) if ctx.point_value is not None else None
         return {"points": points, **params}, value
 
     def implied(self, params: Mapping[str, Any]) -> bool:

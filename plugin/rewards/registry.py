@@ -41,6 +41,8 @@ BUILTIN: tuple[str, ...] = (
     "loyalty_ladder.rewards.deferred_payment:DeferredPayment",
     "loyalty_ladder.rewards.debt_forgiveness:DebtForgiveness",
     "loyalty_ladder.rewards.greeting:Greeting",
+    "loyalty_ladder.rewards.points_redemption:PointsRedemption",
+    "loyalty_ladder.rewards.points_reminder:PointsReminder",
 )
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -139,6 +141,11 @@ def clear_cache() -> None:
 def names() -> tuple[str, ...]:
     """Every registered type's name: built-ins first (in their order), then the others."""
     return tuple(_types())
+
+
+def rule_names() -> tuple[str, ...]:
+    """The names a rule file may use: every registered type but the core's internal ones."""
+    return tuple(name for name, reward_type in _types().items() if not reward_type.internal)
 
 
 def types() -> tuple[RewardType, ...]:

@@ -31,6 +31,9 @@ class SettingsSchema(RuleSchema):
     default_margin = Number(what="a share from 0 to 1 such as \"0.30\"", low=Decimal(0), high=Decimal(1),
                              money=False, load_default=Decimal("0.3"))
     image_client_tag = Text(no_commas=True, load_default="image-client")
+    point_value = Number(what="the money one point is worth such as \"0.01\"", low=Decimal(0), low_open=True,
+                         money=False, load_default=None)
+    points_reminder_days = Int(minimum=0, load_default=14)
 
 
 class StageSchema(RuleSchema):
@@ -49,7 +52,7 @@ class SubgroupSchema(RuleSchema):
 
 def _reward_type_names() -> tuple[str, ...]:
     """At each use: a plugin or a test may register a type after this schema was defined."""
-    return reward_types.names()
+    return reward_types.rule_names()
 
 
 class RewardSchema(RuleSchema):

@@ -5,6 +5,8 @@ formatting, file boundaries, number spelling and the order of rewards do not cha
 """
 from __future__ import annotations
 
+from dataclasses import fields
+from decimal import Decimal
 from typing import Any
 
 from loyalty_ladder.programme import (
@@ -18,6 +20,9 @@ from loyalty_ladder.programme import (
 )
 
 from .positions import Item
+
+#: settings newer than the first programme versions: (name → default)
+_LATER_SETTINGS = {f.name: f.default for f in fields(Settings) if f.name in ("point_value", "points_reminder_days")}
 
 
 def title(identifier: str) -> str:
@@ -53,11 +58,18 @@ def programme_data(programme: Programme) -> dict[str, Any]:
     the order of rewards (which has no meaning) are not part of it.
     """
     s = programme.settings
+    settings: dict[str, Any] = {
+        "name": s.name, "currency": s.currency, "refund_window_days": s.refund_window_days,
+        "default_margin": str(s.default_margin), "image_client_tag": s.image_client_tag,
+    }
+    # settings added later are part of the data only where they differ from their default, so a
+    # programme that does not use them keeps the version it had before they existed
+    for name, default in _LATER_SETTINGS.items():
+        value = getattr(s, name)
+        if value != default:
+            settings[name] = str(value) if isinstance(value, Decimal) else value
     return {
-        "programme": {
-            "name": s.name, "currency": s.currency, "refund_window_days": s.refund_window_days,
-            "default_margin": str(s.default_margin), "image_client_tag": s.image_client_tag,
-        },
+        "programme": settings,
         "stages": [
             {"id": st.id, "name": st.name, "when": condition_to_data(st.when), "min_stay_days": st.min_stay_days,
              "lapse_after_days": st.lapse_after_days}
