@@ -179,7 +179,9 @@ def record(conn: sa.Connection, shop_id: str, customer_id: str, implied: Sequenc
         if award.ended_at is None and old["status"] == AwardStatus.ENDED:
             # ended, and no longer: the history that ended it was undone (a refund inside the
             # window took back the climb that left its stage) — held again, delivered again
-            status = AwardStatus.HISTORICAL if award.historical else AwardStatus.DUE
+            # (unless it is paused now: then it waits, suspended, for its restoring)
+            status = AwardStatus.HISTORICAL if award.historical else (
+                AwardStatus.SUSPENDED if award.suspended_at is not None else AwardStatus.DUE)
             conn.execute(t.update().where(t.c.key == award.key).values(**values, status=status, updated_at=now))
             log(conn, award.key, now, status, "held again: the history that ended it was undone",
                 award.rule_version or version)
@@ -198,12 +200,16 @@ def record(conn: sa.Connection, shop_id: str, customer_id: str, implied: Sequenc
                 and old["status"] in (AwardStatus.HISTORICAL, AwardStatus.SHADOW)
                 and reward_types.of(award.type).kind == Kind.PRIVILEGE):
             # a privilege the customer holds when the shop went live (after an import, or a shadow
-            # period): recorded as history until now, delivered from now on
+            # period): recorded as history until now, delivered from now on — or, paused now,
+            # suspended until it is restored (nothing to take back: it never reached the shop)
+            paused = award.suspended_at is not None
+            status = AwardStatus.SUSPENDED if paused else AwardStatus.DUE
             conn.execute(t.update().where(t.c.key == award.key, t.c.status == old["status"])
-                         .values(**values, status=AwardStatus.DUE, updated_at=now))
-            log(conn, award.key, now, AwardStatus.DUE, "held when the shop went live: delivered from now on",
-                award.rule_version or version)
-            held_again.append(award.key)
+                         .values(**values, status=status, updated_at=now))
+            log(conn, award.key, now, status, award.suspended_reason if paused
+                else "held when the shop went live: delivered from now on", award.rule_version or version)
+            if not paused:
+                held_again.append(award.key)
             continue
         if award.historical and old["status"] in (AwardStatus.DUE, AwardStatus.SHADOW):
             # decided before the shop went live (a shadow shop switched to live meanwhile):

@@ -8,7 +8,9 @@ comment-only rule edit — implies the same keys:
 
 ``{shop}/{customer}/{reward}/stage/{stage}/{turn}``, ``…/privilege/{stage}/{turn}`` (from fold
 semantics 4, a privilege's holding: from the stage and turn it started in to its end; a holding
-started again after an end, at another instant: ``…/privilege/{YYYYMMDDTHHMMSSZ}``), ``…/order/{order_id}``,
+started again in a stage and turn that already had one — after an end: re-entering the stage in the
+same turn, an activation that changed it — is keyed by its instant, ``…/privilege/{YYYYMMDDTHHMMSSZ}``),
+``…/order/{order_id}``,
 ``…/event/{event_id}``, ``…/period/{YYYY-MM | YYYY-Qn | YYYY}``,
 ``…/lapse/{stage}/{turn}``, ``…/manual/{event_id}`` (a grant by hand: the id of its
 ``reward_granted`` event), ``{shop}/{customer}/points/redemption/{redemption id}`` (points spent:

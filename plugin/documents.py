@@ -142,6 +142,24 @@ class PointsSchema(Schema):
         "description": "batches with points left, first-expiring-first (the order they are spent in)"})
 
 
+class PrivilegeSchema(Schema):
+    """A privilege of the customer (a stage tag, VIP service, payment terms), held or not."""
+
+    key = fields.String()
+    reward = fields.String()
+    type = fields.String()
+    status = fields.String(metadata={"enum": [str(s) for s in AwardStatus], "description": (
+        "due/delivered/needs_manual_action/failed: held; suspended: held but paused (lapsed); "
+        "ended: held, then left; historical: ended before the shop went live; shadow: a shadow-mode shop")})
+    since = Time(metadata={"description": "when its holding started"})
+    reason = fields.String(allow_none=True)
+    tag = fields.String(metadata={"description": "the shop tag it carries, if any"})
+    level = fields.String(metadata={"description": "VIP service: its level"})
+    priority = fields.Integer(metadata={"description": "VIP service: its priority (1 = highest)"})
+    net_days = fields.Integer(metadata={"description": "payment terms: days to pay"})
+    credit_limit = DecimalString(metadata={"description": "payment terms: the credit limit"})
+
+
 class PointsAwardSchema(Schema):
     key = fields.String()
     status = fields.String(allow_none=True, metadata={"description": "null: not processed yet (the queue will)"})
@@ -203,6 +221,8 @@ class CustomerDocumentSchema(Schema):
     next = fields.Nested(NextSchema, allow_none=True)
     lapse_at = Time()
     points = fields.Nested(PointsSchema, allow_none=True, metadata={"description": "null: the customer never had points"})
+    privileges = fields.List(fields.Nested(PrivilegeSchema), metadata={
+        "description": "the customer's privileges and their status (also among rewards, as awards)"})
     rule_version = fields.String(allow_none=True)
     pending_events = fields.Integer(metadata={"description": "accepted events not applied yet (set-aside ones excluded)"})
     vip = fields.Nested(VipSchema, allow_none=True, metadata={

@@ -208,6 +208,11 @@ def _bad_text(value: Any) -> str | None:
     return None
 
 
+def text_problem(value: str) -> str | None:
+    """Why a text cannot be stored (a NUL byte, a lone surrogate), or None (for ids outside events)."""
+    return _bad_text(value)
+
+
 class _Strict(Schema):
     class Meta:
         unknown = RAISE

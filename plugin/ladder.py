@@ -308,9 +308,12 @@ def _redemption(event: Event) -> Reward:
 class _Fold:
     """The mutable machine behind ``fold`` (one use)."""
 
-    def __init__(self, timeline: Timeline, shop_inputs: ShopInputs, shop: str = "default", customer_id: str = ""):
+    def __init__(self, timeline: Timeline, shop_inputs: ShopInputs, shop: str = "default", customer_id: str = "",
+                 live_from: datetime | None = None):
         self.timeline = timeline
         self.shop, self.customer_id = shop, customer_id
+        #: points granted before the shop went live are history, never the customer's to spend
+        self.live_from = live_from
         self.shop_inputs = shop_inputs
         self.seg_idx = -1
         self.segment: Segment = timeline.segments[0]
@@ -331,6 +334,7 @@ class _Fold:
         self.subgroup: str | None = None
         self.history: list[Transition] = []
         self.grants: list[_Grant] = []
+        self.privileges: list[_Grant] = []  # the grants that are privileges (the loops of steps 1, 8, 9)
         self.granted: set[tuple[str, str, Any]] = set()
         #: stage privileges ended because the customer left their stage (semantics 2), by mark
         self.left: dict[tuple[str, str, Any], _Grant] = {}
@@ -384,7 +388,7 @@ class _Fold:
                 for reward_id, scope, ref in list(self.granted):
                     if scope in ("stage", "lapse") and ref == (stage.id, self.turn):
                         self.granted.add((reward_id, scope, (moved_to, self.turn)))
-                for grant in self.grants:
+                for grant in self.privileges:
                     if grant.held_in == stage.id:
                         grant.held_in = moved_to
         if previous is not None and at is not None:
@@ -396,8 +400,8 @@ class _Fold:
         longer has end now; one whose type or parameters it changed ends and, where the new
         version grants it to the customer now, starts again with its values (a new key)."""
         rewards = {r.id: r for r in segment.programme.rewards}
-        for grant in self.grants:
-            if grant.ended_at is not None or reward_types.of(grant.reward.type).kind != Kind.PRIVILEGE:
+        for grant in self.privileges:
+            if grant.ended_at is not None:
                 continue
             new = rewards.get(grant.reward.id)
             if new is None:
@@ -611,6 +615,8 @@ class _Fold:
         for grant in self.new_grants:
             if grant.reward.type != Points.name or grant.key in self.batch_grants:
                 continue
+            if self.live_from is not None and grant.at < self.live_from:
+                continue  # historical: recorded, never credited
             self.batch_grants[grant.key] = grant
             if grant.order_id is not None:
                 self.order_batches.setdefault(grant.order_id, []).append(grant.key)
@@ -635,7 +641,7 @@ class _Fold:
             elif event.type == "points_redeemed" and adjustment.points:
                 ledger.spend(adjustment.redemption or event.id, at, adjustment.points)
                 self._add(_redemption(event), "redemption", adjustment.redemption or event.id, at)
-        for due in ledger.remind(at):
+        for due in ledger.remind(at) if self.semantics >= HOLDINGS_SEMANTICS else ():
             reminder = Reward(id=REDEMPTION_REWARD, type="points_reminder", trigger=Trigger("event"),
                               params={"points": due.remaining, "expires_at": due.expires_at, "batch": due.key},
                               name="Points expiring soon")
@@ -657,12 +663,11 @@ class _Fold:
         stage = self.stage
         assert stage is not None
         rewards = {r.id: r for r in self.programme.rewards}
-        for grant in self.grants:
+        for grant in self.privileges:
             # semantics 2 holds a stage privilege across turns in the stage: each turn's grant counts
             held_here = (grant.held_in == stage.id if self.semantics >= 2
                          else isinstance(grant.ref, tuple) and grant.ref[:2] == (stage.id, self.turn))
-            if (grant.ended_at is not None or grant.scope not in HELD_SCOPES or not held_here
-                    or reward_types.of(grant.reward.type).kind != Kind.PRIVILEGE):
+            if grant.ended_at is not None or grant.scope not in HELD_SCOPES or not held_here:
                 continue
             reward = rewards.get(grant.reward.id)
             if reward is None:
@@ -688,9 +693,8 @@ class _Fold:
         the stage again in the same turn holds it again under the same key."""
         stage = self.stage
         assert stage is not None
-        for grant in self.grants:  # every wake-up: the cheap tests first
-            if (grant.ended_at is not None or grant.scope not in HELD_SCOPES or grant.held_in == stage.id
-                    or reward_types.of(grant.reward.type).kind != Kind.PRIVILEGE):
+        for grant in self.privileges:  # every wake-up: the cheap tests first
+            if grant.ended_at is not None or grant.scope not in HELD_SCOPES or grant.held_in == stage.id:
                 continue
             reward = next((r for r in self.programme.rewards if r.id == grant.reward.id), None)
             if (reward is not None and reward.trigger.kind == "stage"
@@ -705,7 +709,7 @@ class _Fold:
     def _suspend(self, at: datetime) -> None:
         """Semantics 4, step 8: a held privilege whose type pauses while the customer lapsed (VIP
         service, payment terms) is suspended at the lapse and restored at the customer's next turn."""
-        for grant in self.grants:
+        for grant in self.privileges:
             if grant.ended_at is not None or not reward_types.of(grant.reward.type).suspended_while_lapsed:
                 continue
             if self.lapsed and grant.suspended_at is None:
@@ -719,7 +723,7 @@ class _Fold:
         to its end (``…/privilege/<stage>/<turn>``): a new turn in the stage, or another stage that
         grants it too, holds it on — no second award; after it ended, a new start is a new holding
         keyed by its instant."""
-        for grant in self.grants:
+        for grant in self.privileges:
             if grant.reward.id == reward.id and grant.ended_at is None and grant.scope in HELD_SCOPES:
                 grant.held_in = stage.id
                 return
@@ -789,8 +793,10 @@ class _Fold:
                        key=award_key(self.shop, self.customer_id, reward.id, scope, ref))
         self.grants.append(grant)
         self.new_grants.append(grant)
-        days = reward.params.get("expires_days")
         reward_type = reward_types.of(reward.type)
+        if reward_type.kind == Kind.PRIVILEGE:
+            self.privileges.append(grant)
+        days = reward.params.get("expires_days")
         if days is not None and reward_type.kind == Kind.GRANT and not reward_type.kept_here:
             bisect.insort(self.expiries, at + timedelta(days=int(days)))
 
@@ -815,7 +821,7 @@ def fold(programme: Programme | Timeline, evaluator: Evaluator | None, events: I
     if excluded:
         evs = [e for e in evs if not (e.type in VANISHING and e.order is not None and e.order.id in excluded)]
 
-    machine = _Fold(timeline, shop_inputs, shop, customer_id)
+    machine = _Fold(timeline, shop_inputs, shop, customer_id, live_from)
     acc = FactsAccumulator(machine.programme.settings, excluded)
     machine.acc = acc
     i = 0

@@ -80,11 +80,20 @@ _ADMIN_PATHS = {
     "reward_granted": "action grant, or `ladder adjust SHOP CUSTOMER --grant REWARD`",
     "reward_revoked": "action revoke, or `ladder adjust SHOP CUSTOMER --revoke AWARD_KEY`",
 }
+#: the points inputs have their own routes
+_POINTS_PATHS = {
+    "points_redeemed": "POST /api/v1/shops/<shop>/customers/<customer_id>/points/redemptions, or "
+                       "`ladder points redeem SHOP CUSTOMER --id ID --points N`",
+    "points_adjusted": "POST /api/v1/shops/<shop>/customers/<customer_id>/points/adjustments, or "
+                       "`ladder points adjust SHOP CUSTOMER --points N --reason R`",
+}
 
 
 def admin_type_problem(kind: str) -> str:
     """Why an event of a manual-adjustment type is refused from a shop (events API, import,
     webhooks): staff make adjustments through their own command, with an author and a reason."""
+    if kind in _POINTS_PATHS:
+        return f"{kind} is a points input checked against the balance: use {_POINTS_PATHS[kind]}"
     return (f"{kind} is a manual adjustment: use POST /api/v1/shops/<shop>/customers/<customer_id>/adjustments "
             f"({_ADMIN_PATHS.get(kind, kind)})")
 

@@ -54,6 +54,7 @@ class Batch:
     expired: bool = False
     remind_at: datetime | None = None  # when the customer is reminded of what is left (None: never)
     reminded: bool = False
+    expired_points: int = 0  # what expired of it (a later clawback takes these first: never twice)
 
     def usable(self, at: datetime) -> bool:
         return self.remaining > 0 and not self.expired and (self.expires_at is None or self.expires_at > at)
@@ -143,19 +144,22 @@ class PointsLedger:
                 batch.expired = True
                 if batch.remaining:
                     self.entries.append(Entry(batch.expires_at, "expired", -batch.remaining, batch.key))
-                batch.remaining = 0
+                batch.expired_points, batch.remaining = batch.remaining, 0
 
     def earn(self, key: str, at: datetime, points: int, expires_at: datetime | None, order_id: str | None = None,
              kind: str = "earned", remind_at: datetime | None = None) -> None:
-        """A new batch (a debt is paid from it first).  A key already known is ignored."""
-        if key in self.batches or points <= 0:
+        """A new batch (a debt is paid from it first).  A key already known is ignored; a batch of
+        0 points is kept (its order may grow: a total that arrives later)."""
+        if key in self.batches:
             return
+        points = max(0, points)
         if remind_at is not None and remind_at <= at:
             remind_at = None  # the batch is shorter than the reminder period: no reminder
         batch = Batch(key, at, expires_at, points, points, order_id, remind_at=remind_at)
         self.batches[key] = batch
-        self.entries.append(Entry(at, kind, points, key))
-        self._pay_debt(batch, at)
+        if points:
+            self.entries.append(Entry(at, kind, points, key))
+            self._pay_debt(batch, at)
 
     def resize(self, key: str, at: datetime, points: int) -> None:
         """The batch ``key`` now holds ``points`` (an order's points after a refund, a restore)."""
@@ -171,7 +175,11 @@ class PointsLedger:
             self.entries.append(Entry(at, "earned", delta, key))
             self._pay_debt(batch, at)
             return
-        self.claw_back(key, at, -delta)
+        # what expired of the batch was never the customer's to spend: it is taken back first
+        lapsed = min(-delta, batch.expired_points)
+        batch.expired_points -= lapsed
+        if -delta - lapsed:
+            self.claw_back(key, at, -delta - lapsed)
 
     def claw_back(self, key: str, at: datetime, points: int) -> None:
         """Take ``points`` back for batch ``key``: from it first, then first-expiring-first, the rest as debt."""

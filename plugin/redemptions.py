@@ -30,10 +30,10 @@ from typing import Any
 import sqlalchemy as sa
 from marshmallow import ValidationError
 
-from . import audit, ledger, store
+from . import audit, identity, ledger, store
 from . import events as events_mod
 from .adjustments import SOURCE, check_author_reason, check_idempotency_key, resolve_customer
-from .clock import iso, utcnow
+from .clock import as_utc, iso, utcnow
 from .errors import BadRequest, Conflict
 from .points import value_of
 from .processing import fold, load_inputs
@@ -55,6 +55,26 @@ class PointsHaveNoValue(Conflict):
     code = "points_have_no_value"
 
 
+class NotAnAccount(Conflict):
+    code = "not_an_account"
+
+
+def _latest_input(conn: sa.Connection, shop_id: str, customer_id: str) -> datetime | None:
+    """The instant of the customer's latest points input (a later one never sorts before it)."""
+    ev = store.events
+    return conn.execute(sa.select(sa.func.max(ev.c.occurred_at)).where(
+        ev.c.shop_id == shop_id, ev.c.customer_id == customer_id,
+        ev.c.type.in_(events_mod.POINTS_EVENT_TYPES))).scalar()
+
+
+def _now_under_lock(conn: sa.Connection, shop_id: str, customer_id: str, now: datetime | None) -> datetime:
+    """The instant of an input, read once the customer's lock is held: never before the inputs
+    stored while this one waited, so the balance it is checked against has them all."""
+    at = now or utcnow()
+    latest = _latest_input(conn, shop_id, customer_id)
+    return max(at, as_utc(latest)) if latest is not None else at
+
+
 @dataclass(frozen=True)
 class Stored:
     """A stored points event (redemption or adjustment) and whether it was already there."""
@@ -69,7 +89,7 @@ class Stored:
 def _event_id(prefix: str, shop_id: str, customer_id: str, key: str) -> str:
     material = json.dumps({"shop": shop_id, "customer": customer_id, "input": prefix, "key": key},
                           sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return f"{prefix}-{hashlib.sha256(material.encode()).hexdigest()[:24]}"
+    return f"{prefix}-{hashlib.sha256(material.encode('utf-8', 'surrogatepass')).hexdigest()[:24]}"
 
 
 def check_points(value: Any, *, allow_negative: bool = False) -> int:
@@ -120,12 +140,21 @@ def redeem(db: sa.Engine, timeline: Timeline, shop_id: str, customer_id: str, re
     if len(key) > events_mod.MAX_ID:
         raise BadRequest(f"the redemption id is longer than {events_mod.MAX_ID} characters",
                          {"id": [f"Longer than maximum length {events_mod.MAX_ID}."]})
+    problem = events_mod.id_problem(key) or events_mod.text_problem(key)
+    if problem:
+        raise BadRequest(f"the redemption id cannot be stored: {problem}", {"id": [problem]})
     points = check_points(points)
     author = check_author_reason(author, REDEEMED)[0]
-    at = now or utcnow()
     with store.begin_write(db) as conn:
         account = resolve_customer(conn, shop_id, customer_id)
+        if not identity.is_account(account):
+            # a guest's points move to their account when it is made; paid out now, under the
+            # guest's id, they would be paid again under the account's
+            raise NotAnAccount(f"customer '{account}' is a guest, not a shop account: points are redeemed once the "
+                               "customer has an account (their points move to it); nothing was changed",
+                               {"customer_id": ["not a shop account"]})
         store.lock_customer(conn, shop_id, account)  # a concurrent redemption waits for this one
+        at = _now_under_lock(conn, shop_id, account, now)
         event_id = _event_id("redeem", shop_id, account, key)
         known = _known(conn, shop_id, event_id)
         if known is not None:
@@ -146,6 +175,9 @@ def redeem(db: sa.Engine, timeline: Timeline, shop_id: str, customer_id: str, re
                                      "nothing was changed", {"points": [f"the balance is {balance}"],
                                                              "balance": balance})
         value = value_of(points, settings.point_value)
+        if value is None or value <= 0:
+            raise BadRequest(f"{points} points are worth less than 0.01 {settings.currency} at "
+                             f"{settings.point_value} each: redeem more", {"points": ["worth less than 0.01"]})
         data = {"author": author, "reason": REDEEMED, "points": points, "redemption": key, "value": value,
                 "currency": settings.currency}
         body = {"id": event_id, "type": "points_redeemed", "customer_id": account, "occurred_at": iso(at),
@@ -172,13 +204,13 @@ def adjust_points(db: sa.Engine, timeline: Timeline, shop_id: str, customer_id: 
                          {"expires_days": ["Must be from 1 to 36500."]})
     if expires_days is not None and points < 0:
         raise BadRequest("expires_days is for points added", {"expires_days": ["Not used when removing points."]})
-    at = now or utcnow()
     data: dict[str, Any] = {"author": author, "reason": reason, "points": points}
     if expires_days is not None:
         data["expires_days"] = expires_days
     with store.begin_write(db) as conn:
         account = resolve_customer(conn, shop_id, customer_id)
         store.lock_customer(conn, shop_id, account)
+        at = _now_under_lock(conn, shop_id, account, now)
         material = key if key is not None else json.dumps({**data, "at": iso(at)}, sort_keys=True)
         event_id = _event_id("points", shop_id, account, material)
         known = _known(conn, shop_id, event_id)

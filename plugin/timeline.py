@@ -35,7 +35,8 @@ behaviour — so a code upgrade is no more retroactive than an activation.
   a new turn in the stage, or a next stage that grants it too, holds it on instead of granting a
   second award; VIP service and payment terms are ``suspended`` while the customer lapsed and
   restored at their next turn; a grant whose validity (``expires_at``) passed before it was used
-  — a discount code no order named, a gift never delivered — is ``expired``.  Holdings that
+  — a discount code no order named, or a grant with an ``expires_at`` and no code that was never
+  delivered — is ``expired``; points expiry reminders start.  Holdings that
   started before the upgrade instant keep their keys.
 """
 from __future__ import annotations

@@ -18,6 +18,9 @@ from .explanations import explain_state
 from .jsonable import to_jsonable
 from .processing import fold, history_of, load_inputs, next_to_dict, points_of
 from .programme import Programme
+from .rewards import Kind
+from .rewards import registry as reward_types
+from .rewards.base import params_of
 from .shop import VipManager
 from .statuses import AwardStatus
 from .timeline import Timeline
@@ -58,6 +61,7 @@ def customer_view(db: sa.Engine, shop_id: str, customer_id: str,
         "next": state.get("next"),
         "lapse_at": state.get("lapse_at"),
         "points": state.get("points"),
+        "privileges": privileges_of(rewards),
         "rule_version": row.rule_version if row else None,
         "pending_events": int(pending or 0),
         "vip": vip_now,
@@ -65,6 +69,25 @@ def customer_view(db: sa.Engine, shop_id: str, customer_id: str,
         "processing_failure": ({"failures": row.failures, "error": row.last_error, "retry_at": row.retry_at}
                                if row is not None and row.failures else None),
     }
+
+
+#: a privilege's fields the customer document shows besides its status (what it is in the shop)
+PRIVILEGE_PARAMS = ("tag", "level", "priority", "net_days", "credit_limit")
+
+
+def privileges_of(rewards: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The customer's privileges (stage tags, VIP service, payment terms), held or not: each with its
+    status (``due``/``delivered`` … held; ``suspended``; ``ended``; ``historical``), since when it
+    is held (its holding's start), the reason and what it is; reversed ones (never earned) left out."""
+    out = []
+    for award in rewards:
+        if award.get("status") == AwardStatus.REVERSED or reward_types.of(str(award.get("type"))).kind != Kind.PRIVILEGE:
+            continue
+        params = params_of(award)
+        out.append({"key": award["key"], "reward": award.get("reward_id"), "type": award.get("type"),
+                    "status": award.get("status"), "since": award.get("granted_at"), "reason": award.get("reason"),
+                    **{name: params[name] for name in PRIVILEGE_PARAMS if name in params}})
+    return out
 
 
 def customer_data(db: sa.Engine, shop_id: str, customer_id: str,
@@ -131,6 +154,7 @@ def simulate(programme: Programme, compiled: CompiledProgramme, raw_events: Sequ
     for customer_id, evs in by_customer.items():
         state = ladder_mod.fold(programme, compiled, evs, as_of, shop="simulate", customer_id=customer_id)
         doc = state_view(state, "simulate", customer_id)
+        doc["privileges"] = privileges_of(doc["rewards"])
         held = [r for r, a in zip(doc["rewards"], state.awards, strict=True) if a.ended_at is None]
         doc["vip"] = vip.document(vip.best(held, as_of), None)  # nothing is stored: no manager
         if trace:

@@ -63,6 +63,10 @@ class FakeShop:
         self.per_page_seen: list[int] = []
         #: Shopify discount codes created: code (case-folded) -> discount gid, for codeDiscountNodeByCode
         self.discount_codes: dict[str, str] = {}
+        #: the tags each Shopify customer carries (gid → tags), as tagsAdd and tagsRemove leave them
+        self.customer_tags: dict[str, set[str]] = {}
+        #: Shopify customer ids the fake does not know (customerTags answers null)
+        self.unknown_customers: set[str] = set()
         #: Shopify store credit: (customer gid, currency) -> balance; use store_credit_balance()
         self.store_credit: dict[tuple[str, str], Decimal] = {}
         self.store_credit_accounts: dict[tuple[str, str], str] = {}
@@ -245,6 +249,14 @@ class FakeShop:
                 customer = {"legacyResourceId": customer_id, "email": email} if customer_id else None
                 return jsonify({"data": {"order": {"legacyResourceId": order_id, "email": email,
                                                    "customer": customer}}})
+            if re.search(r"query\s+customerTags", payload["query"]):
+                gid = (payload.get("variables") or {}).get("id")
+                if not isinstance(gid, str) or not gid.startswith("gid://shopify/Customer/"):
+                    return jsonify({"errors": [{"message": "Variable $id of type ID! was provided invalid value"}]})
+                self._record("customerTags", payload.get("variables"))
+                if gid.rsplit("/", 1)[-1] in self.unknown_customers:
+                    return jsonify({"data": {"customer": None}})
+                return jsonify({"data": {"customer": {"id": gid, "tags": sorted(self.customer_tags.get(gid, ()))}}})
             if re.search(r"query\s+codeDiscountNodeByCode", payload["query"]):
                 code = (payload.get("variables") or {}).get("code")
                 if not isinstance(code, str) or not code:
@@ -270,7 +282,17 @@ class FakeShop:
                 return jsonify({"data": {name: {"codeDiscountNode": {"id": f"gid://shopify/DiscountCodeNode/{new_id}"},
                                                 "userErrors": []}}})
             if name in ("tagsAdd", "tagsRemove"):
-                return jsonify({"data": {name: {"node": {"id": variables.get("id")}, "userErrors": []}}})
+                gid = variables.get("id") if isinstance(variables, dict) else None
+                tags = variables.get("tags") if isinstance(variables, dict) else None
+                if not isinstance(gid, str) or not gid.startswith("gid://shopify/Customer/") \
+                        or not isinstance(tags, list) or not tags or not all(isinstance(t, str) and t for t in tags):
+                    return jsonify({"errors": [{"message": f"Variable $id or $tags of {name} invalid"}]})
+                held = self.customer_tags.setdefault(gid, set())
+                if name == "tagsAdd":
+                    held.update(tags)
+                else:
+                    held.difference_update(tags)
+                return jsonify({"data": {name: {"node": {"id": gid}, "userErrors": []}}})
             if name == "discountCodeDelete":
                 for code, discount_id in list(self.discount_codes.items()):
                     if discount_id == variables.get("id"):

@@ -38,15 +38,19 @@ class Shop:
     """The shop's API as ``responses`` plays it: every call recorded by what it creates."""
 
     def __init__(self, mock: responses.RequestsMock):
-        self.created: list[str] = []  # "discount <code>", "tag <tag>"
+        self.created: list[str] = []  # "discount <code>", "tag <tag>", "untag <tag>"
+        self.tags: dict[str, set[str]] = {}  # the tags each customer carries
         self._ids = iter(range(1001, 2000))
         mock.add_callback(responses.POST, GRAPHQL, callback=self._graphql)
         mock.add_callback(responses.POST, COUPONS, callback=self._coupon)
 
     def _graphql(self, request):
         body = json.loads(request.body)
-        name = re.search(r"mutation\s+(\w+)", body["query"]).group(1)
         variables = body.get("variables") or {}
+        if re.search(r"query\s+customerTags", body["query"]):  # the tags the customer carries
+            tags = sorted(self.tags.get(variables["id"], ()))
+            return 200, {}, json.dumps({"data": {"customer": {"id": variables["id"], "tags": tags}}})
+        name = re.search(r"mutation\s+(\w+)", body["query"]).group(1)
         if name == "discountCodeBasicCreate":
             self.created.append(f"discount {variables['basicCodeDiscount']['code']}")
             node = {"id": f"gid://shopify/DiscountCodeNode/{next(self._ids)}"}
@@ -54,6 +58,8 @@ class Shop:
         if name in ("tagsAdd", "tagsRemove"):
             verb = "tag" if name == "tagsAdd" else "untag"
             self.created.extend(f"{verb} {tag}" for tag in variables["tags"])
+            held = self.tags.setdefault(variables["id"], set())
+            (held.update if name == "tagsAdd" else held.difference_update)(variables["tags"])
             return 200, {}, json.dumps({"data": {name: {"node": {"id": variables["id"]}, "userErrors": []}}})
         return 400, {}, json.dumps({"errors": f"unexpected {name}"})
 
@@ -283,6 +289,12 @@ def test_live_to_shadow_and_back_pays_neither_the_shadow_awards_nor_twice(start,
     deliver_due(again)
     assert shop_api.created == sent
     assert [r["action"] for r in audit_rows(again)] == ["shop_went_shadow", "shop_went_live"]
+    # the customer is due at the switch: the tag they hold now is delivered, and the one that
+    # ended in shadow mode — never taken back then — is removed (privileges as desired state)
+    again.process_customer("s", "7001")
+    deliver_due(again)
+    assert shop_api.created[len(sent):] == ["tag ladder-first-purchase", "untag ladder-potential"]
+    assert shop_api.tags["gid://shopify/Customer/7001"] == {"ladder-first-purchase"}
 
 
 def test_live_from_only_moves_forward(start):

@@ -318,7 +318,8 @@ def test_success_records_the_shop_id_and_running_again_does_nothing(db):
     (call,) = adapter.calls
     assert call.action == "grant" and call.attempt == 1 and call.award["params"]["code"] == "AGAIN-1A2B3C4D"
     assert call.customer == {"customer_id": "c-1", "email": "ana@example.com", "locale": "de",
-                             "accepts_marketing": True, "tags": [], "vip": None}
+                             "accepts_marketing": True, "tags": [], "vip": None,
+                             "ladder_tags": {"desired": [], "managed": []}}
     again = FakeAdapter(DeliveryResult("coupon-43"))
     assert run(db, pk, again, at=T0 + timedelta(hours=1)).status == "delivered"
     assert again.calls == [] and rows(db, key)["grant", None]["external_id"] == "coupon-42"

@@ -365,3 +365,83 @@ def test_redemption_order_in_time_does_not_matter_for_a_random_history(default):
     # first-expiring-first: the oldest batches are the ones spent
     remaining = [b.remaining for b in after.points.batches]
     assert remaining == sorted(remaining)
+
+
+def test_the_customer_document_lists_privileges_with_status_since_and_reason(client):
+    _post_history(client, _recent(3))
+    doc = client.get("/api/v1/shops/default/customers/c", headers=AUTH).get_json()
+    privileges = {p["reward"]: p for p in doc["privileges"]}
+    # the tag of the stage the customer is in is held; those of the stages passed ended
+    assert privileges["tag-regular"]["status"] == "due" and privileges["tag-regular"]["tag"] == "ladder-regular"
+    assert privileges["tag-regular"]["since"] == doc["history"][-1]["at"]
+    assert privileges["tag-first-purchase"]["status"] == "ended"
+    assert privileges["tag-first-purchase"]["reason"] == "ended: left stage first_purchase for regular"
+    assert all(p["type"] == "tag" for p in doc["privileges"])
+    assert all(r["type"] != "tag" or r["key"] in {p["key"] for p in doc["privileges"]} for r in doc["rewards"])
+
+
+def test_a_refund_after_its_batch_expired_takes_nothing_from_the_other_batches():
+    ledger = PointsLedger()
+    ledger.earn("a", T0, 100, T0 + 10 * DAY)
+    ledger.earn("b", T0, 100, T0 + 300 * DAY)
+    ledger.spend("r", T0 + DAY, 30)  # from a: 70 left of it, which expire
+    ledger.expire(T0 + 10 * DAY)
+    ledger.resize("a", T0 + 20 * DAY, 0)  # a's order refunded in full: 70 expired, 30 were spent
+    assert ledger.batches["b"].remaining == 70 and ledger.debt == 0
+
+
+def test_a_zero_point_batch_grows_when_its_order_does():
+    ledger = PointsLedger()
+    ledger.earn("a", T0, 0, T0 + 10 * DAY)
+    ledger.resize("a", T0 + DAY, 100)
+    assert ledger.balance(T0 + DAY) == 100
+
+
+def test_points_granted_before_the_shop_went_live_are_history_not_a_balance(default):
+    programme, compiled = default
+    raw = regular(4)  # batches at day 40 and day 60
+    state = fold(programme, compiled, [parse_event(e) for e in raw], T0 + 61 * DAY, shop="s", customer_id="c",
+                 live_from=T0 + 50 * DAY)
+    assert [b.key for b in state.points.batches] == ["s/c/order-points/order/O3"]
+    assert state.points.balance == 100
+
+
+@pytest.mark.parametrize(("redemption_id", "status"), [("\ud800", 400), ("a/b", 400), ("x" * 201, 422)])
+def test_a_redemption_id_that_cannot_be_stored_is_a_clear_error(client, redemption_id, status):
+    _post_history(client, _recent(3))
+    body = json.dumps({"id": redemption_id, "points": 1}).encode()
+    answer = client.post("/api/v1/shops/default/customers/c/points/redemptions", data=body,
+                         content_type="application/json", headers=AUTH)
+    assert answer.status_code == status, answer.get_json()
+
+
+def test_points_worth_less_than_a_cent_are_refused(client, service):
+    _post_history(client, _recent(3))
+    answer = client.post("/api/v1/shops/default/customers/c/points/redemptions", json={"id": "tiny", "points": 0},
+                         headers=AUTH)
+    assert answer.status_code == 422
+    # at 0.01 a point, 1 point is a cent: the smallest redemption
+    answer = client.post("/api/v1/shops/default/customers/c/points/redemptions", json={"id": "cent", "points": 1},
+                         headers=AUTH)
+    assert answer.status_code == 201 and answer.get_json()["value"] == "0.01"
+
+
+def test_a_guest_cannot_redeem_before_they_have_an_account(client):
+    guest = "guest:0123456789abcdef"
+    _post_history(client, [dict(e, customer_id=guest) for e in _recent(3)])
+    answer = client.post(f"/api/v1/shops/default/customers/{guest}/points/redemptions",
+                         json={"id": "g-1", "points": 10}, headers=AUTH)
+    assert answer.status_code == 409 and answer.get_json()["code"] == "not_an_account"
+
+
+def test_concurrent_redemptions_never_spend_more_than_the_balance(service, client):
+    """The instant of a redemption is read under the customer's lock: one that waited for another
+    is checked against a balance that includes the first, even when its clock read earlier."""
+    from loyalty_ladder import redemptions
+
+    _post_history(client, _recent(3))  # 100 points
+    early = datetime.now(UTC)
+    timeline = service.timeline("default")
+    redemptions.redeem(service.db, timeline, "default", "c", "first", 80, author="t", now=early + timedelta(seconds=5))
+    with pytest.raises(redemptions.InsufficientPoints):
+        redemptions.redeem(service.db, timeline, "default", "c", "second", 80, author="t", now=early)

@@ -142,6 +142,7 @@ def test_shopify_webhooks_twice_and_shuffled_climb_and_deliver_exactly_once(shop
     removed = [tag for call in graphql_calls(fake, "tagsRemove") for tag in call["tags"]]
     assert len(added) == len(set(added)) and len(removed) == len(set(removed)) and set(removed) <= set(added)
     assert set(added) - set(removed) == {"ladder-regular"}
+    assert fake.customer_tags[f"gid://shopify/Customer/{CID}"] == {"ladder-regular"}  # the shop's own state
     by_reward = {r["reward"]: r for r in doc["rewards"]}
     expected_codes = sorted(by_reward[r]["params"]["code"] for r in ("welcome", "first-order", "second-order"))
     assert sorted(c["basicCodeDiscount"]["code"] for c in codes) == expected_codes

@@ -250,10 +250,9 @@ def test_a_manager_removed_from_the_list_is_replaced_and_the_shop_learns_it(shop
     run_due(restarted)
     # the least loaded of the list now: carol (0), then bob and carol tie at 1 → bob, the earlier
     assert assignments(restarted) == {"7001": "carol", "7002": "bob", "7003": "bob"}
-    new = fake.calls[calls:]
+    new = [c for c in fake.calls[calls:] if c.name != "customerTags"]  # the reads of the tags carried
     assert sorted((c.name, c.body.get("id") or c.body["metafields"][0]["ownerId"]) for c in new) == [
-        ("metafieldsSet", gid("7001")), ("metafieldsSet", gid("7003")),
-        ("tagsAdd", gid("7001")), ("tagsAdd", gid("7003"))]
+        ("metafieldsSet", gid("7001")), ("metafieldsSet", gid("7003"))]  # their tags are carried already
     assert fake.metafield("7001", "vip") == vip_doc(GOLD, CAROL)
     assert fake.metafield("7003", "vip") == vip_doc(GOLD, BOB)
     assert restarted.customer_view("vipshop", "7001")["vip"]["manager"] == {"id": "carol", "name": "Carol D.",

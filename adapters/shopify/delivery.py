@@ -8,6 +8,15 @@ alike, as the JSON metafield ``loyalty_ladder.<field>`` (``metafieldsSet``), or 
 the document's value is null (``metafieldsDelete``): the shop keeps the customer's current value
 whichever delivery ran last.  With ``tags`` the tag call comes first.
 
+Tags are delivered as desired state when the delivery's customer document says which ladder tags
+the customer holds (``ladder_tags``: ``desired`` among ``managed``, from
+:func:`loyalty_ladder.outbox.documents.ladder_tags`): the customer's tags are read
+(``customerTags``), the desired ones missing are added and the managed ones not desired removed,
+in one ``tagsAdd`` and one ``tagsRemove`` at most — nothing when the shop is already right.  A
+grant retried after its own end therefore adds nothing, and a grant and the end of the tag it
+replaces ask the shop for each change once.  Without ``ladder_tags`` (a delivery built by hand)
+the award's own tag is added or removed.
+
 A grant is idempotent across retries: our codes derive from the award key, so a retry after a
 timeout whose request did succeed finds the code it created and adopts it.  An award needing no
 capability, or one without a handler here (``payment_terms``), is ``NotSupported`` (the award
@@ -43,10 +52,12 @@ from typing import Any
 
 from ...errors import NotSupported, Rejected, Unavailable
 from ...events import format_time
+from ...rewards import Kind
 from ...rewards import registry as reward_types
 from ..base import Delivery, DeliveryResult
 from .client import ShopifyClient
 from .graphql import (
+    CUSTOMER_TAGS,
     DISCOUNT_BY_CODE,
     DISCOUNT_CREATE,
     DISCOUNT_DELETE,
@@ -77,6 +88,9 @@ def _tags(client: ShopifyClient, delivery: Delivery, now: datetime) -> DeliveryR
     tag = str((delivery.award.get("params") or {}).get("tag") or "").strip()
     if not tag:
         raise NotSupported(f"a {delivery.award.get('type')} reward without a tag needs manual action in Shopify")
+    state = (delivery.customer or {}).get("ladder_tags")
+    if isinstance(state, Mapping) and "desired" in state and _is_privilege(delivery):
+        return _with_customer_field(client, delivery, _desired_tags(client, delivery, state))
     return _with_customer_field(client, delivery, _tag(client, delivery, tag, add=delivery.action == "grant"))
 
 
@@ -169,6 +183,34 @@ def _revoke_discount(client: ShopifyClient, delivery: Delivery) -> DeliveryResul
         target = found["id"]
     result = client.mutate("discountCodeDelete", DISCOUNT_DELETE, {"id": target})
     return DeliveryResult(external_id=result.get("deletedCodeDiscountId") or target, detail="discount deleted")
+
+
+def _is_privilege(delivery: Delivery) -> bool:
+    return reward_types.of(str(delivery.award.get("type") or "")).kind == Kind.PRIVILEGE
+
+
+def _desired_tags(client: ShopifyClient, delivery: Delivery, state: Mapping[str, Any]) -> DeliveryResult:
+    """Privileges as desired state: read the customer's tags, add the desired ladder tags they
+    lack, remove the managed ones not desired (``tagsAdd`` / ``tagsRemove`` only when something
+    differs) — so a grant retried after its own end adds nothing, and every delivery leaves the
+    customer with exactly the ladder tags they hold; tags not ours are never touched."""
+    customer = _customer_gid(delivery, "ladder tags")
+    found = client.query(CUSTOMER_TAGS, {"id": customer}).get("customer")
+    if not isinstance(found, Mapping):
+        raise Rejected(f"Shopify knows no customer {customer}: its tags cannot be set")
+    current = {str(t) for t in found.get("tags") or ()}
+    desired = {str(t) for t in state.get("desired") or ()}
+    managed = {str(t) for t in state.get("managed") or ()} | desired
+    add, remove = sorted(desired - current), sorted((managed & current) - desired)
+    if add:
+        client.mutate("tagsAdd", TAGS_ADD, {"id": customer, "tags": add})
+    if remove:
+        client.mutate("tagsRemove", TAGS_REMOVE, {"id": customer, "tags": remove})
+    done = [f"added {', '.join(map(repr, add))}"] if add else []
+    done += [f"removed {', '.join(map(repr, remove))}"] if remove else []
+    now_held = ", ".join(map(repr, sorted(desired))) or "none"
+    return DeliveryResult(external_id=found.get("id") or customer,
+                          detail=f"ladder tags {'; '.join(done) if done else 'already as desired'} (held: {now_held})")
 
 
 def _tag(client: ShopifyClient, delivery: Delivery, tag: str, *, add: bool) -> DeliveryResult:

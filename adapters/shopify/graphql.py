@@ -67,6 +67,10 @@ TAGS_ADD = """mutation tagsAdd($id: ID!, $tags: [String!]!) {
   }
 }"""
 
+CUSTOMER_TAGS = """query customerTags($id: ID!) {
+  customer(id: $id) { id tags }
+}"""
+
 TAGS_REMOVE = """mutation tagsRemove($id: ID!, $tags: [String!]!) {
   tagsRemove(id: $id, tags: $tags) {
     node { id }

@@ -6,7 +6,8 @@
   reads it in the *site's* timezone: keep the two equal).
 * ``tags`` (a ``tag``, a ``vip_service`` with a ``tag``) → the customer meta
   ``loyalty_ladder_tags`` (comma-separated), read with ``GET /customers/<id>`` and written with
-  ``PUT``.
+  ``PUT``; as desired state when the delivery's customer document has ``ladder_tags`` (the ladder
+  tags the customer holds, among those we manage): a grant retried after its own end adds nothing.
 * ``customer_fields`` (a ``vip_service`` without a tag) → the customer meta below, alone.
   An award whose type names a customer field (``RewardType.customer_field``: ``vip``) writes,
   on a grant and on a revoke alike, that field of the delivery's customer document as the meta
@@ -28,6 +29,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from ...errors import NotSupported, Rejected, Unavailable
+from ...rewards import Kind
 from ...rewards import registry as reward_types
 from ...shop import ShopConfig
 from ..base import Delivery, DeliveryResult
@@ -173,14 +175,26 @@ def _set_tag(client: WooClient, delivery: Delivery, tag: str | None, add: bool) 
             stored[meta["key"]] = meta.get("value")
     changes: list[dict[str, str]] = []
     done: list[str] = []
+    state = delivery.customer.get("ladder_tags")
+    if reward_types.of(str(delivery.award.get("type") or "")).kind != Kind.PRIVILEGE:
+        state = None  # a grant that carries a tag adds (or, reversed, removes) its own tag
     if tag is not None:
         current = split_tags(stored.get(TAGS_META_KEY))
-        wanted = (current if tag in current else [*current, tag]) if add else [t for t in current if t != tag]
+        if isinstance(state, Mapping) and "desired" in state:
+            # desired state: the ladder tags the customer holds, among those we manage; others stay
+            desired = [str(t) for t in state.get("desired") or ()]
+            managed = {str(t) for t in state.get("managed") or ()} | set(desired)
+            kept = [t for t in current if t not in managed or t in desired]
+            wanted = [*kept, *(t for t in desired if t not in kept)]
+        else:
+            wanted = (current if tag in current else [*current, tag]) if add else [t for t in current if t != tag]
         if wanted == current:
-            done.append(f"tag {tag!r} already {'set' if add else 'absent'}")
+            done.append("ladder tags already as desired" if isinstance(state, Mapping) and "desired" in state
+                        else f"tag {tag!r} already {'set' if add else 'absent'}")
         else:
             changes.append({"key": TAGS_META_KEY, "value": ",".join(wanted)})
-            done.append(f"tag {tag!r} {'added' if add else 'removed'}")
+            added, removed = [t for t in wanted if t not in current], [t for t in current if t not in wanted]
+            done.append(", ".join([*(f"tag {t!r} added" for t in added), *(f"tag {t!r} removed" for t in removed)]))
     name = _field_name(delivery)
     if name is not None:
         key, text = FIELD_META_PREFIX + name, meta_value(delivery.customer.get(name))

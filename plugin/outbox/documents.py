@@ -1,6 +1,6 @@
 """The documents a delivery carries: the award as adapters, templates and the outgoing webhook
 see it, and the customer's profile (e-mail, locale, consent, tags) as the ledger knows it, with
-the VIP service they hold now."""
+the VIP service they hold now and the ladder tags they should carry (desired state)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -12,7 +12,11 @@ import sqlalchemy as sa
 from .. import identity, store, vip
 from ..clock import utcnow
 from ..documents import AWARD
+from ..rewards import Kind
+from ..rewards import registry as reward_types
+from ..rewards.base import params_of
 from ..shop import VipManager
+from ..statuses import AwardStatus
 
 #: the events a notice announces (the outgoing webhook's ``event`` and the e-mail's subject)
 EVENT_GRANTED = "award.granted"
@@ -45,7 +49,37 @@ def customer_profile(conn: sa.Connection, shop_id: str, customer_id: str, manage
             store.customers.c.shop_id == shop_id, store.customers.c.customer_id == customer_id)).scalar()
         profile["email"] = email
     profile[vip.FIELD] = vip.current(conn, shop_id, customer_id, managers, now or utcnow())
+    profile[LADDER_TAGS] = ladder_tags(conn, shop_id, customer_id)
     return profile
+
+
+#: the key of the desired tag state in a delivery's customer document
+LADDER_TAGS = "ladder_tags"
+#: the statuses of a tag-carrying award whose tag the customer should carry in the shop
+HOLDS_TAG = (AwardStatus.DUE, AwardStatus.DELIVERED, AwardStatus.NEEDS_MANUAL_ACTION, AwardStatus.FAILED)
+
+
+def ladder_tags(conn: sa.Connection, shop_id: str, customer_id: str) -> dict[str, list[str]]:
+    """Privileges as desired state: ``desired`` — the tags of the customer's privileges that carry a
+    tag (``tags`` capability: a stage tag, a tagged VIP service) and are held now; ``managed`` —
+    the tags of all such privileges, whatever their status.  A tag delivery makes the shop's tags
+    ``desired`` among ``managed`` (adds what is missing, removes the managed ones not desired) and
+    leaves every other tag alone, so a retried grant can never overtake its own end, and a tag
+    ended while nothing was delivered (shadow mode) is removed at the next delivery."""
+    t = store.awards
+    desired: set[str] = set()
+    managed: set[str] = set()
+    for row in conn.execute(sa.select(t.c.type, t.c.params, t.c.status).where(
+            t.c.shop_id == shop_id, t.c.customer_id == customer_id)).mappings():
+        if reward_types.capability_of(row) != "tags" or reward_types.of(row["type"]).kind != Kind.PRIVILEGE:
+            continue  # a grant that carries a tag (a plugin's) is added once, taken back only if reversed
+        tag = str(params_of(row).get("tag") or "").strip()
+        if not tag:
+            continue
+        managed.add(tag)
+        if row["status"] in HOLDS_TAG:
+            desired.add(tag)
+    return {"desired": sorted(desired), "managed": sorted(managed)}
 
 
 def award_document(award: Mapping[str, Any]) -> dict[str, Any]:

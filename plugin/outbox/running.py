@@ -60,6 +60,9 @@ class RunOutcome:
     follow_up: tuple[int, ...] = ()
 
 
+#: the statuses of an award the shop must not hold (a suspended privilege is taken back while paused)
+GONE = (AwardStatus.REVERSED, AwardStatus.ENDED, AwardStatus.SUSPENDED)
+
 def due(db: sa.Engine, now: datetime | None = None, limit: int = 500) -> list[int]:
     """Pending deliveries whose time has come (retries, lost enqueues, crashed runs), oldest first."""
     return [pk for pk, _shop in due_by_shop(db, now or utcnow(), limit)]
@@ -200,8 +203,8 @@ def _finish_success(conn: sa.Connection, row: dict[str, Any], external_id: str |
             set_award_status(conn, award, AwardStatus.DELIVERED, f"delivered to the shop{where}", now,
                              keep_reason=True)
             follow += _arm_waiting_notices(conn, award["key"], now)
-        elif award["status"] in (AwardStatus.REVERSED, AwardStatus.ENDED):
-            # Reversed (or ended) while the call was in flight: it exists in the shop now, so take it back.
+        elif award["status"] in GONE:
+            # Reversed (ended, suspended) while the call was in flight: it exists in the shop now, so take it back.
             _log_award(conn, award, f"delivered{where} after it was reversed; revoking it", now)
             follow += _rearm(conn, award, DeliveryAction.REVOKE, now)
         elif award["status"] == AwardStatus.DUE:
@@ -210,7 +213,7 @@ def _finish_success(conn: sa.Connection, row: dict[str, Any], external_id: str |
                              keep_reason=True)
             follow += _arm_waiting_notices(conn, award["key"], now)
     elif action == DeliveryAction.REVOKE:
-        if award["status"] in (AwardStatus.REVERSED, AwardStatus.ENDED):
+        if award["status"] in GONE:
             _log_award(conn, award, f"revoked in the shop{where}", now)
         else:
             # Granted again while the revoke was in flight: the object is gone, deliver it again.

@@ -4,7 +4,9 @@ Not a type a rule file names (:attr:`~.base.RewardType.internal`): the fold impl
 batch with points left ``points_reminder_days`` (a programme setting; 0: never) before it expires,
 keyed ``{shop}/{customer}/points/reminder/{the batch's reward/scope/ref}``, with ``points`` (what
 is left then), ``expires_at`` and ``batch`` (the batch's key).  It tells the customer what they already earned: transactional, never marketing.
-The notice is the reward; with no notification channel (no SMTP, no webhook) it is ``withheld``.
+The notice is the reward; in a shop with an API and no notification channel (no SMTP, no webhook)
+it is ``withheld``; a generic shop's integrator finds it ``due``, like every award it hands over.
+Reminders start with fold semantics 4 (a batch reminded of before that is not).
 """
 from __future__ import annotations
 

@@ -5,8 +5,8 @@
   wake-up for every customer on the ladder; orders granted points before keep their points.  A new,
   empty database runs semantics 3 from the beginning.
 * Points are kept by loyalty-ladder now (``RewardType.kept_here``): a points award that waited for
-  staff (``needs_manual_action``, or ``failed``) is credited to the ledger — ``delivered`` — and its
-  grant job waiting for staff is cancelled.
+  staff (``needs_manual_action``, or ``failed``) or for a generic shop's integrator (``due``) is
+  credited to the ledger — ``delivered`` — and its grant job waiting for staff is cancelled.
 
 Revision ID: 0009
 Revises: 0008
@@ -29,6 +29,8 @@ TZ = sa.DateTime(timezone=True)
 VERSION = 3
 KEPT_HERE_REASON = "credited to the customer's points ledger"
 WAITING = ("needs_manual_action", "failed")
+#: the points awards credited to the ledger by this upgrade
+CREDITED_FROM = (*WAITING, "due")
 
 
 def upgrade() -> None:
@@ -54,7 +56,7 @@ def upgrade() -> None:
     deliveries = sa.table("deliveries", sa.column("award_key"), sa.column("action"), sa.column("status"),
                           sa.column("last_error"), sa.column("next_attempt_at"), sa.column("updated_at"))
     rows = conn.execute(sa.select(awards.c.key, awards.c.rule_version)
-                        .where(awards.c.type == "points", awards.c.status.in_(WAITING))).all()
+                        .where(awards.c.type == "points", awards.c.status.in_(CREDITED_FROM))).all()
     for i in range(0, len(rows), 500):
         chunk = rows[i:i + 500]
         keys = [r.key for r in chunk]

@@ -66,8 +66,8 @@ def downgrade() -> None:
     conn = op.get_bind()
     awards = sa.table("awards", sa.column("status"))
     log = sa.table("award_log", sa.column("status"))
-    # a paused privilege is held again, an expired grant due again, under the older code
-    conn.execute(awards.update().where(awards.c.status == "suspended").values(status="delivered"))
+    # a paused privilege and an expired grant are due again under the older code (re-planned)
+    conn.execute(awards.update().where(awards.c.status == "suspended").values(status="due"))
     conn.execute(awards.update().where(awards.c.status == "expired").values(status="due"))
     conn.execute(log.delete().where(log.c.status.in_(("suspended", "expired"))))
     _award_checks(AWARD_BEFORE)
