@@ -624,3 +624,13 @@ def test_sync_without_since_has_no_filter(adapter: ShopifyAdapter) -> None:
     responses.post(GRAPHQL, match=[graphql("ordersPage", {"first": 100, "after": None, "query": None})],
                    json=page("orders", [], None))
     assert list(adapter.sync(None)) == []
+
+
+def test_the_tax_in_the_total_is_the_orders_tax(adapter: ShopifyAdapter) -> None:
+    """It earns no points and is no profit: the shop-currency ``total_tax_set`` wins over ``total_tax``."""
+    order = load("orders_create.json")
+    order["total_tax_set"] = {"shop_money": {"amount": "39.91", "currency_code": "HKD"},
+                              "presentment_money": {"amount": "5.10", "currency_code": "EUR"}}
+    order["total_tax"] = "5.10"
+    (event,) = receive(adapter, order, "orders/create").events
+    assert event["order"]["tax"] == "39.91"

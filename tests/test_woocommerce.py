@@ -116,7 +116,7 @@ def test_processing_order_is_paid_with_its_money_lines_and_guest_owner(woo):
         "id": "woo:order:727:paid", "type": "order_paid", "customer_id": JOHN,
         "occurred_at": "2017-03-22T19:28:08Z",  # date_paid_gmt, a GMT time without a zone
         "order": {"id": "727", "total": "29.35", "currency": "USD", "discount_total": "0.00",
-                  "shipping": "10.00", "payment": {"method": "other"},  # bacs
+                  "shipping": "10.00", "tax": "1.35", "payment": {"method": "other"},  # bacs
                   "lines": [{"quantity": 2, "price": "3.00"}, {"quantity": 1, "sku": "Bar3", "price": "12.00"}]},
         "customer": {"email": "john.doe@example.com"},
     }
@@ -572,3 +572,14 @@ def test_sync_failure_is_a_delivery_error(woo):
                         "data": {"status": 401}})
     with pytest.raises(Rejected, match="cannot list resources"):
         list(woo.sync(None))
+
+
+def test_the_tax_in_the_total_is_the_orders_tax(woo):
+    """It earns no points and is no profit: the order says how much of its total it is."""
+    order = payload("order_created.json")
+    order["total_tax"] = "3.42"
+    (paid,) = by_type(receive(woo, "order.created", order), "order_paid")
+    assert paid["order"]["tax"] == "3.42"
+    order["total_tax"] = "0.00"
+    (paid,) = by_type(receive(woo, "order.created", order), "order_paid")
+    assert "tax" not in paid["order"]

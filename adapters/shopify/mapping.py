@@ -143,6 +143,11 @@ def _order_body(o: Mapping[str, Any], payment: dict[str, Any]) -> dict[str, Any]
                             "discount_total": _cents(_shop_money(o.get("total_discounts_set"),
                                                                  o.get("total_discounts"))),
                             "shipping": _cents(_shop_money(o.get("total_shipping_price_set")))}
+    # the tax in the total (Shopify's total_tax counts it whether prices include tax or not): not
+    # the shop's money, it earns no points; 0 is left out (an order without it counts as 0)
+    tax = _shop_money(o.get("total_tax_set"), o.get("total_tax"))
+    if tax is not None and tax > 0:
+        body["tax"] = _cents(tax)
     codes = [d["code"][:MAX_ID] for d in o.get("discount_codes") or [] if d.get("code")]
     if codes:
         body["discount_codes"] = codes[:100]

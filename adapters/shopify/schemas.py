@@ -127,6 +127,8 @@ class _Order(_Vendor):
     total_discounts = _Amount(allow_none=True)
     total_discounts_set = fields.Nested(_MoneySet, allow_none=True)
     total_shipping_price_set = fields.Nested(_MoneySet, allow_none=True)
+    total_tax = _Amount(allow_none=True)
+    total_tax_set = fields.Nested(_MoneySet, allow_none=True)
     discount_codes = fields.List(fields.Nested(_DiscountCode), allow_none=True)
     line_items = fields.List(fields.Nested(_Line), allow_none=True)
     payment_gateway_names = fields.List(fields.String(allow_none=True), allow_none=True)

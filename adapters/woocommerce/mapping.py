@@ -101,6 +101,9 @@ def order_body(order: Mapping[str, Any]) -> dict[str, Any]:
     shipping = money(order.get("shipping_total"))
     if shipping is not None:
         body["shipping"] = str(abs(shipping))
+    tax = money(order.get("total_tax"))
+    if tax is not None and tax > 0:  # the tax in the total: not the shop's money, earns no points
+        body["tax"] = str(tax)
     codes = [c["code"].strip() for c in order.get("coupon_lines") or ()
              if c.get("code") and c["code"].strip() and len(c["code"].strip()) <= MAX_ID]
     if codes:

@@ -53,6 +53,7 @@ class _OrderSchema(_Vendor):
     total = fields.Raw(required=True)
     discount_total = fields.Raw(allow_none=True)
     shipping_total = fields.Raw(allow_none=True)
+    total_tax = fields.Raw(allow_none=True)
     customer_id = fields.Integer(load_default=0, allow_none=True)
     billing = fields.Nested(_AddressSchema, allow_none=True)
     payment_method = fields.String(allow_none=True)
