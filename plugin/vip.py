@@ -15,7 +15,9 @@ While a VIP, a customer of a shop that lists managers has one (table ``vip_assig
   advisory lock per shop, taken after the customer lock and only to choose, makes two customers
   choosing at once count one after the other (SQLite's write lock already does);
 * **released** when the customer stops being a VIP (or is redacted: a pseudonym is nobody to
-  serve); a shop without managers gives none (``manager`` null).
+  serve); a shop without managers gives none (``manager`` null).  While the VIP service is
+  ``suspended`` (the customer lapsed) they are no VIP (:func:`current` is null) but keep the
+  assignment: the same manager serves them again when it is restored.
 
 :func:`ensure` does all that for one customer; processing calls it after the awards are recorded
 and before their deliveries are planned, so it sees the awards of the same reconcile.  It is
@@ -158,7 +160,7 @@ def ensure(conn: sa.Connection, shop: ShopConfig, customer_id: str, now: datetim
     award = None if identity.is_pseudonym(customer_id) else held(conn, shop.id, customer_id, now)
     row = assignment(conn, shop.id, customer_id)
     if award is None:
-        if row is not None:
+        if row is not None and not _paused(conn, shop.id, customer_id):
             conn.execute(t.delete().where(*where))
         return ()
     if row is not None and _listed(shop.vip_managers, row["manager_id"]) is not None:
@@ -175,6 +177,14 @@ def ensure(conn: sa.Connection, shop: ShopConfig, customer_id: str, now: datetim
     else:
         conn.execute(t.update().where(*where).values(manager_id=manager.id, assigned_at=now))
     return (award["key"],)
+
+
+def _paused(conn: sa.Connection, shop_id: str, customer_id: str) -> bool:
+    """Whether the customer's VIP service is suspended (a lapse): their manager waits for them."""
+    t = store.awards
+    return conn.execute(sa.select(t.c.key).where(t.c.shop_id == shop_id, t.c.customer_id == customer_id,
+                                                 t.c.type == VipService.name,
+                                                 t.c.status == AwardStatus.SUSPENDED).limit(1)).first() is not None
 
 
 def wake_reassigned(db: sa.Engine, managers_by_shop: Mapping[str, Sequence[VipManager]], now: datetime) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from loyalty_ladder import vip
 from loyalty_ladder.adapters.base import Delivery
 from loyalty_ladder.adapters.registry import adapter_for
 from loyalty_ladder.shop import ShopConfig
@@ -127,6 +128,7 @@ def test_a_lapsed_vip_is_suspended_taken_back_once_and_restored_by_the_next_orde
         [gold] = [r for r in service.customer_view("vipshop", "7001")["rewards"] if r["reward"] == "gold"]
         assert gold["status"] == "delivered"  # restored by the order: a new turn
         assert tag_calls(fake, "7001") == [("tagsAdd", ["vip-gold"])]
+        manager = service.customer_view("vipshop", "7001")["vip"]["manager"]["id"]
         # the next lapse takes it back once, and it stays taken back (a month on: run at that time)
         later = now + timedelta(days=31)
         service.process_customer("vipshop", "7001", as_of=later)
@@ -135,8 +137,12 @@ def test_a_lapsed_vip_is_suspended_taken_back_once_and_restored_by_the_next_orde
                 service.run_delivery(pk, now=later)
         assert tag_calls(fake, "7001") == [("tagsAdd", ["vip-gold"]), ("tagsRemove", ["vip-gold"])]
         assert fake.customer_tags[GID] == set() and pending(service) == []
-        [gold] = [r for r in service.customer_view("vipshop", "7001")["rewards"] if r["reward"] == "gold"]
-        assert gold["status"] == "suspended"
+        doc = service.customer_view("vipshop", "7001")
+        [gold] = [r for r in doc["rewards"] if r["reward"] == "gold"]
+        assert gold["status"] == "suspended" and doc["vip"] is None
+        # no VIP while lapsed, but their manager waits for them: the same one when restored
+        with service.db.connect() as conn:
+            assert vip.assignment(conn, "vipshop", "7001")["manager_id"] == manager
 
 
 def pending(service) -> list[int]:
@@ -147,3 +153,78 @@ def pending(service) -> list[int]:
     with service.db.connect() as conn:
         return [r.pk for r in conn.execute(sa.select(store.deliveries.c.pk).where(
             store.deliveries.c.status == "pending", store.deliveries.c.next_attempt_at.is_not(None)))]
+
+
+# ------------------------------------------------------------------ any order of webhooks, the same shop state
+def _webhooks_of(cid: int, t0):
+    """The e2e journey (customer, checkout, three paid orders, a partial refund) for customer ``cid``."""
+    import copy
+
+    from .test_shop_e2e import shopify_webhooks
+
+    hooks = []
+    for topic, payload in shopify_webhooks(t0):
+        payload = copy.deepcopy(payload)
+        if topic == "customers/create":
+            payload.update(id=cid, admin_graphql_api_id=f"gid://shopify/Customer/{cid}", email=f"{cid}@example.com")
+        elif topic == "checkouts/create":
+            payload["token"] = f"chk-{cid}"
+            payload["customer"] = {**payload["customer"], "id": cid, "email": f"{cid}@example.com"}
+            payload["email"] = f"{cid}@example.com"
+        elif topic == "orders/paid":
+            order_id = payload["id"] - 900000 + cid * 10
+            payload.update(id=order_id, admin_graphql_api_id=f"gid://shopify/Order/{order_id}",
+                           email=f"{cid}@example.com")
+            payload["customer"] = {**payload["customer"], "id": cid, "email": f"{cid}@example.com"}
+        else:  # refunds/create
+            order_id = payload["order_id"] - 900000 + cid * 10
+            payload.update(id=payload["id"] + cid, order_id=order_id)
+            payload["transactions"] = [{**t, "order_id": order_id} for t in payload["transactions"]]
+        hooks.append((topic, payload))
+    return hooks
+
+
+def test_property_any_order_of_webhooks_leaves_the_shop_with_the_tag_of_the_stage(shopify_app):
+    """Replaying and reordering a customer's webhooks: the fake Shopify ends with exactly the
+    customer's current stage tag, each ladder tag added at most once and removed at most once."""
+    import itertools
+    from datetime import timedelta
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from .test_shop_e2e import NOW, post_shopify
+
+    client, fake = shopify_app
+    ids = itertools.count(7100)
+
+    @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                    HealthCheck.too_slow])
+    @given(order=st.permutations(range(12)))
+    def run(order):
+        cid = next(ids)
+        for n in (1, 2, 3):
+            fake.orders[str(cid * 10 + n)] = (str(cid), f"{cid}@example.com")
+        hooks = _webhooks_of(cid, NOW - timedelta(days=100)) * 2
+        for i in order:
+            topic, payload = hooks[i]
+            assert post_shopify(client, topic, payload, f"wh-{cid}-{i % 6}").status_code == 200
+        gid = f"gid://shopify/Customer/{cid}"
+        assert fake.customer_tags[gid] == {"ladder-regular"}
+        for name in ("tagsAdd", "tagsRemove"):
+            changed = [t for c in fake.calls if c.name == name and c.body["id"] == gid for t in c.body["tags"]]
+            assert len(changed) == len(set(changed)), (name, changed)
+
+    run()
+
+
+@pytest.fixture
+def shopify_app(ladder_settings, tmp_path):
+    from .test_shop_e2e import SECRET, make_app, programme_in
+
+    with FakeShop() as fake:
+        shop = ShopConfig(id="e2e", platform="shopify", domain="e2e.myshopify.com", webhook_secret=SECRET,
+                          api_url=fake.url, api_version="2025-07", access_token=fake.access_token,
+                          programme=programme_in("HKD", tmp_path), currency="HKD", capabilities=("discount_codes", "tags"))
+        app, _service = make_app(ladder_settings, shop)
+        yield app.test_client(), fake
