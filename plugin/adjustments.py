@@ -103,7 +103,7 @@ class StoredShopEvent:
 # ------------------------------------------------------------------ ids and checks
 def _digest(material: Mapping[str, Any]) -> str:
     text = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
 def input_id(prefix: str, *, shop_id: str, customer_id: str | None, kind: str, data: Mapping[str, Any],

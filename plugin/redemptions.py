@@ -20,8 +20,6 @@ more than the balance), with its author and reason — a ``points_adjusted`` eve
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,7 +30,7 @@ from marshmallow import ValidationError
 
 from . import audit, identity, ledger, store
 from . import events as events_mod
-from .adjustments import SOURCE, check_author_reason, check_idempotency_key, resolve_customer
+from .adjustments import SOURCE, check_author_reason, check_idempotency_key, input_id, resolve_customer
 from .clock import as_utc, iso, utcnow
 from .errors import BadRequest, Conflict
 from .points import value_of
@@ -84,12 +82,6 @@ class Stored:
     event: Mapping[str, Any]
     duplicate: bool
     balance_before: int | None = None  # None for a duplicate (the balance then is not known any more)
-
-
-def _event_id(prefix: str, shop_id: str, customer_id: str, key: str) -> str:
-    material = json.dumps({"shop": shop_id, "customer": customer_id, "input": prefix, "key": key},
-                          sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return f"{prefix}-{hashlib.sha256(material.encode('utf-8', 'surrogatepass')).hexdigest()[:24]}"
 
 
 def check_points(value: Any, *, allow_negative: bool = False) -> int:
@@ -155,7 +147,8 @@ def redeem(db: sa.Engine, timeline: Timeline, shop_id: str, customer_id: str, re
                                {"customer_id": ["not a shop account"]})
         store.lock_customer(conn, shop_id, account)  # a concurrent redemption waits for this one
         at = _now_under_lock(conn, shop_id, account, now)
-        event_id = _event_id("redeem", shop_id, account, key)
+        event_id = input_id("redeem", shop_id=shop_id, customer_id=account, kind="points_redeemed", data={},
+                            occurred_at=utcnow(), idempotency_key=key)
         known = _known(conn, shop_id, event_id)
         if known is not None:
             spent = (known.get("adjustment") or {}).get("points")
@@ -211,8 +204,8 @@ def adjust_points(db: sa.Engine, timeline: Timeline, shop_id: str, customer_id: 
         account = resolve_customer(conn, shop_id, customer_id)
         store.lock_customer(conn, shop_id, account)
         at = _now_under_lock(conn, shop_id, account, now)
-        material = key if key is not None else json.dumps({**data, "at": iso(at)}, sort_keys=True)
-        event_id = _event_id("points", shop_id, account, material)
+        event_id = input_id("points", shop_id=shop_id, customer_id=account, kind="points_adjusted", data=data,
+                            occurred_at=at, idempotency_key=key)
         known = _known(conn, shop_id, event_id)
         if known is not None:
             if dict(known.get("adjustment") or {}) != data:
