@@ -2,41 +2,62 @@
 
 What the fold would cost written by hand: one customer's events in, their stage, subgroup,
 lapse and awards out, as ``loyalty_ladder.ladder.fold`` gives them for a single version folded
-from the beginning — but in plain Python with the programme's thresholds as constants: no rule
-engine, no ``Programme`` model, no marshmallow, not even an import of ``loyalty_ladder`` at run
-time (the check below imports it to compare).
+from the beginning under the fold semantics of this release (4: ``timeline.CURRENT_SEMANTICS``)
+— but in plain Python with the programme's thresholds as constants: no rule engine, no
+``Programme`` model, no marshmallow, not even an import of ``loyalty_ladder`` at run time (the
+check below imports it to compare).
 
 It follows the order of operations of ``plugin/ladder.py`` (its docstring) for one version, no
-shop-wide turns and no exclusions:
+shop-wide turns, no exclusions and no go-live time (``live_from``: every points grant is a batch):
 
 * events deduplicated by id (the earliest wins), those after ``as_of`` dropped, sorted by
   ``(occurred_at, id)``; orders fully refunded or cancelled within 30 days of their first event
   (and not restored) are excluded: their placed/paid/payment events vanish;
-* wake-ups at every event time and, while on the ladder, at the end of the current stage's
-  minimum stay, at the lapse deadline and at the first instant of every calendar month (UTC);
-* at a wake-up: the events of the instant (facts updated incrementally, as ``FactsAccumulator``
-  does, with the same ``Decimal`` arithmetic in the same order), the manual adjustments of the
-  instant (``stage_set``, ``turn_started``), then lapsed + a new counting order → a new turn;
-  the lapse check; enter Potential; climb one stage at a time while the next holds and the
-  minimum stay has passed; a second lapse check; the first subgroup that holds; the grants in
-  rule-file order; the manual grants and revocations;
+* wake-ups at every event time; while on the ladder, at the end of the current stage's minimum
+  stay, at the lapse deadline and at the first instant of every calendar month (UTC); and at
+  the expiry of every discount code granted, and the expiry and the reminder time (14 days
+  before its expiry) of every batch of points with points left;
+* at a wake-up: expired batches of points lose what remains; the events of the instant (facts
+  updated incrementally, as ``FactsAccumulator`` does, with the same ``Decimal`` arithmetic in
+  the same order), the manual adjustments of the instant (``stage_set``, ``turn_started``), then
+  lapsed + a new counting order → a new turn; the lapse check; enter Potential; climb one stage
+  at a time while the next holds and the minimum stay has passed; a second lapse check; the
+  first subgroup that holds; privileges held for a stage the customer is no longer in end
+  (semantics 2); the grants in rule-file order; the manual grants and revocations; the points
+  ledger (``loyalty_ladder.points``: batches of orders whose figures changed resized — a
+  clawback from the order's batch, then first-expiring-first, the rest a debt —, this instant's
+  points grants new batches paying the debt first, ``points_adjusted`` and ``points_redeemed``
+  (spent first-expiring-first; a ``points_redemption`` award), points revoked by hand clawed
+  back, and a ``points_reminder`` award for each batch whose reminder is due and that still
+  holds points);
+* a privilege granted on reaching a stage (the stage tags, ``vip``, ``pay-later``) is one
+  holding (semantics 4): ``…/<reward>/privilege/<stage>/<turn>``, held on across a new turn in
+  the stage (no second award); started again in a stage and turn that had one (after it ended:
+  a stage set down by hand, then a climb back), keyed by its instant
+  (``…/privilege/20261201T104500Z``);
 * at the end, each award's key (``award_key``: ``shop/customer/reward/scope/ref``, components
-  percent-encoded, long ones hashed) and face value; points of an order are floor(net at
-  ``as_of``) and an award of 0 points is not implied; revoked keys are dropped.
+  percent-encoded, long ones hashed) and face value; points of an order are floor(points base at
+  ``as_of``) — the points base (semantics 3) is (total − tax − gift-card lines − the part paid
+  with points) × (1 − refunded/total), 0 when cancelled — and an award of 0 points is not
+  implied; points are worth ``point_value`` 0.01 each; revoked keys are dropped.
 
 The facts the programme reads: ``checkouts_started``, ``orders_count``, ``active_months_12m``,
 ``full_price_share``, ``referrals``, ``profit``, ``image_client`` (the ``image-client`` tag or the
 customer's flag), ``average_order_value`` and ``accepts_marketing``; only those are kept.
 
 The fold computes keys and face values (what the backtest reports); the rest of an award's
-params (discount codes, expiry times, points) are built only on request (:func:`award_params`),
-for the check.  Everything ``fold`` returns is reproduced: the check compares stage, subgroup,
+params (discount codes, expiry times, points, a reminder's batch, a redemption's value) are built
+only on request (:func:`award_params`), for the check.  The check compares stage, subgroup,
 lapsed, turn and, per award, key, reward, value, stage, turn, granted_at and params, for every
-customer, and nothing is left out.  Input is trusted: events are taken as valid generic events
-(what ``parse_event`` accepts); nothing is validated.
+customer.  Not reproduced, because no figure of the backtest's baseline depends on them: when a
+privilege ended (``ended_at``), its suspension while the customer lapsed (``suspended_at``: VIP
+service and payment terms), a grant that expired unused (``expired_at``), the ledger's balance
+and entries, and the rest of ``LadderState`` (history, facts, next step).  Input is trusted:
+events are taken as valid generic events (what ``parse_event`` accepts); nothing is validated.
 
     python bench/handfold.py --check 2000     # fold generated customers both ways, compare
     python bench/handfold.py --file demo.jsonl --as-of 2026-12-01T00:00:00Z   # stage counts
+    python bench/handfold.py --file demo.jsonl --as-of 2026-12-01T00:00:00Z --compare   # both ways
 
 ``PROGRAMME_VERSION`` is the version of ``rules/`` this fold was written for; ``--check`` fails
 when ``rules/`` has changed since (the constants below must then be brought up to date).
@@ -64,7 +85,7 @@ from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the version of rules/ this fold reproduces (``load_programme("rules").version``)
-PROGRAMME_VERSION = "63cad8e9d78a"
+PROGRAMME_VERSION = "3dd58ce8191d"
 
 # ------------------------------------------------------------------ the programme, as constants
 ZERO = Decimal(0)
@@ -76,6 +97,8 @@ REFUND_WINDOW = timedelta(days=30)
 DEFAULT_MARGIN = Decimal("0.30")
 IMAGE_CLIENT_TAG = "image-client"
 CURRENCY = "EUR"
+POINT_VALUE = Decimal("0.01")  # point_value: what one point is worth
+REMINDER_BEFORE = timedelta(days=14)  # points_reminder_days
 
 STAGES = ("potential", "visitor", "first_purchase", "regular", "advocate")
 POTENTIAL, VISITOR, FIRST_PURCHASE, REGULAR, ADVOCATE = range(5)
@@ -97,11 +120,19 @@ STAGE_DISCOUNT = ("welcome", "first-order", "second-order", None, None)
 #: every reward id, for manual grants (``reward_granted`` of an unknown id grants nothing)
 REWARDS = ("welcome", "first-order", "second-order", *STAGE_TAG, "order-points", "free-express", "vip",
            "pay-later", "apology", "review-thanks", "win-back", "new-year-greeting")
-#: face values (the rest have none: a percentage, a tag, points without a point value …)
+#: fixed face values (points are valued at POINT_VALUE; a percentage, a tag … have none)
 VALUES = {"second-order": Decimal("10.00"), "free-express": Decimal("5.00"), "apology": Decimal("5.00")}
 REVIEW_POINTS = 50
+POINTS_LAST = timedelta(days=365)  # expires_days of both points rewards
+POINTS_REWARDS = frozenset(("order-points", "review-thanks"))
+#: the days the discount codes last (each grant's expiry is a wake-up of the fold)
+DISCOUNT_DAYS = {"welcome": timedelta(days=30), "first-order": timedelta(days=14),
+                 "second-order": timedelta(days=30), "win-back": timedelta(days=30)}
+#: the reward id of points reminders and redemptions (``…/points/reminder/…``, ``…/points/redemption/…``)
+POINTS = "points"
 
-ADMIN = frozenset(("stage_set", "turn_started", "reward_granted", "reward_revoked"))
+ADMIN = frozenset(("stage_set", "turn_started", "reward_granted", "reward_revoked", "points_adjusted",
+                   "points_redeemed"))
 CREATING = frozenset(("order_placed", "order_paid"))
 VANISHING = frozenset(("order_placed", "order_paid", "payment_received"))
 
@@ -124,6 +155,11 @@ def next_month_start(t: datetime) -> datetime:
     return datetime(t.year + 1, 1, 1, tzinfo=UTC) if t.month == 12 else datetime(t.year, t.month + 1, 1, tzinfo=UTC)
 
 
+def holding_instant(t: datetime) -> str:
+    """The reference of a holding started again after it ended: ``20261201T104500Z``."""
+    return t.strftime("%Y%m%dT%H%M%S") + (f".{t.microsecond:06d}" if t.microsecond else "") + "Z"
+
+
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
 _HASHED = re.compile(r"~[0-9a-f]{40}")
 
@@ -138,6 +174,12 @@ def _component(part: object) -> str:
     return encoded
 
 
+def _key(prefix: str, reward: str, scope: str, ref: str | tuple[Any, ...]) -> str:
+    if isinstance(ref, tuple):
+        return f"{prefix}{reward}/{scope}/" + "/".join(_component(p) for p in ref)
+    return f"{prefix}{reward}/{scope}/{_component(ref)}"
+
+
 class Award(NamedTuple):
     key: str
     reward: str
@@ -145,7 +187,9 @@ class Award(NamedTuple):
     stage: str | None
     turn: int
     granted_at: datetime
-    points: int | None  # points rewards: the points (for award_params)
+    #: for award_params: the points of a points reward; ("reminder", points, expires_at, batch key) of
+    #: a points reminder; ("redemption", points, value, currency, redemption id) of a redemption
+    detail: Any
 
 
 class Result(NamedTuple):
@@ -157,8 +201,8 @@ class Result(NamedTuple):
 
 
 class _Order:
-    __slots__ = ("cancelled", "cost", "counting", "first_at", "fp_net", "full_price", "id", "net", "profit", "refunds",
-                 "shipping", "shipping_cost", "tax", "total")
+    __slots__ = ("cancelled", "cost", "counting", "first_at", "fp_net", "full_price", "gift_cards", "id", "net",
+                 "points_paid", "profit", "refunds", "shipping", "shipping_cost", "tax", "total")
 
     def __init__(self, oid: str, first_at: datetime):
         self.id = oid
@@ -167,6 +211,8 @@ class _Order:
         self.shipping = ZERO
         self.shipping_cost: Decimal | None = None
         self.tax = ZERO
+        self.gift_cards = ZERO
+        self.points_paid = ZERO
         self.cost = ZERO
         self.full_price = True
         self.cancelled = False
@@ -175,6 +221,138 @@ class _Order:
         self.net = ZERO  # this order's contributions to the running sums
         self.profit = ZERO
         self.fp_net = ZERO
+
+    def points(self) -> int:
+        """floor(points base): (total − tax − gift cards − paid with points) × the share kept, 0 cancelled."""
+        if self.cancelled:
+            return 0
+        total = self.total
+        kept = (ONE - min(total, sum(self.refunds.values(), ZERO)) / total) if total > 0 else ONE
+        return math.floor(money(max(ZERO, (total - self.tax - self.gift_cards - self.points_paid) * kept)))
+
+
+# ------------------------------------------------------------------ the points ledger
+class _Batch:
+    __slots__ = ("earned_at", "expired", "expired_points", "expires_at", "key", "points", "ref", "remaining",
+                 "remind_at", "reminded")
+
+    def __init__(self, key: str, earned_at: datetime, expires_at: datetime | None, points: int,
+                 remind_at: datetime | None, ref: tuple[str, ...]):
+        self.key = key
+        self.earned_at = earned_at
+        self.expires_at = expires_at
+        self.points = self.remaining = points
+        self.remind_at = remind_at
+        self.ref = ref  # the reminder's reference: (reward, scope, ref) of the award, or (event id,)
+        self.reminded = self.expired = False
+        self.expired_points = 0
+
+    def usable(self, at: datetime) -> bool:
+        return self.remaining > 0 and not self.expired and (self.expires_at is None or self.expires_at > at)
+
+
+def _spend_order(b: _Batch) -> tuple[Any, ...]:
+    return (b.expires_at is None, b.expires_at or b.earned_at, b.earned_at, b.key)
+
+
+class _Ledger:
+    """The batches of points (``loyalty_ladder.points.PointsLedger`` without its entries), with the
+    pending expiries and reminders kept sorted so a wake-up looks only at those due."""
+
+    __slots__ = ("batches", "debt", "expiring", "reminding")
+
+    def __init__(self) -> None:
+        self.batches: dict[str, _Batch] = {}
+        self.debt = 0
+        self.expiring: list[tuple[datetime, str]] = []  # (expires_at, key) of the batches not expired yet
+        self.reminding: list[tuple[datetime, str]] = []  # (remind_at, key) of the batches not reminded yet
+
+    def next_due(self) -> datetime | None:
+        """The earliest pending expiry or reminder of a batch with points left (every pending one
+        is after the latest wake-up: each wake-up takes those due)."""
+        due = None
+        for when, key in self.expiring:
+            if self.batches[key].remaining > 0:
+                due = when
+                break
+        for when, key in self.reminding:
+            if due is not None and when >= due:
+                break
+            if self.batches[key].remaining > 0:
+                due = when
+                break
+        return due
+
+    def expire(self, at: datetime) -> None:
+        expiring = self.expiring
+        while expiring and expiring[0][0] <= at:
+            b = self.batches[expiring.pop(0)[1]]
+            b.expired = True
+            b.expired_points, b.remaining = b.remaining, 0
+
+    def earn(self, key: str, at: datetime, points: int, expires_at: datetime | None, ref: tuple[str, ...]) -> None:
+        if key in self.batches:
+            return
+        remind_at = expires_at - REMINDER_BEFORE if expires_at is not None else None
+        if remind_at is not None and remind_at <= at:
+            remind_at = None
+        b = self.batches[key] = _Batch(key, at, expires_at, max(0, points), remind_at, ref)
+        if expires_at is not None:
+            bisect.insort(self.expiring, (expires_at, key))
+        if remind_at is not None:
+            bisect.insort(self.reminding, (remind_at, key))
+        self._pay_debt(b)
+
+    def resize(self, key: str, at: datetime, points: int) -> None:
+        b = self.batches.get(key)
+        if b is None or points == b.points:
+            return
+        delta = points - b.points
+        b.points = points
+        if delta > 0:
+            if not b.expired and (b.expires_at is None or b.expires_at > at):
+                b.remaining += delta
+                self._pay_debt(b)
+            return
+        lapsed = min(-delta, b.expired_points)
+        b.expired_points -= lapsed
+        if -delta - lapsed:
+            left = -delta - lapsed
+            if b.usable(at):
+                taken = min(b.remaining, left)
+                b.remaining -= taken
+                left -= taken
+            self.debt += self.take(at, left, key)
+
+    def take(self, at: datetime, points: int, exclude: str | None = None) -> int:
+        """Take ``points`` first-expiring-first; what is left over."""
+        left = points
+        for b in sorted(self.batches.values(), key=_spend_order):
+            if left <= 0:
+                break
+            if b.key == exclude or not b.usable(at):
+                continue
+            taken = min(b.remaining, left)
+            b.remaining -= taken
+            left -= taken
+        return left
+
+    def _pay_debt(self, b: _Batch) -> None:
+        if self.debt and b.remaining:
+            paid = min(self.debt, b.remaining)
+            b.remaining -= paid
+            self.debt -= paid
+
+    def remind(self, at: datetime) -> list[_Batch]:
+        """The batches reminded of now (each once, when due) that still hold points."""
+        due = []
+        reminding = self.reminding
+        while reminding and reminding[0][0] <= at:
+            b = self.batches[reminding.pop(0)[1]]
+            b.reminded = True
+            if b.usable(at):
+                due.append(b)
+        return sorted(due, key=_spend_order) if len(due) > 1 else due
 
 
 # ------------------------------------------------------------------ the fold
@@ -234,37 +412,72 @@ def fold_customer(events: Iterable[Mapping[str, Any]], as_of: datetime, shop: st
     turn = 1
     since = turn_start = None
     subgroup: str | None = None
-    grants: list[tuple[str, str, Any, datetime, int | None, int, str | None]] = []
+    #: (reward, scope, ref, at, stage index, turn, order id, detail) in the order they were decided
+    grants: list[tuple[str, str, Any, datetime, int | None, int, str | None, Any]] = []
     granted: set[tuple[str, str, Any]] = set()
     revoked: set[str] = set()
+    held: set[str] = set()  # the privileges held now (semantics 4 holdings) …
+    held_in = 0  # … all for this stage (each privilege of this programme belongs to one stage)
+    expiries: list[datetime] = []  # when the discount codes granted expire (wake-ups), sorted
+    ledger = _Ledger()
+    batch_keys: set[str] = set()  # the award keys of the points grants that are batches
+    order_batches: dict[str, list[str]] = {}  # order id → the keys of its batches
+    prefix = f"{_component(shop)}/{_component(customer_id)}/"
 
-    def grant(reward: str, scope: str, ref: Any, at: datetime, order_id: str | None = None) -> None:
+    def grant(reward: str, scope: str, ref: Any, at: datetime, order_id: str | None = None,
+              detail: Any = None) -> None:
         mark = (reward, scope, ref)
         if mark not in granted:
             granted.add(mark)
-            grants.append((reward, scope, ref, at, idx, turn, order_id))
+            grants.append((reward, scope, ref, at, idx, turn, order_id, detail))
+            days = DISCOUNT_DAYS.get(reward)
+            if days is not None:
+                bisect.insort(expiries, at + days)
+
+    def hold(reward: str, at: datetime) -> None:
+        """A privilege of the stage: held on when held, else a new holding (keyed by its
+        stage and turn, or by its instant when that stage and turn had one already)."""
+        nonlocal held_in
+        if reward in held:
+            return
+        ref: Any = (STAGES[idx], turn)  # type: ignore[index]
+        if (reward, "privilege", ref) in granted:
+            ref = holding_instant(at)
+        grant(reward, "privilege", ref, at)
+        held.add(reward)
+        held_in = idx  # type: ignore[assignment]
 
     def deadline() -> datetime | None:
         if idx is None or lapsed or LAPSE_AFTER[idx] is None:
             return None
-        anchor = counting[-1][0] if counting else last_event_at
-        return max(anchor, turn_start) + LAPSE_AFTER[idx]  # type: ignore[type-var, operator]
+        anchor = counting[-1][0] if counting else (last_event_at or turn_start or since)
+        return max(anchor, turn_start or anchor) + LAPSE_AFTER[idx]  # type: ignore[type-var, operator]
 
     n = len(evs)
     i = 0
     last: datetime | None = None
     while True:
         at = evs[i][0] if i < n else None
-        if last is not None and idx is not None:  # due times (only while on the ladder)
-            due = next_month_start(last)
-            if not lapsed and MIN_STAY[idx] and idx != LAST:
-                stay_end = since + MIN_STAY[idx]  # type: ignore[operator]
-                if last < stay_end < due:
-                    due = stay_end
-            lapse_at = deadline()
-            if lapse_at is not None and last < lapse_at < due:
-                due = lapse_at
-            if at is None or due < at:
+        if last is not None:  # due times
+            due = None
+            if idx is not None:  # only while on the ladder
+                due = next_month_start(last)
+                if not lapsed and MIN_STAY[idx] and idx != LAST:
+                    stay_end = since + MIN_STAY[idx]  # type: ignore[operator]
+                    if last < stay_end < due:
+                        due = stay_end
+                lapse_at = deadline()
+                if lapse_at is not None and last < lapse_at < due:
+                    due = lapse_at
+            if expiries and expiries[-1] > last:  # a discount code expires
+                expiry = expiries[bisect.bisect_right(expiries, last)]
+                if due is None or expiry < due:
+                    due = expiry
+            if ledger.expiring or ledger.reminding:  # a batch of points expires, or is reminded of
+                points_due = ledger.next_due()
+                if points_due is not None and (due is None or points_due < due):
+                    due = points_due
+            if due is not None and (at is None or due < at):
                 at = due
         if at is None or at > as_of:
             break
@@ -275,6 +488,9 @@ def fold_customer(events: Iterable[Mapping[str, Any]], as_of: datetime, shop: st
         batch = evs[i:j]
         i = j
         last = at
+        first_new = len(grants)
+        if ledger.expiring and ledger.expiring[0][0] <= at:
+            ledger.expire(at)  # step 3: what remains of batches whose expiry has come is gone
 
         # ---- the events of the instant
         new_orders: list[_Order] = []
@@ -320,6 +536,11 @@ def fold_customer(events: Iterable[Mapping[str, Any]], as_of: datetime, shop: st
                     state.shipping_cost = dec(ship_cost) if ship_cost is not None else None
                     tax = state.tax = dec(order["tax"]) if order.get("tax") is not None else ZERO
                     lines = order.get("lines")
+                    state.gift_cards = sum((dec(line["price"]) * line["quantity"] for line in lines
+                                            if line.get("gift_card") and line.get("price") is not None),
+                                           ZERO) if lines else ZERO
+                    paid_with_points = order.get("points_paid")
+                    state.points_paid = dec(paid_with_points) if paid_with_points is not None else ZERO
                     if lines and all(line.get("cost") is not None for line in lines):
                         state.cost = sum((dec(line["cost"]) * line["quantity"] for line in lines), ZERO)
                     elif order.get("cost") is not None:
@@ -443,20 +664,25 @@ def fold_customer(events: Iterable[Mapping[str, Any]], as_of: datetime, shop: st
         else:
             subgroup = "unprofitable"
 
+        # ---- privileges end (step 8): a stage's privilege once the customer is in another stage
+        # (a new turn in the stage holds it on)
+        if held_in != idx:
+            held.clear()
+
         # ---- grants in rule-file order (step 9)
         stage_ref = (STAGES[idx], turn)
         discount = STAGE_DISCOUNT[idx]
         if discount is not None and (idx != POTENTIAL or marketing):
             grant(discount, "stage", stage_ref, at)
-        grant(STAGE_TAG[idx], "stage", stage_ref, at)
+        hold(STAGE_TAG[idx], at)
         if idx >= REGULAR:
             for oid in new_counting:
                 grant("order-points", "order", oid, at, oid)
         if idx == REGULAR:
             grant("free-express", "stage", stage_ref, at)
         if idx == ADVOCATE and subgroup == "profitable":
-            grant("vip", "stage", stage_ref, at)
-            grant("pay-later", "stage", stage_ref, at)
+            hold("vip", at)
+            hold("pay-later", at)
         for eid in complaints:
             grant("apology", "event", eid, at)
         if idx >= FIRST_PURCHASE:
@@ -473,27 +699,69 @@ def fold_customer(events: Iterable[Mapping[str, Any]], as_of: datetime, shop: st
             elif kind == "reward_granted" and adj.get("reward") in REWARDS:
                 grant(adj["reward"], "manual", eid, at)
 
-    # ---- the awards, keyed and valued (order points from the order's net at as_of)
-    prefix = f"{_component(shop)}/{_component(customer_id)}/"
+        # ---- the points ledger (step 10)
+        if order_batches and batch:  # the batches of orders whose figures changed now are resized
+            for oid in dict.fromkeys(raw["order"]["id"] for _t, _e, _k, raw in batch if raw.get("order") is not None):
+                for key in order_batches.get(oid, ()):
+                    if key not in revoked:
+                        ledger.resize(key, at, orders[oid].points())
+        for reward, scope, ref, _at, _stage, _turn, order_id, _detail in (grants[first_new:] if len(grants) > first_new
+                                                                            else ()):
+            if reward not in POINTS_REWARDS:
+                continue
+            key = _key(prefix, reward, scope, ref)
+            if key in batch_keys:
+                continue
+            batch_keys.add(key)
+            if order_id is not None:
+                order_batches.setdefault(order_id, []).append(key)
+                earned = orders[order_id].points()
+            else:
+                earned = REVIEW_POINTS if reward == "review-thanks" else 0  # order points without an order: 0
+            ledger.earn(key, at, earned, at + POINTS_LAST, (reward, scope, ref))
+        for eid, kind, raw in manual:
+            adj = raw.get("adjustment") or {}
+            if kind == "reward_revoked":
+                if adj.get("award_key") in batch_keys:
+                    ledger.resize(adj["award_key"], at, 0)  # points revoked by hand: clawed back
+            elif kind == "points_adjusted" and adj.get("points"):
+                if adj["points"] > 0:
+                    days = adj.get("expires_days")
+                    ledger.earn(eid, at, adj["points"], at + timedelta(days=days) if days else None, (eid,))
+                else:
+                    ledger.debt += ledger.take(at, -adj["points"])
+            elif kind == "points_redeemed" and adj.get("points"):
+                rid = adj.get("redemption") or eid
+                ledger.debt += ledger.take(at, adj["points"])
+                value = adj.get("value")
+                grant(POINTS, "redemption", rid, at, detail=(
+                    "redemption", adj["points"], str(dec(value).quantize(CENT)) if value is not None else None,
+                    adj.get("currency"), adj.get("redemption")))
+        if ledger.reminding and ledger.reminding[0][0] <= at:
+            for due_batch in ledger.remind(at):
+                grant(POINTS, "reminder", due_batch.ref, at,
+                      detail=("reminder", due_batch.remaining, due_batch.expires_at, due_batch.key))
+
+    # ---- the awards, keyed and valued (order points from the order's points base at as_of)
     awards: list[Award] = []
-    for reward, scope, ref, at, stage, grant_turn, order_id in grants:
-        if isinstance(ref, tuple):
-            key = f"{prefix}{reward}/{scope}/{_component(ref[0])}/{ref[1]}"
-        else:
-            key = f"{prefix}{reward}/{scope}/{_component(ref)}"
-        points = None
+    for reward, scope, ref, at, stage, grant_turn, order_id, detail in grants:
+        key = _key(prefix, reward, scope, ref)
+        value = VALUES.get(reward)
         if reward == "order-points":
             state = orders.get(order_id) if order_id is not None else None
-            points = math.floor(money(ZERO if state.cancelled else state.total - min(
-                state.total, sum(state.refunds.values(), ZERO)))) if state is not None else 0
-            if points == 0:
+            detail = state.points() if state is not None else 0
+            if detail == 0:
                 continue  # points that come to nothing are not implied
+            value = (POINT_VALUE * detail).quantize(CENT)
         elif reward == "review-thanks":
-            points = REVIEW_POINTS
+            detail = REVIEW_POINTS
+            value = (POINT_VALUE * detail).quantize(CENT)
+        elif reward == POINTS and detail[0] == "redemption":
+            value = Decimal(detail[2]) if detail[2] is not None else None
         if key in revoked:
             continue
-        awards.append(Award(key, reward, VALUES.get(reward), STAGES[stage] if stage is not None else None,
-                            grant_turn, at, points))
+        awards.append(Award(key, reward, value, STAGES[stage] if stage is not None else None,
+                            grant_turn, at, detail))
     stage_id = STAGES[idx] if idx is not None else None
     return Result(stage_id, subgroup if stage_id is not None else None, lapsed, turn, awards)
 
@@ -510,7 +778,8 @@ _DISCOUNTS = {"welcome": ("WELCOME", "10", 30), "first-order": ("FIRST", "10", 1
 
 
 def award_params(award: Award) -> dict[str, Any]:
-    """The award's params as ``ImpliedAward.params`` carries them (codes, expiry times, points)."""
+    """The award's params as ``ImpliedAward.params`` carries them (codes, expiry times, points,
+    a reminder's batch, a redemption's value)."""
     reward, at = award.reward, award.granted_at
     if reward in _DISCOUNTS:
         prefix, percent, days = _DISCOUNTS[reward]
@@ -521,8 +790,15 @@ def award_params(award: Award) -> dict[str, Any]:
                 "expires_at": _iso(at + timedelta(days=30)), "currency": CURRENCY}
     if reward in STAGE_TAG:
         return {"tag": "ladder-" + reward.removeprefix("tag-")}
-    if reward in ("order-points", "review-thanks"):
-        return {"points": award.points, "expires_at": _iso(at + timedelta(days=365))}
+    if reward in POINTS_REWARDS:
+        return {"points": award.detail, "expires_at": _iso(at + POINTS_LAST)}
+    if reward == POINTS and award.detail[0] == "reminder":
+        _kind, points, expires_at, batch = award.detail
+        return {"points": points, "expires_at": _iso(expires_at), "batch": batch}
+    if reward == POINTS:
+        _kind, points, value, currency, redemption = award.detail
+        return {"points": points, "value": value, "currency": currency, "redemption": redemption,
+                "code": _code("POINTS", award.key)}
     if reward == "free-express":
         return {"service": "free express shipping for a year", "value": "5.00"}
     if reward == "vip":
@@ -681,6 +957,12 @@ def varied_history(rng: Any, cid: str, as_of: datetime) -> list[dict[str, Any]]:
             order["cost"] = str(money(total * Decimal("0.45")))
         elif cost_kind < 0.65:
             order["cost"] = str(money(total * Decimal("0.8")))
+        if rng.random() < 0.1:  # a gift card bought with the order: it earns no points
+            order.setdefault("lines", [{"sku": "A", "quantity": 1}]).append(
+                {"sku": "GC", "quantity": rng.randint(1, 2), "price": rng.choice(("10.00", "25.00", "400.00")),
+                 "gift_card": True, **({"cost": "0.00"} if rng.random() < 0.5 else {})})
+        if rng.random() < 0.08:  # partly paid with points: that part earns none
+            order["points_paid"] = str(min(total, Decimal(rng.choice(("1.00", "5.00", "20.00")))))
         if rng.random() < 0.25:
             order["discount_codes"] = ["WELCOME-X"]
         elif rng.random() < 0.1:
@@ -745,9 +1027,30 @@ def varied_history(rng: Any, cid: str, as_of: datetime) -> list[dict[str, Any]]:
             elif choice < 0.8:
                 emit("reward_granted", when, adjustment={**adj, "reward": rng.choice(REWARDS + ("nope",))})
             else:
+                reviews = [e["id"] for e in out if e["type"] == "review"]
                 emit("reward_revoked", when, adjustment={**adj, "award_key": rng.choice((
-                    f"bench/{cid}/tag-potential/stage/potential/1", f"bench/{cid}/first-order/stage/visitor/1",
-                    f"bench/{cid}/order-points/order/{cid}-o1"))})
+                    f"bench/{cid}/tag-potential/privilege/potential/1", f"bench/{cid}/first-order/stage/visitor/1",
+                    f"bench/{cid}/order-points/order/{cid}-o1", f"bench/{cid}/order-points/order/{cid}-o2",
+                    f"bench/{cid}/points/reminder/order-points/order/{cid}-o1",
+                    *(f"bench/{cid}/review-thanks/event/{r}" for r in reviews[:1])))})
+    if rng.random() < 0.15:  # points added or taken by hand, points redeemed (debts when they exceed the balance)
+        first = min(utc(e["occurred_at"]) for e in out)
+        for k in range(rng.randint(1, 4)):
+            when = first + timedelta(days=rng.randrange(1, 30 * months + 1),
+                                     seconds=rng.choice((0, rng.randrange(86400))))
+            adj = {"author": "staff", "reason": "bench"}
+            choice = rng.random()
+            if choice < 0.4:
+                emit("points_adjusted", when, adjustment={
+                    **adj, "points": rng.choice((5, 40, 200)),
+                    **({"expires_days": rng.choice((10, 14, 20, 90, 365))} if rng.random() < 0.7 else {})})
+            elif choice < 0.55:
+                emit("points_adjusted", when, adjustment={**adj, "points": -rng.choice((5, 30, 500))})
+            else:
+                points = rng.choice((10, 50, 100, 1000))
+                emit("points_redeemed", when, adjustment={
+                    **adj, "points": points, "redemption": f"{cid}-red{k}",
+                    **({"value": str(POINT_VALUE * points), "currency": CURRENCY} if rng.random() < 0.9 else {})})
     if out and rng.random() < 0.08:  # a duplicate delivery, as it was or with another time (the earliest wins)
         copy = dict(rng.choice([e for e in out if e["type"] not in ADMIN]))  # an adjustment first: see compare()
         if rng.random() < 0.5:
@@ -825,13 +1128,8 @@ def compare(programme: Any, compiled: Any, cid: str, raw_events: list[dict[str, 
         raise AssertionError("\n".join(lines))
 
 
-def check(customers: int, seed: int = 20260302, demo: bool = True, rules: str | Path = ROOT / "rules",
-          progress: Any = None) -> dict[str, int]:
-    """Fold ``customers`` varied generated customers, as many of bench/ladder.py's and (when
-    ``loyalty_ladder.demo_data`` exists) as many of demo data both ways; raises AssertionError at the
-    first difference.  Returns how many customers of each source were compared."""
-    import random
-
+def _programme(rules: str | Path) -> tuple[Any, Any]:
+    """``rules/`` loaded and compiled; AssertionError when it is not the version reproduced here."""
     from loyalty_ladder import rulefile
     from loyalty_ladder.engine import get_engine
 
@@ -839,7 +1137,32 @@ def check(customers: int, seed: int = 20260302, demo: bool = True, rules: str | 
     if programme.version != PROGRAMME_VERSION:
         raise AssertionError(f"rules/ is version {programme.version}, the hand fold reproduces {PROGRAMME_VERSION}: "
                              "bring bench/handfold.py's constants up to date")
-    compiled = get_engine().compile(programme)
+    return programme, get_engine().compile(programme)
+
+
+def check_file(path: str | Path, as_of: datetime, shop: str = "default", rules: str | Path = ROOT / "rules",
+               progress: Any = None) -> int:
+    """Fold every customer of a JSON-lines events file (``ladder demo-data``'s, say) both ways, as of
+    ``as_of``; AssertionError at the first difference.  Returns how many customers were compared."""
+    programme, compiled = _programme(rules)
+    say = progress or (lambda _msg: None)
+    n = 0
+    for cid, evs in customers_of_file(path):
+        compare(programme, compiled, cid, evs, as_of, shop=shop)
+        n += 1
+        if n % 1000 == 0:
+            say(f"{path}: {n} customers")
+    return n
+
+
+def check(customers: int, seed: int = 20260302, demo: bool = True, rules: str | Path = ROOT / "rules",
+          progress: Any = None) -> dict[str, int]:
+    """Fold ``customers`` varied generated customers, as many of bench/ladder.py's and (when
+    ``loyalty_ladder.demo_data`` exists) as many of demo data both ways; raises AssertionError at the
+    first difference.  Returns how many customers of each source were compared."""
+    import random
+
+    programme, compiled = _programme(rules)
     say = progress or (lambda _msg: None)
     compared: dict[str, int] = {}
 
@@ -892,10 +1215,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-demo", action="store_true", help="with --check: leave demo data out")
     parser.add_argument("--file", help="fold the customers of a JSON-lines events file and print the tally")
     parser.add_argument("--as-of", help="with --file: the instant to fold to (ISO 8601 with a zone)")
+    parser.add_argument("--compare", action="store_true",
+                        help="with --file: fold each customer both ways (ladder.fold and by hand) and compare")
     parser.add_argument("--shop", default="default")
     args = parser.parse_args(argv)
     if args.check is None and args.file is None:
         parser.error("give --check N or --file FILE")
+    if args.compare and args.file is None:
+        parser.error("--compare needs --file")
     if args.check is not None:
         started = time.perf_counter()
         try:
@@ -913,6 +1240,16 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--file needs --as-of")
         as_of = utc(args.as_of)
         started = time.perf_counter()
+        if args.compare:
+            try:
+                n = check_file(args.file, as_of, shop=args.shop,
+                               progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+            except AssertionError as exc:
+                print(f"hand fold differs from ladder.fold: {exc}", file=sys.stderr)
+                return 1
+            print(f"hand fold equal to ladder.fold for all {n} customers of {args.file} as of {_iso(as_of)}; "
+                  f"{time.perf_counter() - started:.0f} s")
+            return 0
         tally = fold_file(args.file, as_of, shop=args.shop)
         elapsed = time.perf_counter() - started
         print(json.dumps({
