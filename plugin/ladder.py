@@ -312,7 +312,6 @@ class _Fold:
                  live_from: datetime | None = None):
         self.timeline = timeline
         self.shop, self.customer_id = shop, customer_id
-        #: points granted before the shop went live are history, never the customer's to spend
         self.live_from = live_from
         self.shop_inputs = shop_inputs
         self.seg_idx = -1
@@ -615,8 +614,6 @@ class _Fold:
         for grant in self.new_grants:
             if grant.reward.type != Points.name or grant.key in self.batch_grants:
                 continue
-            if self.live_from is not None and grant.at < self.live_from:
-                continue  # historical: recorded, never credited
             self.batch_grants[grant.key] = grant
             if grant.order_id is not None:
                 self.order_batches.setdefault(grant.order_id, []).append(grant.key)

@@ -170,6 +170,7 @@ class PointsLedger:
         batch.points = points
         if delta > 0:  # points back (a cancelled order restored)
             if batch.expired or (batch.expires_at is not None and batch.expires_at <= at):
+                batch.expired_points += delta  # back, but expired: a later shrink takes these first
                 return
             batch.remaining += delta
             self.entries.append(Entry(at, "earned", delta, key))

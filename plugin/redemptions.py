@@ -202,10 +202,11 @@ def adjust_points(db: sa.Engine, timeline: Timeline, shop_id: str, customer_id: 
         data["expires_days"] = expires_days
     with store.begin_write(db) as conn:
         account = resolve_customer(conn, shop_id, customer_id)
+        asked = now or utcnow()  # the request's own time names it (two alike requests are two)
         store.lock_customer(conn, shop_id, account)
-        at = _now_under_lock(conn, shop_id, account, now)
+        at = _now_under_lock(conn, shop_id, account, asked)
         event_id = input_id("points", shop_id=shop_id, customer_id=account, kind="points_adjusted", data=data,
-                            occurred_at=at, idempotency_key=key)
+                            occurred_at=asked, idempotency_key=key)
         known = _known(conn, shop_id, event_id)
         if known is not None:
             if dict(known.get("adjustment") or {}) != data:

@@ -127,11 +127,24 @@ def state_view(state: ladder_mod.LadderState, shop_id: str, customer_id: str) ->
         "facts": state.facts, "next": next_to_dict(state.next), "lapse_at": state.lapse_at,
         "points": to_jsonable(points_of(state)), "rule_version": state.rule_version,
         "rewards": [{"key": a.key, "reward_id": a.reward_id, "type": a.type, "customer_id": customer_id,
-                     "status": AwardStatus.HISTORICAL if a.historical else AwardStatus.DUE, "reason": award_store.grant_reason(a),
+                     "status": _folded_status(a), "reason": a.ended_reason or a.suspended_reason or award_store.grant_reason(a),
                      "rule_version": a.rule_version or state.rule_version, "scope": a.scope, "scope_ref": a.scope_ref,
                      "stage": a.stage, "turn": a.turn, "granted_at": a.granted_at, "value": a.value,
                      "params": a.params, "reversed_at": None} for a in state.awards],
     }
+
+
+def _folded_status(award: ladder_mod.ImpliedAward) -> str:
+    """The status a folded award would be recorded with (nothing delivered: ``due`` at most)."""
+    if award.historical:
+        return AwardStatus.HISTORICAL
+    if award.ended_at is not None:
+        return AwardStatus.ENDED
+    if award.suspended_at is not None:
+        return AwardStatus.SUSPENDED
+    if award.expired_at is not None:
+        return AwardStatus.EXPIRED
+    return AwardStatus.DUE
 
 
 def simulate(programme: Programme, compiled: CompiledProgramme, raw_events: Sequence[Mapping[str, Any]],

@@ -397,13 +397,15 @@ def test_a_zero_point_batch_grows_when_its_order_does():
     assert ledger.balance(T0 + DAY) == 100
 
 
-def test_points_granted_before_the_shop_went_live_are_history_not_a_balance(default):
+def test_points_granted_before_the_shop_went_live_count_in_the_balance(default):
+    """An imported history's points are the customer's (their awards are historical: recorded, not
+    delivered again): live_from does not move them out of the ledger, so a second go-live after a
+    shadow period never takes back what a customer earned, or spent, while the shop was live."""
     programme, compiled = default
-    raw = regular(4)  # batches at day 40 and day 60
-    state = fold(programme, compiled, [parse_event(e) for e in raw], T0 + 61 * DAY, shop="s", customer_id="c",
-                 live_from=T0 + 50 * DAY)
-    assert [b.key for b in state.points.batches] == ["s/c/order-points/order/O3"]
-    assert state.points.balance == 100
+    state = fold(programme, compiled, [parse_event(e) for e in regular(4)], T0 + 61 * DAY, shop="s",
+                 customer_id="c", live_from=T0 + 50 * DAY)
+    assert [b.key for b in state.points.batches] == ["s/c/order-points/order/O2", "s/c/order-points/order/O3"]
+    assert [a.historical for a in state.awards if a.type == "points"] == [True, False]
 
 
 @pytest.mark.parametrize(("redemption_id", "status"), [("\ud800", 400), ("a/b", 400), ("x" * 201, 422)])
@@ -445,3 +447,41 @@ def test_concurrent_redemptions_never_spend_more_than_the_balance(service, clien
     redemptions.redeem(service.db, timeline, "default", "c", "first", 80, author="t", now=early + timedelta(seconds=5))
     with pytest.raises(redemptions.InsufficientPoints):
         redemptions.redeem(service.db, timeline, "default", "c", "second", 80, author="t", now=early)
+
+
+def test_simulate_shows_ended_privileges_as_ended():
+    from loyalty_ladder.views import simulate
+
+    programme = rulefile.load_programme(ROOT / "rules")
+    compiled = get_engine().compile(programme)
+    out = simulate(programme, compiled, regular(3), as_of=T0 + 41 * DAY)["customers"]["c"]
+    privileges = {p["reward"]: p["status"] for p in out["privileges"]}
+    assert privileges["tag-regular"] == "due" and privileges["tag-first-purchase"] == "ended"
+
+
+def test_a_point_worth_a_tenth_of_a_cent_needs_ten_to_redeem(client, service, tmp_path):
+    from loyalty_ladder import redemptions
+    from loyalty_ladder.errors import BadRequest
+
+    _post_history(client, _recent(3))
+    cheap = (ROOT / "rules" / "ladder.yaml").read_text().replace('point_value: "0.01"', 'point_value: "0.001"')
+    folder = tmp_path / "cheap"
+    folder.mkdir()
+    (folder / "ladder.yaml").write_text(cheap)
+    cheap_programme = rulefile.load_programme(folder)
+    timeline = Timeline.single(cheap_programme, get_engine().compile(cheap_programme))
+    with pytest.raises(BadRequest, match="worth less than 0.01"):
+        redemptions.redeem(service.db, timeline, "default", "c", "tiny", 4, author="t")
+    stored = redemptions.redeem(service.db, timeline, "default", "c", "ten", 10, author="t")
+    assert stored.event["adjustment"]["value"] == "0.01"
+
+
+def test_points_restored_to_an_expired_batch_are_not_taken_twice():
+    ledger = PointsLedger()
+    ledger.earn("a", T0, 100, T0 + 10 * DAY)
+    ledger.earn("b", T0, 100, T0 + 300 * DAY)
+    ledger.resize("a", T0 + DAY, 0)  # cancelled outside the window: clawed back
+    ledger.expire(T0 + 10 * DAY)
+    ledger.resize("a", T0 + 20 * DAY, 100)  # restored, but its batch has expired: nothing to spend
+    ledger.resize("a", T0 + 30 * DAY, 0)  # refunded in full after all: nothing more to take
+    assert ledger.batches["b"].remaining == 100 and ledger.debt == 0

@@ -57,6 +57,9 @@ def customer_profile(conn: sa.Connection, shop_id: str, customer_id: str, manage
 LADDER_TAGS = "ladder_tags"
 #: the statuses of a tag-carrying award whose tag the customer should carry in the shop
 HOLDS_TAG = (AwardStatus.DUE, AwardStatus.DELIVERED, AwardStatus.NEEDS_MANUAL_ACTION, AwardStatus.FAILED)
+#: the statuses of a privilege whose tag we may have put in the shop (a historical, shadow or
+#: withheld one never reached it: a tag of that name there is the merchant's, left alone)
+MAY_BE_IN_SHOP = (*HOLDS_TAG, AwardStatus.ENDED, AwardStatus.SUSPENDED, AwardStatus.REVERSED)
 
 
 def ladder_tags(conn: sa.Connection, shop_id: str, customer_id: str) -> dict[str, list[str]]:
@@ -69,16 +72,24 @@ def ladder_tags(conn: sa.Connection, shop_id: str, customer_id: str) -> dict[str
     t = store.awards
     desired: set[str] = set()
     managed: set[str] = set()
+    kept: set[str] = set()
     for row in conn.execute(sa.select(t.c.type, t.c.params, t.c.status).where(
             t.c.shop_id == shop_id, t.c.customer_id == customer_id)).mappings():
-        if reward_types.capability_of(row) != "tags" or reward_types.of(row["type"]).kind != Kind.PRIVILEGE:
-            continue  # a grant that carries a tag (a plugin's) is added once, taken back only if reversed
+        if reward_types.capability_of(row) != "tags":
+            continue
         tag = str(params_of(row).get("tag") or "").strip()
         if not tag:
             continue
-        managed.add(tag)
+        if reward_types.of(row["type"]).kind != Kind.PRIVILEGE:
+            if row["status"] != AwardStatus.REVERSED:
+                kept.add(tag)  # a grant's tag (a plugin's) stays until the grant is reversed
+            continue
         if row["status"] in HOLDS_TAG:
             desired.add(tag)
+        if row["status"] in MAY_BE_IN_SHOP:
+            managed.add(tag)
+    desired |= kept
+    managed |= desired
     return {"desired": sorted(desired), "managed": sorted(managed)}
 
 

@@ -6,7 +6,8 @@ keyed ``{shop}/{customer}/points/reminder/{the batch's reward/scope/ref}``, with
 is left then), ``expires_at`` and ``batch`` (the batch's key).  It tells the customer what they already earned: transactional, never marketing.
 The notice is the reward; in a shop with an API and no notification channel (no SMTP, no webhook)
 it is ``withheld``; a generic shop's integrator finds it ``due``, like every award it hands over.
-Reminders start with fold semantics 4 (a batch reminded of before that is not).
+Reminders start with fold semantics 4: a batch whose reminder fell before the upgrade is reminded
+of at the upgrade instant if it has points left and has not expired.
 """
 from __future__ import annotations
 
