@@ -128,15 +128,16 @@ def imply(reward: Reward, *, shop: str, customer_id: str, scope: str, ref: str |
           order_net: Decimal | None = None, currency: str | None = None, rule_version: str = "",
           note: str = "", ended_at: datetime | None = None, ended_reason: str = "",
           points_base: Decimal | None = None, point_value: Decimal | None = None,
-          suspended_at: datetime | None = None, suspended_reason: str = "") -> ImpliedAward:
+          suspended_at: datetime | None = None, suspended_reason: str = "", key: str | None = None) -> ImpliedAward:
     """One implied award of ``reward`` (params resolved by its type, historical when before
     ``live_from``); ``currency`` is the programme's (a fixed discount amount is in it);
     ``rule_version``: the version that decided it.
 
     A privilege still held at ``live_from`` (not ended before it) is not historical: the customer
     holds it when the shop goes live, so it is delivered then (an import's current stage tag, VIP
-    service); one that ended before stays historical."""
-    key = award_key(shop, customer_id, reward.id, scope, ref)
+    service); one that ended before stays historical.  ``key``: the award key when the caller
+    made it already (the fold does, once per grant)."""
+    key = key or award_key(shop, customer_id, reward.id, scope, ref)
     reward_type = registry.of(reward.type)
     historical = live_from is not None and granted_at < live_from
     if historical and reward_type.kind == Kind.PRIVILEGE and (ended_at is None or ended_at >= live_from):

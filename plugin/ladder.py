@@ -883,7 +883,7 @@ def _resolve(grant: _Grant, shop: str, customer_id: str, live_from: datetime | N
                  order_net=order_net, currency=settings.currency, rule_version=grant.version, note=grant.note,
                  ended_at=grant.ended_at, ended_reason=grant.ended_reason, points_base=points_base,
                  point_value=settings.point_value, suspended_at=grant.suspended_at,
-                 suspended_reason=grant.suspended_reason)
+                 suspended_reason=grant.suspended_reason, key=grant.key or None)
 
 
 def _expire(award: ImpliedAward, machine: _Fold, timeline: Timeline, as_of: datetime) -> ImpliedAward:

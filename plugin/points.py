@@ -123,6 +123,8 @@ class PointsLedger:
 
     def remind(self, at: datetime) -> list[Batch]:
         """The batches whose reminder is due by ``at`` and that still hold points (each once)."""
+        if not any(b.remind_at is not None and not b.reminded and b.remind_at <= at for b in self.batches.values()):
+            return []  # most wake-ups: nothing to sort
         due = []
         for batch in sorted(self.batches.values(), key=_spend_order):
             if batch.remind_at is not None and not batch.reminded and batch.remind_at <= at:
@@ -139,6 +141,8 @@ class PointsLedger:
     # ------------------------------------------------------------ changes
     def expire(self, at: datetime) -> None:
         """Every batch whose expiry has come by ``at`` loses what remains of it."""
+        if not any(not b.expired and b.expires_at is not None and b.expires_at <= at for b in self.batches.values()):
+            return  # most wake-ups: nothing to sort
         for batch in sorted(self.batches.values(), key=_spend_order):
             if not batch.expired and batch.expires_at is not None and batch.expires_at <= at:
                 batch.expired = True
