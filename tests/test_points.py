@@ -485,3 +485,32 @@ def test_points_restored_to_an_expired_batch_are_not_taken_twice():
     ledger.resize("a", T0 + 20 * DAY, 100)  # restored, but its batch has expired: nothing to spend
     ledger.resize("a", T0 + 30 * DAY, 0)  # refunded in full after all: nothing more to take
     assert ledger.batches["b"].remaining == 100 and ledger.debt == 0
+
+
+@pytest.mark.parametrize("old", ["historical", "ended"])
+def test_a_suspended_privilege_recorded_as_history_or_ended_is_never_delivered_before_it_is_restored(
+        sqlite_engine, old):
+    """At go-live (historical → held) and when the history that ended it is undone (ended → held),
+    a privilege paused now is ``suspended``, not ``due``: nothing reaches the shop until it is restored."""
+    from loyalty_ladder import award_store
+    from loyalty_ladder.awards import imply
+    from loyalty_ladder.programme import Reward, Trigger
+
+    vip = Reward(id="vip", type="vip_service", trigger=Trigger("stage"), params={"level": "gold", "tag": "vip"})
+    held = imply(vip, shop="s", customer_id="c", scope="privilege", ref=("advocate", 1), stage="advocate", turn=1,
+                 granted_at=T0, suspended_at=T0 + 10 * DAY, suspended_reason="suspended: the customer lapsed")
+    with store.begin_write(sqlite_engine) as conn:
+        award_store.record(conn, "s", "c", [held], "v1", T0 + 11 * DAY)
+        conn.execute(store.awards.update().values(status=old))
+        recorded = award_store.record(conn, "s", "c", [held], "v1", T0 + 12 * DAY)
+        status = conn.execute(sa.select(store.awards.c.status)).scalar()
+    assert status == "suspended" and held.key not in recorded.granted
+
+
+def test_reminders_start_with_semantics_4(default):
+    programme, compiled = default
+    upgrade = T0 + 500 * DAY  # after the batch's reminder (day 391) and expiry (day 405)
+    timeline = dataclasses.replace(Timeline.single(programme, compiled), semantics=((None, 3), (upgrade, 4)))
+    state = fold(timeline, None, [parse_event(e) for e in regular(3)], T0 + 600 * DAY, shop="s", customer_id="c")
+    assert [a.type for a in state.awards if a.type == "points"] == ["points"]
+    assert not [a for a in state.awards if a.type == "points_reminder"]
