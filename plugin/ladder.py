@@ -308,11 +308,9 @@ def _redemption(event: Event) -> Reward:
 class _Fold:
     """The mutable machine behind ``fold`` (one use)."""
 
-    def __init__(self, timeline: Timeline, shop_inputs: ShopInputs, shop: str = "default", customer_id: str = "",
-                 live_from: datetime | None = None):
+    def __init__(self, timeline: Timeline, shop_inputs: ShopInputs, shop: str = "default", customer_id: str = ""):
         self.timeline = timeline
         self.shop, self.customer_id = shop, customer_id
-        self.live_from = live_from
         self.shop_inputs = shop_inputs
         self.seg_idx = -1
         self.segment: Segment = timeline.segments[0]
@@ -818,7 +816,7 @@ def fold(programme: Programme | Timeline, evaluator: Evaluator | None, events: I
     if excluded:
         evs = [e for e in evs if not (e.type in VANISHING and e.order is not None and e.order.id in excluded)]
 
-    machine = _Fold(timeline, shop_inputs, shop, customer_id, live_from)
+    machine = _Fold(timeline, shop_inputs, shop, customer_id)
     acc = FactsAccumulator(machine.programme.settings, excluded)
     machine.acc = acc
     i = 0

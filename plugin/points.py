@@ -75,9 +75,6 @@ class Entry:
     ref: str  # the batch key, redemption id or event id it is about
     debt: int = 0  # the debt this change left behind (a clawback or redemption not covered)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"at": iso(self.at), "kind": self.kind, "points": self.points, "ref": self.ref, "debt": self.debt}
-
 
 @dataclass(frozen=True)
 class PointsView:

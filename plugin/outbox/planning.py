@@ -14,7 +14,7 @@ so an award and the jobs that carry it commit together or not at all.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -316,26 +316,19 @@ def plan(conn: sa.Connection, shop: ShopConfig, granted: Iterable[str], reversed
         for r in conn.execute(sa.select(t).where(t.c.key.in_(keys[i:i + 500]))).mappings():
             awards[r["key"]] = dict(r)
     planner = _Planner(conn, shop, smtp_configured, now, [])
-    for key in granted:
-        award = awards.get(key)
-        if award is not None and award["status"] == AwardStatus.DUE:
-            planner.grant(award)
-    for key in reversed_:
-        award = awards.get(key)
-        if award is not None and award["status"] == AwardStatus.REVERSED:
-            planner.reverse(award)
-    for key in ended:
-        award = awards.get(key)
-        if award is not None and award["status"] in (AwardStatus.ENDED, AwardStatus.SUSPENDED):
-            planner.reverse(award, announce=False)
-    for key in expired:
-        award = awards.get(key)
-        if award is not None and award["status"] == AwardStatus.EXPIRED:
-            planner.expire(award)
-    for key in refreshed:
-        award = awards.get(key)
-        if award is not None and award["status"] == AwardStatus.DELIVERED:
-            planner.refresh(award)
+    # each list, in this order, with the status its awards must still have and what is planned
+    steps: tuple[tuple[Sequence[str], tuple[str, ...], Callable[[dict[str, Any]], None]], ...] = (
+        (granted, (AwardStatus.DUE,), planner.grant),
+        (reversed_, (AwardStatus.REVERSED,), planner.reverse),
+        (ended, (AwardStatus.ENDED, AwardStatus.SUSPENDED), lambda award: planner.reverse(award, announce=False)),
+        (expired, (AwardStatus.EXPIRED,), planner.expire),
+        (refreshed, (AwardStatus.DELIVERED,), planner.refresh),
+    )
+    for step_keys, statuses, act in steps:
+        for key in step_keys:
+            award = awards.get(key)
+            if award is not None and award["status"] in statuses:
+                act(award)
     return list(dict.fromkeys(planner.to_run))
 
 
